@@ -29,7 +29,8 @@ def count_flops(model: nn.Module, shape: Sequence[int] = (1, 4, 192, 192)) -> in
     """Floating-point operations of one forward pass, counted by ``torch.utils.flop_counter.FlopCounterMode``.
 
     The counter sees every convolution, functional ones included, and counts a multiply-add as two FLOPs; it ignores
-    element-wise operations, pooling and interpolation. The baseline at ``(1, 4, 192, 192)`` gives 15,460,761,600.
+    element-wise operations, pooling and interpolation. The baseline with 5 output channels at ``(1, 4, 192, 192)``
+    gives 15,460,761,600.
 
     Args:
         model: the network; it is run once in eval mode on zeros, without gradients, and left in its former mode.
@@ -41,7 +42,7 @@ def count_flops(model: nn.Module, shape: Sequence[int] = (1, 4, 192, 192)) -> in
     Example::
 
         >>> from raagr2_monai.networks import get_network
-        >>> count_flops(get_network("baseline"), (1, 4, 192, 192))
+        >>> count_flops(get_network("baseline", out_channels=5), (1, 4, 192, 192))
         15460761600
     """
     was_training = model.training
