@@ -64,7 +64,67 @@ def _summary_table(rows: Dict[str, dict], out_channels: int, size: int) -> str:
     return "\n".join([note, fmt(header), *map(fmt, lines)])
 
 
-COMMANDS = {"summary": summary}
+def synth(out: str, cases: int = 24, seed: int = 0, shape: tuple | str = (96, 96, 64), overwrite: bool = False) -> str:
+    """Write a synthetic BraTS-like set (BraTS 2021 layout, plus grades.csv) and print what was written.
+
+    Args:
+        out: the folder to create.
+        cases: number of cases; every third one is LGG (no enhancing tumour).
+        seed: seed of the set (same seed, same files).
+        shape: volume shape ``X,Y,Z`` (Fire gives a tuple; a string works too).
+        overwrite: replace an existing folder.
+    """
+    from .data.synthetic import case_grade, generate
+
+    ids = generate(out, cases=cases, seed=seed, shape=shape, overwrite=overwrite)
+    lgg = sum(case_grade(i) == "LGG" for i in range(len(ids)))
+    return f"wrote {len(ids)} cases (HGG {len(ids) - lgg}, LGG {lgg}) of shape {shape} to {out}"
+
+
+def datalist(
+    data_dir: str, output: str, seed: int = 0, split: tuple | str = (0.7, 0.15, 0.15), grades_csv: str | None = None,
+    check: bool = True,
+) -> str:
+    """Check a BraTS folder, split it by patient (stratified by grade) and write a MONAI datalist JSON.
+
+    Args:
+        data_dir: the BraTS folder (flat 2021 layout, or HGG/ and LGG/).
+        output: the JSON file; its paths are relative to its folder.
+        seed: seed of the split.
+        split: training, validation and testing fractions, ``0.7,0.15,0.15``.
+        grades_csv: optional CSV with columns case,grade (default: <data_dir>/grades.csv if present).
+        check: read every volume (``--nocheck`` only checks that the files exist).
+    """
+    from .data.brats import SECTIONS, write_datalist
+
+    doc = write_datalist(data_dir, output, seed=seed, split=split, grades_csv=grades_csv, check=check)
+    lines = [f"wrote {output} (seed {doc['seed']}, split {'/'.join(f'{f:g}' for f in doc['split'])})"]
+    for name in SECTIONS:
+        grades: Dict[str, int] = {}
+        for entry in doc[name]:
+            key = entry["grade"] or "unknown"
+            grades[key] = grades.get(key, 0) + 1
+        detail = ", ".join(f"{g} {n}" for g, n in sorted(grades.items()))
+        lines.append(f"{name}: {len(doc[name])} cases" + (f" ({detail})" if detail else ""))
+    return "\n".join(lines)
+
+
+def bundles(root: str = "bundles", variants: str = "", license_file: str = "LICENSE") -> str:
+    """(Re)write the configs, docs and LICENSE of the bundles from ``raagr2_monai.bundle.configs``.
+
+    Args:
+        root: the folder holding one bundle per variant.
+        variants: comma-separated variants (default: all four).
+        license_file: the license copied into each bundle.
+    """
+    from .bundle.generate import write_bundles
+
+    names = [v for v in str(variants).split(",") if v] or None
+    written = write_bundles(root, names, license_file)
+    return f"wrote {len(written)} files under {root}/"
+
+
+COMMANDS = {"summary": summary, "bundles": bundles, "synth": synth, "datalist": datalist}
 
 
 def main() -> None:

@@ -1,0 +1,504 @@
+"""The four bundles' configs, written once: everything but the network and the descriptive metadata is shared.
+
+``raagr2 bundles`` writes ``bundles/<variant>/`` from here; a test regenerates them and compares with the files in
+the repository, so a hand edit of one bundle cannot drift from the other three.
+
+Configs read top to bottom: settings users override -> data -> network -> loss/optimizer -> engines -> handlers ->
+the workflow's steps. Ids follow the model zoo (``train#trainer``, ``validate#evaluator``, ``network_def``, ...).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+from dataclasses import dataclass
+from typing import Any, Dict
+
+__all__ = ["Variant", "VARIANTS", "BUNDLE_VERSION", "train_config", "evaluate_config", "inference_config",
+           "multi_gpu_config", "metadata", "LOGGING_CONF", "bundle_files"]
+
+BUNDLE_VERSION = "0.1.0"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """What differs between the bundles: the network class and the words that describe it."""
+
+    name: str
+    network: str
+    title: str
+    summary: str
+
+
+VARIANTS: Dict[str, Variant] = {
+    v.name: v
+    for v in (
+        Variant(
+            "baseline",
+            "raagr2_monai.networks.RAAGR2Net",
+            "RAAGR2-Net (baseline)",
+            "the uncompressed RAAGR2-Net: ReASPP3 encoder stages, attention-gated skip connections and recurrent "
+            "residual (RRCNN) decoder blocks",
+        ),
+        Variant(
+            "depthwise",
+            "raagr2_monai.networks.DepthwiseSharedRAAGR2Net",
+            "Depthwise Shared RAAGR2-Net",
+            "RAAGR2-Net whose encoder stages are redesigned around one depthwise 3x3 kernel per stage, shared by "
+            "the stage's four dilated branches",
+        ),
+        Variant(
+            "paired",
+            "raagr2_monai.networks.PairedSharedRAAGR2Net",
+            "Paired Shared RAAGR2-Net",
+            "RAAGR2-Net whose encoder stages share two depthwise 3x3 kernels per stage, one for dilations 1 and 3 "
+            "and one for dilations 6 and 9",
+        ),
+        Variant(
+            "encdec",
+            "raagr2_monai.networks.EncoderDecoderSharedRAAGR2Net",
+            "Encoder-Decoder Shared RAAGR2-Net",
+            "RAAGR2-Net with Depthwise Shared encoder stages whose kernels are reused by the decoder: each decoder "
+            "level applies the kernel of the encoder stage of its width",
+        ),
+    )
+}
+
+_IMPORTS = ["$import os", "$import time", "$import torch", "$import monai", "$import raagr2_monai"]
+
+_DEVICE = "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')"
+
+
+def _common(variant: Variant) -> Dict[str, Any]:
+    """Ids shared by every workflow of a bundle: where things are, the device, the network."""
+    return {
+        "imports": list(_IMPORTS),
+        "bundle_root": "$raagr2_monai.bundle.find_bundle_root()",
+        "dataset_dir": "$raagr2_monai.data.default_dataset_dir()",
+        "datalist": None,
+        "ckpt_dir": "$@bundle_root + '/models'",
+        "ckpt_path": "$@ckpt_dir + '/model.pt'",
+        "seed": 0,
+        "roi_size": [96, 96],
+        "batch_size": 8,
+        "num_workers": 0,
+        "device": _DEVICE,
+        "amp": True,
+        "use_amp": "$bool(@amp) and @device.type == 'cuda'",
+        "network_def": {"_target_": variant.network, "in_channels": 4, "out_channels": 3},
+        "network": "$@network_def.to(@device)",
+        "variant": "$raagr2_monai.networks.variant_of(@network_def)",
+    }
+
+
+def _val_postprocessing(keep_probabilities: bool) -> Dict[str, Any]:
+    """Binarise ``pred`` and split TC/WT/ET for the per-region Dice; optionally keep the probabilities as
+    ``pred_prob`` (evaluation's thesis-style pooled Dice is computed on soft predictions)."""
+    transforms = [
+        {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
+        {"_target_": "SplitDimd", "keys": ["pred", "label"], "dim": 0, "output_postfixes": ["tc", "wt", "et"]},
+    ]
+    if keep_probabilities:
+        transforms.insert(0, {"_target_": "CopyItemsd", "keys": "pred", "names": "pred_prob"})
+    return {"_target_": "Compose", "transforms": transforms}
+
+
+def _slice_inferer() -> Dict[str, Any]:
+    return {"_target_": "SliceInferer", "roi_size": "@roi_size", "spatial_dim": 2, "sw_batch_size": "@batch_size"}
+
+
+def train_config(variant: Variant) -> Dict[str, Any]:
+    """``configs/train.json``: SupervisedTrainer on 2D slices, SupervisedEvaluator on whole volumes."""
+    config = _common(variant)
+    config.update(
+        {
+            "output_dir": "$@bundle_root + '/runs/train'",
+            "epochs": 2,
+            "learning_rate": 0.001,
+            "val_interval": 1,
+            "num_samples": 4,
+            "tumour_fraction": 0.5,
+            "early_stop_patience": 10,
+            "early_stop_min_delta": 0.0001,
+            "resume": False,
+            "experiment_name": "raagr2_monai",
+            "run_name": "$@variant + '-train-' + time.strftime('%Y%m%d-%H%M%S')",
+            "tracking_uri": "$monai.utils.path_to_sqlite_uri(@output_dir + '/mlruns.db')",
+            "loss": {"_target_": "raagr2_monai.losses.RAAGR2Loss", "lambda_bce": 0.5},
+            "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": "@learning_rate"},
+            "lr_scheduler": {
+                "_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+                "optimizer": "@optimizer",
+                "mode": "max",
+                "factor": 0.5,
+                "patience": 3,
+            },
+            "train": {
+                "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'training', @datalist, @seed)",
+                "preprocessing": (
+                    "$raagr2_monai.data.transforms.train_transforms(roi_size=@roi_size, "
+                    "tumour_fraction=@tumour_fraction, num_samples=@num_samples)"
+                ),
+                "dataset": {
+                    "_target_": "CacheDataset",
+                    "data": "@train#datalist",
+                    "transform": "@train#preprocessing",
+                    "cache_rate": 1.0,
+                    "num_workers": "@num_workers",
+                    "progress": False,
+                },
+                "dataloader": {
+                    "_target_": "DataLoader",
+                    "dataset": "@train#dataset",
+                    "batch_size": "$max(1, @batch_size // @num_samples)",
+                    "shuffle": True,
+                    "num_workers": "@num_workers",
+                },
+                "inferer": {"_target_": "SimpleInferer"},
+                "handlers": [
+                    {
+                        "_target_": "ValidationHandler",
+                        "validator": "@validate#evaluator",
+                        "epoch_level": True,
+                        "interval": "@val_interval",
+                    },
+                    {
+                        "_target_": "StatsHandler",
+                        "tag_name": "train_loss",
+                        "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
+                    },
+                    {
+                        "_target_": "raagr2_monai.handlers.TrainingCheckpoint",
+                        "path": "$@output_dir + '/last.pt'",
+                        "save_dict": {"network": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler"},
+                        "resume": "@resume",
+                    },
+                ],
+                "trainer": {
+                    "_target_": "SupervisedTrainer",
+                    "max_epochs": "@epochs",
+                    "device": "@device",
+                    "train_data_loader": "@train#dataloader",
+                    "network": "@network",
+                    "loss_function": "@loss",
+                    "optimizer": "@optimizer",
+                    "inferer": "@train#inferer",
+                    "train_handlers": "$raagr2_monai.bundle.handlers_for_rank(@train#handlers)",
+                    "amp": "@use_amp",
+                },
+            },
+            "validate": {
+                "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'validation', @datalist, @seed)",
+                "preprocessing": "$raagr2_monai.data.transforms.val_transforms(roi_size=@roi_size)",
+                "dataset": {
+                    "_target_": "CacheDataset",
+                    "data": "@validate#datalist",
+                    "transform": "@validate#preprocessing",
+                    "cache_rate": 1.0,
+                    "num_workers": "@num_workers",
+                    "progress": False,
+                },
+                "dataloader": {
+                    "_target_": "DataLoader",
+                    "dataset": "@validate#dataset",
+                    "batch_size": 1,
+                    "shuffle": False,
+                    "num_workers": "@num_workers",
+                },
+                "inferer": _slice_inferer(),
+                "postprocessing": _val_postprocessing(keep_probabilities=False),
+                "key_metric": {
+                    "val_mean_dice": {
+                        "_target_": "raagr2_monai.metrics.BraTSMeanDice",
+                        "output_transform": "$monai.handlers.from_engine(['pred', 'label'])",
+                    }
+                },
+                "additional_metrics": {
+                    f"val_dice_{region}": {
+                        "_target_": "raagr2_monai.metrics.BraTSMeanDice",
+                        "output_transform": f"$monai.handlers.from_engine(['pred_{region}', 'label_{region}'])",
+                    }
+                    for region in ("tc", "wt", "et")
+                },
+                # the trainer is set when the run starts: trainer -> validator -> early stop -> trainer is a cycle
+                "early_stop": {
+                    "_target_": "EarlyStopHandler",
+                    "patience": "@early_stop_patience",
+                    "min_delta": "@early_stop_min_delta",
+                    "score_function": "$lambda engine: engine.state.metrics['val_mean_dice']",
+                    "epoch_level": True,
+                },
+                "handlers": [
+                    {
+                        "_target_": "LrScheduleHandler",
+                        "lr_scheduler": "@lr_scheduler",
+                        "print_lr": True,
+                        "epoch_level": True,
+                        "step_transform": "$lambda engine: engine.state.metrics['val_mean_dice']",
+                    },
+                    "@validate#early_stop",
+                    {"_target_": "StatsHandler", "iteration_log": False},
+                    {
+                        "_target_": "CheckpointSaver",
+                        "save_dir": "@ckpt_dir",
+                        "save_dict": {"model": "@network"},
+                        "save_key_metric": True,
+                        "key_metric_filename": "model.pt",
+                    },
+                ],
+                "evaluator": {
+                    "_target_": "SupervisedEvaluator",
+                    "device": "@device",
+                    "val_data_loader": "@validate#dataloader",
+                    "network": "@network",
+                    "inferer": "@validate#inferer",
+                    "postprocessing": "@validate#postprocessing",
+                    "key_val_metric": "@validate#key_metric",
+                    "additional_metrics": "@validate#additional_metrics",
+                    "val_handlers": "$raagr2_monai.bundle.handlers_for_rank(@validate#handlers)",
+                    "amp": "@use_amp",
+                },
+            },
+            "run_settings": {
+                "variant": "@variant",
+                "dataset_dir": "@dataset_dir",
+                "datalist": "@datalist",
+                "epochs": "@epochs",
+                "batch_size": "@batch_size",
+                "learning_rate": "@learning_rate",
+                "roi_size": "@roi_size",
+                "device": "$str(@device)",
+                "amp": "@use_amp",
+            },
+            "initialize": [
+                "$monai.utils.set_determinism(seed=@seed)",
+                "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed)",
+            ],
+            "run": [
+                "$@validate#early_stop.set_trainer(@train#trainer)",
+                "$@train#trainer.run()",
+                "$raagr2_monai.bundle.log_mlflow_artifacts(@tracking_uri, @experiment_name, @run_name, [@ckpt_path])",
+            ],
+            "training": ["$@initialize", "$@run"],
+        }
+    )
+    return config
+
+
+def evaluate_config(variant: Variant) -> Dict[str, Any]:
+    """``configs/evaluate.json``, merged after train.json: per-subject metrics of ``models/model.pt`` on a split."""
+    return {
+        "output_dir": "$@bundle_root + '/runs/evaluate'",
+        "eval_section": "testing",
+        "validate#datalist": "$raagr2_monai.data.load_split(@dataset_dir, @eval_section, @datalist, @seed)",
+        "validate#postprocessing": _val_postprocessing(keep_probabilities=True),
+        "validate#handlers": [
+            {"_target_": "raagr2_monai.handlers.WeightsLoader", "load_path": "@ckpt_path", "network": "@network"},
+            {"_target_": "StatsHandler", "iteration_log": False},
+            {
+                "_target_": "raagr2_monai.metrics.BraTSMetricsWriter",
+                "output_dir": "@output_dir",
+                "pred_key": "pred_prob",
+            },
+        ],
+        "run_settings#eval_section": "@eval_section",
+        "run": ["$@validate#evaluator.run()"],
+        "evaluating": ["$@initialize", "$@run"],
+    }
+
+
+def inference_config(variant: Variant) -> Dict[str, Any]:
+    """``configs/inference.json``: a BraTS label map per case, in the input's own geometry."""
+    config = _common(variant)
+    config.update(
+        {
+            "output_dir": "$@bundle_root + '/runs/inference'",
+            "datalist_section": "testing",
+            "data": "$raagr2_monai.data.inference_cases(@dataset_dir, @datalist, @datalist_section)",
+            "preprocessing": "$raagr2_monai.data.transforms.inference_transforms(roi_size=@roi_size)",
+            "dataset": {"_target_": "Dataset", "data": "@data", "transform": "@preprocessing"},
+            "dataloader": {
+                "_target_": "DataLoader",
+                "dataset": "@dataset",
+                "batch_size": 1,
+                "shuffle": False,
+                "num_workers": "@num_workers",
+            },
+            "inferer": _slice_inferer(),
+            "postprocessing": (
+                "$raagr2_monai.data.transforms.inference_postprocessing(@preprocessing, output_dir=@output_dir)"
+            ),
+            "handlers": [
+                {"_target_": "raagr2_monai.handlers.WeightsLoader", "load_path": "@ckpt_path", "network": "@network"},
+                {"_target_": "StatsHandler", "iteration_log": False},
+            ],
+            "evaluator": {
+                "_target_": "SupervisedEvaluator",
+                "device": "@device",
+                "val_data_loader": "@dataloader",
+                "network": "@network",
+                "inferer": "@inferer",
+                "postprocessing": "@postprocessing",
+                "val_handlers": "@handlers",
+                "amp": "@use_amp",
+            },
+            "run": ["$@evaluator.run()"],
+            "inferring": ["$@run"],
+        }
+    )
+    return config
+
+
+def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
+    """``configs/multi_gpu_train.json``, merged after train.json and started by torchrun.
+
+    NCCL on GPUs, gloo on CPUs (which is how the tests run it). Each rank trains on its share of the training
+    volumes and validates on its share of the validation volumes; MONAI's metrics all-reduce, so every rank takes the
+    same early-stopping and LR decisions, while only rank 0 logs and writes checkpoints.
+    """
+    return {
+        "local_rank": "$int(os.environ.get('LOCAL_RANK', 0))",
+        "device": "$torch.device(f'cuda:{@local_rank}') if torch.cuda.is_available() else torch.device('cpu')",
+        "backend": "$'nccl' if torch.cuda.is_available() else 'gloo'",
+        "network": {
+            "_target_": "torch.nn.parallel.DistributedDataParallel",
+            "module": "$@network_def.to(@device)",
+            "device_ids": "$[@device] if @device.type == 'cuda' else None",
+        },
+        "train#sampler": {
+            "_target_": "DistributedSampler",
+            "dataset": "@train#dataset",
+            "even_divisible": True,
+            "shuffle": True,
+        },
+        "train#dataloader#sampler": "@train#sampler",
+        "train#dataloader#shuffle": False,
+        "validate#sampler": {
+            "_target_": "DistributedSampler",
+            "dataset": "@validate#dataset",
+            "even_divisible": False,
+            "shuffle": False,
+        },
+        "validate#dataloader#sampler": "@validate#sampler",
+        "initialize": [
+            "$import torch.distributed as dist",
+            "$dist.is_initialized() or dist.init_process_group(backend=@backend)",
+            "$torch.cuda.set_device(@device) if @device.type == 'cuda' else None",
+            "$monai.utils.set_determinism(seed=@seed)",
+            "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed) if dist.get_rank() == 0 else None",
+        ],
+        "run": ["$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
+        "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
+        "training": ["$@initialize", "$@run", "$@finalize"],
+    }
+
+
+def metadata(variant: Variant) -> Dict[str, Any]:
+    """``configs/metadata.json`` in the model zoo's schema (kept offline in ``raagr2_monai/bundle/schema.json``)."""
+    import monai
+    import numpy
+    import torch
+
+    import raagr2_monai
+
+    spatial = ["16*n", "16*n"]
+    return {
+        "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
+        "version": BUNDLE_VERSION,
+        "changelog": {BUNDLE_VERSION: "first release: train, evaluate, inference and multi-GPU workflows"},
+        "monai_version": monai.__version__,
+        "pytorch_version": torch.__version__.split("+")[0],
+        "numpy_version": numpy.__version__,
+        "required_packages_version": {
+            "raagr2_monai": raagr2_monai.__version__,
+            **{name: importlib.metadata.version(name) for name in ("nibabel", "pytorch-ignite", "torch-pruning", "mlflow")},
+        },
+        "name": variant.title,
+        "task": "Brain tumour sub-region segmentation (TC, WT, ET) from multi-modal MRI, slice by slice",
+        "description": (
+            f"{variant.title}: {variant.summary}. A 2D network applied to axial slices of a BraTS-style study "
+            "(T1ce, T1, T2, FLAIR); its sigmoid outputs are the tumour core, whole tumour and enhancing tumour."
+        ),
+        "authors": "raagr2_monai developers",
+        "copyright": "Copyright (c) raagr2_monai developers",
+        "data_source": "BraTS 2018-2021 (https://www.synapse.org/brats) or the built-in synthetic BraTS-like set",
+        "data_type": "nibabel",
+        "image_classes": "4 channel data, T1ce, T1, T2, FLAIR, z-scored over brain voxels, 1x1x1 mm",
+        "label_classes": "3 channel data: channel 0 tumour core (labels 1, 4), 1 whole tumour (1, 2, 4), 2 enhancing "
+        "tumour (4)",
+        "pred_classes": "3 channel data, same as label_classes",
+        "eval_metrics": {"val_mean_dice": None},
+        "intended_use": "Research on model compression; not for clinical or diagnostic use",
+        "references": [
+            "Rehman M.U. et al. RAAGR2-Net: A brain tumor segmentation network using parallel processing of "
+            "multiple spatial frames. Computers in Biology and Medicine, 2023.",
+            "Master's thesis: compressing RAAGR2-Net by weight sharing and pruning (shared/seed in this project).",
+        ],
+        "network_data_format": {
+            "inputs": {
+                "image": {
+                    "type": "image",
+                    "format": "magnitude",
+                    "modality": "MR",
+                    "num_channels": 4,
+                    "spatial_shape": spatial,
+                    "dtype": "float32",
+                    "value_range": [],
+                    "is_patch_data": False,
+                    "channel_def": {"0": "T1ce", "1": "T1", "2": "T2", "3": "FLAIR"},
+                }
+            },
+            "outputs": {
+                "pred": {
+                    "type": "image",
+                    "format": "segmentation",
+                    "num_channels": 3,
+                    "spatial_shape": spatial,
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": False,
+                    "channel_def": {"0": "TC", "1": "WT", "2": "ET"},
+                }
+            },
+        },
+    }
+
+
+LOGGING_CONF = """[loggers]
+keys=root
+
+[handlers]
+keys=consoleHandler
+
+[formatters]
+keys=fullFormatter
+
+[logger_root]
+level=INFO
+handlers=consoleHandler
+
+[handler_consoleHandler]
+class=StreamHandler
+level=INFO
+formatter=fullFormatter
+args=(sys.stdout,)
+
+[formatter_fullFormatter]
+format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
+"""
+
+
+def _json(obj: Dict[str, Any]) -> str:
+    return json.dumps(obj, indent=4) + "\n"
+
+
+def bundle_files(variant: Variant) -> Dict[str, str]:
+    """Relative path -> text of every generated file of ``variant``'s bundle."""
+    return {
+        "configs/metadata.json": _json(metadata(variant)),
+        "configs/train.json": _json(train_config(variant)),
+        "configs/evaluate.json": _json(evaluate_config(variant)),
+        "configs/inference.json": _json(inference_config(variant)),
+        "configs/multi_gpu_train.json": _json(multi_gpu_config(variant)),
+        "configs/logging.conf": LOGGING_CONF,
+    }

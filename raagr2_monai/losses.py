@@ -1,0 +1,170 @@
+"""The thesis loss: a weighted sum of binary cross-entropy and soft Dice on sigmoid probabilities (SPEC §3).
+
+``loss = lambda_bce * BCE + (1 - lambda_bce) * DiceLoss`` (thesis eq. 7, ``lambda_bce = 0.5``), optionally with the
+border weight map of the original RAAGR2-Net applied to both terms.
+
+MONAI's ``DiceCELoss`` is deliberately not used: with several channels its cross-entropy term is a softmax over the
+channels, whereas TC/WT/ET are overlapping multi-label outputs that need a per-channel binary cross-entropy.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["RAAGR2Loss", "border_weight_map"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def border_weight_map(target: torch.Tensor, kernel_size: int = 11) -> torch.Tensor:
+    """Border weights of the original RAAGR2-Net, per sample and channel.
+
+    ``w = 1 + 2 * [0.005 < avg_pool(target) < 0.995]``: voxels whose ``kernel_size`` neighbourhood holds both
+    foreground and background (the region borders) weigh 3, all others 1. The map is then rescaled to mean 1 over the
+    spatial dimensions of each sample and channel, so that the weighted losses keep the scale of the unweighted ones.
+    The average ignores the padding (Keras ``padding="same"`` semantics, as in the original code), so the image edge
+    is not mistaken for a border.
+
+    Args:
+        target: binary target, shape (B, C, H, W) or (B, C, H, W, D).
+        kernel_size: odd side length of the averaging window (a cube for 3D targets).
+
+    Returns:
+        float32 weights of the target's shape, mean 1 over the spatial dimensions of each (sample, channel).
+
+    Raises:
+        ValueError: if ``target`` is not 4D/5D or ``kernel_size`` is not a positive odd integer.
+
+    Example:
+        >>> t = torch.zeros(1, 1, 32, 32); t[..., 8:24, 8:24] = 1
+        >>> w = border_weight_map(t)
+        >>> float(w.mean())  # doctest: +ELLIPSIS
+        1.0...
+    """
+    if target.ndim not in (4, 5):
+        raise ValueError(f"border_weight_map expects a (B, C, H, W[, D]) target, got shape {tuple(target.shape)}.")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"border_weight_map needs a positive odd kernel_size, got {kernel_size}.")
+    pool = F.avg_pool2d if target.ndim == 4 else F.avg_pool3d
+    # explicit zero padding and a pooled mask of valid voxels: the same as count_include_pad=False, but also valid
+    # when a spatial size is below kernel_size (e.g. a thin 3D volume), which avg_pool's own padding refuses
+    pad = [kernel_size // 2] * (2 * (target.ndim - 2))
+    valid = torch.ones_like(target[:1, :1], dtype=torch.float32)
+    local_sum = pool(F.pad(target.float(), pad), kernel_size=kernel_size, stride=1)
+    local_mean = local_sum / pool(F.pad(valid, pad), kernel_size=kernel_size, stride=1)
+    weights = 1.0 + 2.0 * ((local_mean > 0.005) & (local_mean < 0.995)).float()
+    spatial = tuple(range(2, target.ndim))
+    return weights / weights.mean(dim=spatial, keepdim=True)
+
+
+class RAAGR2Loss(nn.Module):
+    """``lambda_bce * BCE + (1 - lambda_bce) * soft Dice loss`` on sigmoid probabilities.
+
+    Both terms are computed per channel and then reduced over channels:
+
+    - BCE of channel c: the (weighted) mean of the voxel-wise binary cross-entropy over batch and spatial dimensions;
+    - Dice loss of channel c: ``1 - (2 * sum(w * p * y) + smooth) / (sum(w * p) + sum(w * y) + smooth)`` with the sums
+      pooled over the whole batch and all spatial positions of that channel (the thesis style: one Dice per channel
+      per batch, not one per sample), so a slice without any tumour does not count as a perfect or a failed sample.
+
+    Without border weights ``w = 1`` and both terms are the plain ones; with ``border_weights=True`` the map of
+    :func:`border_weight_map` weighs both the BCE and the Dice sums (a simplification of the original RAAGR2-Net,
+    which used a logit-space weighted BCE and squared weights in the Dice).
+
+    The computation runs in float32 with autocast disabled, since ``F.binary_cross_entropy`` refuses autocast and the
+    sums of the Dice lose precision in half precision. Probabilities are clamped to ``[eps, 1 - eps]`` to keep the
+    logarithms finite.
+
+    Argument order is ``forward(input, target)``: prediction first, as in every PyTorch/MONAI loss. The thesis's
+    training scripts passed (prediction, target) swapped; this class does not reproduce that error.
+
+    Args:
+        lambda_bce: weight of the BCE term, in [0, 1]; the Dice term gets ``1 - lambda_bce``.
+        border_weights: weigh both terms with the border map of the original RAAGR2-Net.
+        smooth: additive smoothing of the Dice numerator and denominator.
+        kernel_size: window of the border map (odd).
+        reduction: ``"mean"`` or ``"sum"`` over channels, or ``"none"`` for the per-channel losses, shape (C,).
+        eps: clamp of the probabilities.
+
+    Raises:
+        ValueError: on an out-of-range ``lambda_bce``, an unknown ``reduction``, a bad ``kernel_size``, or (in
+            ``forward``) mismatched shapes, wrong dimensionality, or inputs outside [0, 1] (logits passed by mistake).
+
+    Example:
+        >>> loss = RAAGR2Loss(lambda_bce=0.5)
+        >>> p = torch.full((2, 3, 16, 16), 0.5); y = torch.ones(2, 3, 16, 16)
+        >>> round(float(loss(p, y)), 4)  # each channel: 0.5 * ln 2 + 0.5 * (1 - (2*256 + 1) / (768 + 1))
+        0.513
+    """
+
+    def __init__(
+        self,
+        lambda_bce: float = 0.5,
+        border_weights: bool = False,
+        smooth: float = 1.0,
+        kernel_size: int = 11,
+        reduction: str = "mean",
+        eps: float = 1e-6,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= lambda_bce <= 1.0:
+            raise ValueError(f"RAAGR2Loss: lambda_bce must lie in [0, 1], got {lambda_bce}.")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"RAAGR2Loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"RAAGR2Loss: kernel_size must be a positive odd integer, got {kernel_size}.")
+        if smooth < 0 or not 0.0 < eps < 0.5:
+            raise ValueError(f"RAAGR2Loss: need smooth >= 0 and 0 < eps < 0.5, got smooth={smooth}, eps={eps}.")
+        self.lambda_bce = lambda_bce
+        self.border_weights = border_weights
+        self.smooth = smooth
+        self.kernel_size = kernel_size
+        self.reduction = reduction
+        self.eps = eps
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Compute the loss.
+
+        Args:
+            input: sigmoid probabilities, shape (B, C, H, W) or (B, C, H, W, D).
+            target: binary target of the same shape.
+
+        Returns:
+            float32 scalar (``"mean"``/``"sum"``) or per-channel losses of shape (C,) (``"none"``).
+
+        Raises:
+            ValueError: if the shapes differ, are not 4D/5D, or ``input`` holds values outside [0, 1].
+        """
+        if input.shape != target.shape:
+            raise ValueError(
+                f"RAAGR2Loss: input (prediction) shape {tuple(input.shape)} and target shape "
+                f"{tuple(target.shape)} must be equal."
+            )
+        if input.ndim not in (4, 5):
+            raise ValueError(
+                f"RAAGR2Loss expects (B, C, H, W) or (B, C, H, W, D) tensors, got shape {tuple(input.shape)}."
+            )
+        with torch.autocast(device_type=input.device.type, enabled=False):
+            prob = input.float()
+            if bool(((prob < 0) | (prob > 1)).any()):
+                raise ValueError(
+                    "RAAGR2Loss expects sigmoid probabilities in [0, 1]; the input has values outside it "
+                    "(logits passed by mistake?)."
+                )
+            prob = prob.clamp(self.eps, 1.0 - self.eps)
+            tgt = target.float()
+            reduce_dims = [0, *range(2, prob.ndim)]
+            weights = border_weight_map(tgt, self.kernel_size) if self.border_weights else torch.ones_like(prob)
+            bce_map = F.binary_cross_entropy(prob, tgt, reduction="none")
+            bce = (weights * bce_map).sum(dim=reduce_dims) / weights.sum(dim=reduce_dims)
+            intersection = (weights * prob * tgt).sum(dim=reduce_dims)
+            denominator = (weights * prob).sum(dim=reduce_dims) + (weights * tgt).sum(dim=reduce_dims)
+            dice_loss = 1.0 - (2.0 * intersection + self.smooth) / (denominator + self.smooth)
+            per_channel = self.lambda_bce * bce + (1.0 - self.lambda_bce) * dice_loss
+        if self.reduction == "mean":
+            return per_channel.mean()
+        if self.reduction == "sum":
+            return per_channel.sum()
+        return per_channel

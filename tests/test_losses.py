@@ -1,0 +1,159 @@
+"""Tests of the thesis loss: exact values, argument order, border weights, autocast and gradients."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from raagr2_monai.losses import RAAGR2Loss, border_weight_map
+
+# one channel, 2x2: two foreground pixels predicted 0.9 and 0.6, two background pixels predicted 0.2 and 0.1
+PROB = torch.tensor([[[[0.9, 0.2], [0.6, 0.1]]]])
+TARGET = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+BCE = -(math.log(0.9) + math.log(0.8) + math.log(0.6) + math.log(0.9)) / 4
+DICE_LOSS = 1 - (2 * (0.9 + 0.6) + 1) / ((0.9 + 0.2 + 0.6 + 0.1) + 2 + 1)
+
+
+def test_exact_value_on_2x2_example() -> None:
+    assert float(RAAGR2Loss()(PROB, TARGET)) == pytest.approx(0.5 * BCE + 0.5 * DICE_LOSS, abs=1e-6)
+    assert float(RAAGR2Loss(lambda_bce=1.0)(PROB, TARGET)) == pytest.approx(BCE, abs=1e-6)
+    assert float(RAAGR2Loss(lambda_bce=0.0)(PROB, TARGET)) == pytest.approx(DICE_LOSS, abs=1e-6)
+    assert float(RAAGR2Loss(lambda_bce=0.3)(PROB, TARGET)) == pytest.approx(0.3 * BCE + 0.7 * DICE_LOSS, abs=1e-6)
+
+
+def test_perfect_prediction_is_near_zero() -> None:
+    target = torch.zeros(2, 3, 16, 16)
+    target[:, :, 4:10, 5:12] = 1
+    assert float(RAAGR2Loss()(target.clone(), target)) < 1e-5
+    assert float(RAAGR2Loss(border_weights=True)(target.clone(), target)) < 1e-5
+
+
+def test_dice_pools_batch_and_space_per_channel_then_means_channels() -> None:
+    # channel 0 is the 2x2 example in two samples; channel 1 is perfect
+    prob = torch.cat([PROB, TARGET], dim=1).repeat(2, 1, 1, 1)
+    target = torch.cat([TARGET, TARGET], dim=1).repeat(2, 1, 1, 1)
+    per_channel = RAAGR2Loss(lambda_bce=0.0, reduction="none")(prob, target)
+    # pooled over the two samples: numerator and denominator both double
+    dice0 = 1 - (2 * 2 * 1.5 + 1) / (2 * 1.8 + 2 * 2 + 1)
+    assert per_channel.shape == (2,)
+    assert float(per_channel[0]) == pytest.approx(dice0, abs=1e-6)
+    assert float(per_channel[1]) == pytest.approx(0.0, abs=1e-5)
+    mean = RAAGR2Loss(lambda_bce=0.0)(prob, target)
+    total = RAAGR2Loss(lambda_bce=0.0, reduction="sum")(prob, target)
+    assert float(mean) == pytest.approx(float(per_channel.mean()), abs=1e-7)
+    assert float(total) == pytest.approx(float(per_channel.sum()), abs=1e-7)
+
+
+def test_argument_order_matters() -> None:
+    loss = RAAGR2Loss()
+    right = float(loss(PROB, TARGET))
+    swapped = float(loss(TARGET, PROB))
+    assert right == pytest.approx(0.5 * BCE + 0.5 * DICE_LOSS, abs=1e-6)
+    # the swapped call puts the clamped hard target in the logarithms: a very different number
+    assert abs(swapped - right) > 1.0
+
+
+def test_accepts_3d_volumes() -> None:
+    prob = PROB[..., None].repeat(1, 1, 1, 1, 3)
+    target = TARGET[..., None].repeat(1, 1, 1, 1, 3)
+    dice = 1 - (2 * 3 * 1.5 + 1) / (3 * 1.8 + 3 * 2 + 1)
+    assert float(RAAGR2Loss()(prob, target)) == pytest.approx(0.5 * BCE + 0.5 * dice, abs=1e-6)
+
+
+def test_border_weight_map_mean_one_and_heavier_at_borders() -> None:
+    target = torch.zeros(2, 2, 32, 32)
+    target[0, 0, 8:24, 8:24] = 1
+    target[1, 1, 0:10, :] = 1
+    weights = border_weight_map(target)
+    assert weights.shape == target.shape
+    assert torch.allclose(weights.mean(dim=(2, 3)), torch.ones(2, 2))
+    # inside the 11x11 window of the square's edge (border) vs. the far corner and the square's centre
+    border, corner, centre = weights[0, 0, 8, 16], weights[0, 0, 31, 31], weights[0, 0, 16, 16]
+    assert float(border) > 1.0 > float(corner)
+    assert float(border) == pytest.approx(3 * float(corner))
+    assert float(border) == pytest.approx(3 * float(centre))
+    # a channel without any border (all background) keeps weight 1 everywhere
+    assert torch.equal(weights[0, 1], torch.ones(32, 32))
+
+
+def test_border_weight_map_ignores_image_edge() -> None:
+    # all foreground: padding must not make the image edge a border (Keras "same" pooling excludes padding)
+    assert torch.equal(border_weight_map(torch.ones(1, 1, 16, 16)), torch.ones(1, 1, 16, 16))
+    assert torch.equal(border_weight_map(torch.ones(1, 1, 8, 8, 8)), torch.ones(1, 1, 8, 8, 8))
+
+
+def test_border_weight_map_matches_keras_same_pooling() -> None:
+    torch.manual_seed(0)
+    target = (torch.rand(2, 3, 32, 32) > 0.6).float()
+    local_mean = torch.nn.functional.avg_pool2d(target, 11, stride=1, padding=5, count_include_pad=False)
+    raw = 1 + 2 * ((local_mean > 0.005) & (local_mean < 0.995)).float()
+    assert torch.allclose(border_weight_map(target), raw / raw.mean(dim=(2, 3), keepdim=True))
+
+
+def test_border_weights_change_the_loss_only_where_there_are_borders() -> None:
+    target = torch.zeros(1, 1, 32, 32)
+    target[..., 8:24, 8:24] = 1
+    prob = torch.full_like(target, 0.3)
+    plain = float(RAAGR2Loss()(prob, target))
+    weighted = float(RAAGR2Loss(border_weights=True)(prob, target))
+    assert weighted != pytest.approx(plain, abs=1e-4)
+    flat = torch.zeros(1, 1, 32, 32)
+    assert float(RAAGR2Loss(border_weights=True)(prob, flat)) == pytest.approx(float(RAAGR2Loss()(prob, flat)))
+
+
+def test_autocast_cpu_bfloat16_gives_float32_close_to_full_precision() -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 16, 16)
+    target = (torch.rand(2, 3, 16, 16) > 0.7).float()
+    conv = torch.nn.Conv2d(3, 3, 1)
+    reference = RAAGR2Loss(border_weights=True)(torch.sigmoid(conv(logits)), target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prob = torch.sigmoid(conv(logits))
+        assert prob.dtype == torch.bfloat16
+        value = RAAGR2Loss(border_weights=True)(prob, target).detach()
+    assert value.dtype == torch.float32
+    assert float(value) == pytest.approx(float(reference.detach()), abs=1e-2)
+    # the loss itself adds no rounding beyond the bfloat16 input
+    full = RAAGR2Loss(border_weights=True)(prob.detach().float(), target)
+    assert float(value) == pytest.approx(float(full), abs=1e-6)
+
+
+@pytest.mark.parametrize("border_weights", [False, True])
+def test_gradient_flows(border_weights: bool) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 16, 16, requires_grad=True)
+    target = torch.zeros(2, 3, 16, 16)
+    target[:, :, 4:12, 4:12] = 1
+    RAAGR2Loss(border_weights=border_weights)(torch.sigmoid(logits), target).backward()
+    assert logits.grad is not None
+    assert torch.isfinite(logits.grad).all()
+    # foreground pixels are pushed up, background pixels down
+    assert float(logits.grad[:, :, 8, 8].max()) < 0 < float(logits.grad[:, :, 0, 0].min())
+
+
+def test_shape_mismatch_names_both_shapes() -> None:
+    with pytest.raises(ValueError, match=r"\(1, 3, 8, 8\).*\(1, 2, 8, 8\)"):
+        RAAGR2Loss()(torch.rand(1, 3, 8, 8), torch.zeros(1, 2, 8, 8))
+    with pytest.raises(ValueError, match=r"\(3, 8, 8\)"):
+        RAAGR2Loss()(torch.rand(3, 8, 8), torch.zeros(3, 8, 8))
+
+
+def test_rejects_logits() -> None:
+    with pytest.raises(ValueError, match="logits"):
+        RAAGR2Loss()(torch.randn(1, 1, 8, 8) * 5, torch.zeros(1, 1, 8, 8))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lambda_bce": 1.5}, "lambda_bce"),
+        ({"reduction": "batch"}, "reduction"),
+        ({"kernel_size": 10}, "kernel_size"),
+        ({"smooth": -1.0}, "smooth"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        RAAGR2Loss(**kwargs)
