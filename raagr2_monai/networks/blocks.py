@@ -15,6 +15,7 @@ from torch import nn
 
 __all__ = [
     "conv_bn_relu",
+    "SeparableConv",
     "ReASPP3",
     "DepthwiseKernel",
     "depthwise_conv",
@@ -44,6 +45,46 @@ def conv_bn_relu(
         nn.BatchNorm2d(out_channels),
         nn.ReLU(),
     )
+
+
+class SeparableConv(nn.Sequential):
+    """Grouped 3x3 convolution with a channel multiplier (``groups = in_channels``), then 1x1, BN, ReLU.
+
+    One module rather than two, so that structured pruning can treat it as a unit: dropping input channel ``j``
+    drops the ``m = out_channels / in_channels`` grouped filters of group ``j`` and the matching columns of the 1x1
+    (:class:`raagr2_monai.pruning.structured.SeparableConvPruner`; torch-pruning 1.6.1 mis-prunes the grouped
+    convolution on its own, SPEC §4).
+
+    Args:
+        in_channels: input channels (the groups).
+        out_channels: output channels, a multiple of ``in_channels``.
+        dilation: dilation of the 3x3 convolution.
+    """
+
+    # accessors for the pruner; TorchScript need not compile them
+    __jit_unused_properties__ = ["grouped", "pointwise", "norm"]
+
+    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1) -> None:
+        if out_channels % in_channels:
+            raise ValueError(
+                f"SeparableConv needs out_channels ({out_channels}) to be a multiple of in_channels ({in_channels})."
+            )
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, groups=in_channels),
+            conv_bn_relu(out_channels, out_channels),
+        )
+
+    @property
+    def grouped(self) -> nn.Conv2d:
+        return self[0]
+
+    @property
+    def pointwise(self) -> nn.Conv2d:
+        return self[1][0]
+
+    @property
+    def norm(self) -> nn.BatchNorm2d:
+        return self[1][1]
 
 
 class _RefinedBranch(nn.Module):
@@ -80,15 +121,7 @@ class ReASPP3(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, rate: int = 3) -> None:
         super().__init__()
-        if out_channels % in_channels:
-            raise ValueError(f"ReASPP3 needs out_channels ({out_channels}) to be a multiple of in_channels ({in_channels}).")
-        separable = [
-            nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 3, padding=d, dilation=d, groups=in_channels),
-                conv_bn_relu(out_channels, out_channels),
-            )
-            for d in (1, rate)
-        ]
+        separable = [SeparableConv(in_channels, out_channels, d) for d in (1, rate)]
         dense = [conv_bn_relu(in_channels, out_channels, 3, dilation=d) for d in (2 * rate, 3 * rate)]
         self.branches = nn.ModuleList(_RefinedBranch(stem, out_channels) for stem in separable + dense)
         self.fuse = conv_bn_relu(4 * out_channels + in_channels, out_channels)

@@ -16,13 +16,11 @@ from raagr2_monai.networks import count_flops, count_parameters
 
 from .persist import HISTORY_FORMAT, build_pruned_network, load_pruned, read_history, save_pruned
 from .structured import (
-    SeparableStem,
-    SeparableStemPruner,
+    SeparableConvPruner,
     build_dependency_graph,
     default_example_inputs,
     depgraph_prune,
     depgraph_setup,
-    prepare_for_depgraph,
 )
 from .unstructured import (
     MaskSet,
@@ -161,9 +159,7 @@ __all__ = [
     "to_sparse_state_dict",
     "from_sparse_state_dict",
     "serialized_nbytes",
-    "SeparableStem",
-    "SeparableStemPruner",
-    "prepare_for_depgraph",
+    "SeparableConvPruner",
     "depgraph_setup",
     "default_example_inputs",
     "build_dependency_graph",

@@ -3,9 +3,8 @@
 torch-pruning does not handle RAAGR2-Net out of the box; the three reproduced failures are met here:
 
 1. The baseline ReASPP3's grouped 3x3 convolution with a channel multiplier (``groups = Ci``, ``Co = m Ci``) is
-   mis-pruned. :func:`prepare_for_depgraph` re-addresses each such branch stem (``nn.Sequential(grouped 3x3,
-   conv_bn_relu 1x1)``) as one :class:`SeparableStem` (an ``nn.Sequential`` subclass with the same children, so
-   state_dict keys and the forward pass are unchanged), and :class:`SeparableStemPruner` prunes it as a unit: an
+   mis-pruned. The network builds "grouped 3x3 + 1x1" as one module,
+   :class:`~raagr2_monai.networks.blocks.SeparableConv`, and :class:`SeparableConvPruner` prunes it as a unit: an
    input channel ``j`` takes the grouped conv's filters ``j m .. j m + m - 1`` and the matching input columns of the
    1x1 with it; an output channel is a 1x1 filter and its BatchNorm channel.
 2. The first encoder stage concatenates the network's raw input, which torch-pruning offsets wrongly: the stage is
@@ -24,12 +23,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from raagr2_monai.networks.blocks import DepthwiseKernel, ReASPP3
+from raagr2_monai.networks.blocks import DepthwiseKernel, SeparableConv
 
 __all__ = [
-    "SeparableStem",
-    "SeparableStemPruner",
-    "prepare_for_depgraph",
+    "SeparableConvPruner",
     "DepGraphSetup",
     "depgraph_setup",
     "default_example_inputs",
@@ -38,36 +35,17 @@ __all__ = [
 ]
 
 
-class SeparableStem(nn.Sequential):
-    """The baseline ReASPP3 branch stem as one unit for torch-pruning: ``[grouped 3x3, Sequential(1x1, BN, ReLU)]``.
+class SeparableConvPruner(tp.pruner.BasePruningFunc):
+    """Prunes a :class:`SeparableConv`: input channels by whole groups, output channels through the 1x1 and BN."""
 
-    Same children and forward pass as the ``nn.Sequential`` it replaces (state_dict keys unchanged).
-    """
-
-    @property
-    def grouped(self) -> nn.Conv2d:
-        return self[0]
-
-    @property
-    def pointwise(self) -> nn.Conv2d:
-        return self[1][0]
-
-    @property
-    def norm(self) -> nn.BatchNorm2d:
-        return self[1][1]
-
-
-class SeparableStemPruner(tp.pruner.BasePruningFunc):
-    """Prunes a :class:`SeparableStem`: input channels by whole groups, output channels through the 1x1 and BN."""
-
-    TARGET_MODULES = (SeparableStem,)
+    TARGET_MODULES = (SeparableConv,)
 
     @staticmethod
     def _keep(n: int, idxs: Sequence[int]) -> List[int]:
         dropped = set(int(i) for i in idxs)
         return [i for i in range(n) if i not in dropped]
 
-    def prune_out_channels(self, layer: SeparableStem, idxs: Sequence[int]) -> SeparableStem:
+    def prune_out_channels(self, layer: SeparableConv, idxs: Sequence[int]) -> SeparableConv:
         keep = self._keep(layer.pointwise.out_channels, idxs)
         pointwise, norm = layer.pointwise, layer.norm
         pointwise.weight = self._prune_parameter_and_grad(pointwise.weight, keep, 0)
@@ -77,7 +55,7 @@ class SeparableStemPruner(tp.pruner.BasePruningFunc):
         tp.prune_batchnorm_out_channels(norm, list(idxs))
         return layer
 
-    def prune_in_channels(self, layer: SeparableStem, idxs: Sequence[int]) -> SeparableStem:
+    def prune_in_channels(self, layer: SeparableConv, idxs: Sequence[int]) -> SeparableConv:
         grouped, pointwise = layer.grouped, layer.pointwise
         multiplier = grouped.out_channels // grouped.groups
         filters = [j * multiplier + k for j in idxs for k in range(multiplier)]
@@ -92,37 +70,11 @@ class SeparableStemPruner(tp.pruner.BasePruningFunc):
         pointwise.in_channels = len(keep)
         return layer
 
-    def get_out_channels(self, layer: SeparableStem) -> int:
+    def get_out_channels(self, layer: SeparableConv) -> int:
         return layer.pointwise.out_channels
 
-    def get_in_channels(self, layer: SeparableStem) -> int:
+    def get_in_channels(self, layer: SeparableConv) -> int:
         return layer.grouped.in_channels
-
-
-def _is_grouped_stem(stem: nn.Module) -> bool:
-    return (
-        type(stem) is nn.Sequential
-        and len(stem) == 2
-        and isinstance(stem[0], nn.Conv2d)
-        and 1 < stem[0].groups < stem[0].out_channels
-        and isinstance(stem[1], nn.Sequential)
-    )
-
-
-def prepare_for_depgraph(model: nn.Module) -> nn.Module:
-    """Re-address every ReASPP3 grouped stem as a :class:`SeparableStem`, in place (idempotent).
-
-    Parameters, state_dict keys and outputs are unchanged; shared-weight variants have no such stem.
-
-    Returns:
-        ``model``.
-    """
-    for module in model.modules():
-        if isinstance(module, ReASPP3):
-            for branch in module.branches:
-                if _is_grouped_stem(branch.stem):
-                    branch.stem = SeparableStem(*branch.stem)
-    return model
 
 
 @dataclass
@@ -137,8 +89,6 @@ class DepGraphSetup:
 def depgraph_setup(model: nn.Module) -> DepGraphSetup:
     """Ignored layers (head, first encoder stage), shared kernels as unwrapped parameters, the stem pruner.
 
-    Call :func:`prepare_for_depgraph` first.
-
     Raises:
         ValueError: when ``model`` has no ``head`` or ``encoder`` (not a RAAGR2-Net).
     """
@@ -151,7 +101,7 @@ def depgraph_setup(model: nn.Module) -> DepGraphSetup:
     return DepGraphSetup(
         ignored_layers=[model.head, model.encoder[0]],
         unwrapped_parameters=unwrapped,
-        customized_pruners={SeparableStem: SeparableStemPruner()},
+        customized_pruners={SeparableConv: SeparableConvPruner()},
     )
 
 
@@ -170,7 +120,6 @@ def build_dependency_graph(model: nn.Module, example_inputs: Optional[torch.Tens
 
     The model's train/eval mode is restored after tracing.
     """
-    prepare_for_depgraph(model)
     setup = depgraph_setup(model)
     inputs = default_example_inputs(model) if example_inputs is None else example_inputs
     was_training = model.training
@@ -202,7 +151,6 @@ def depgraph_prune(
     Returns:
         The pruning history ``[[module name, is_out_channel_pruning, [indices]], ...]`` (JSON-serialisable).
     """
-    prepare_for_depgraph(model)
     setup = depgraph_setup(model)
     inputs = default_example_inputs(model) if example_inputs is None else example_inputs
     was_training = model.training

@@ -88,3 +88,15 @@ def test_flops_count_functional_depthwise_convolutions():
     pixels = 16 * 16
     expected = 4 * 2 * 9 * 8 * pixels + 8 * 2 * 8 * 16 * pixels + 2 * (4 * 16 + 8) * 16 * pixels
     assert count_flops(SharedReASPP3(8, 16), (1, 8, 16, 16)) == expected
+
+
+def test_baseline_grouped_branches_are_separable_units():
+    from raagr2_monai.networks import ReASPP3, SeparableConv
+
+    stage = ReASPP3(32, 64)
+    stems = [branch.stem for branch in stage.branches[:2]]
+    assert all(isinstance(stem, SeparableConv) for stem in stems)
+    assert [stem.grouped.groups for stem in stems] == [32, 32]
+    assert [stem.grouped.dilation for stem in stems] == [(1, 1), (3, 3)]
+    with pytest.raises(ValueError, match="multiple of in_channels"):
+        SeparableConv(32, 48)

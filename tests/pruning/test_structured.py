@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from raagr2_monai.networks import NETWORKS, DepthwiseKernel, blocks, count_flops, count_parameters, get_network
-from raagr2_monai.pruning import SeparableStem, prepare_for_depgraph, prune
+from raagr2_monai.pruning import prune
 
 RATIOS = (0.1, 0.2, 0.3)
 TRACE = torch.zeros(1, 4, 16, 16)  # the smallest input the four poolings allow: cheap tracing and FLOP counts
@@ -112,20 +112,6 @@ def test_shared_kernel_change_reaches_every_branch(pruned):
         hook.remove()
     assert len(before) == 8
     assert all(not torch.allclose(before[k], captured[k]) for k in before)
-
-
-def test_baseline_grouped_stems_are_readdressed_without_changing_outputs():
-    torch.manual_seed(0)
-    net = get_network("baseline").eval()
-    keys = list(net.state_dict())
-    x = torch.rand(1, 4, 16, 16)
-    y = net(x)
-    prepare_for_depgraph(net)
-    stems = [m for m in net.modules() if isinstance(m, SeparableStem)]
-    assert len(stems) == 10  # two grouped branches in each of the five encoder stages
-    assert list(net.state_dict()) == keys
-    assert torch.equal(net(x), y)
-    assert prepare_for_depgraph(net) is net and len([m for m in net.modules() if isinstance(m, SeparableStem)]) == 10
 
 
 def test_baseline_grouped_stems_pruned_consistently(pruned):
