@@ -79,7 +79,14 @@ class TrainingCheckpoint:
         if not (self.resume and os.path.isfile(self.path)):
             return
         state = torch.load(self.path, map_location="cpu", weights_only=True)
+        # the checkpoint's max_epochs is the interrupted run's; this run's setting wins
+        max_epochs = engine.state.max_epochs
         Checkpoint.load_objects(to_load=self._objects(), checkpoint=state)
+        if max_epochs is not None and engine.state.epoch > max_epochs:
+            raise ValueError(
+                f"Checkpoint {self.path} is at epoch {engine.state.epoch}, beyond this run's {max_epochs} epochs."
+            )
+        engine.state.max_epochs = max_epochs
         logger.info("Resumed from %s at epoch %d", self.path, engine.state.epoch)
 
     def save(self, engine: Engine) -> None:

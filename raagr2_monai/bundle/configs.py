@@ -12,10 +12,10 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
 __all__ = ["Variant", "VARIANTS", "BUNDLE_VERSION", "train_config", "evaluate_config", "inference_config",
-           "multi_gpu_config", "metadata", "LOGGING_CONF", "bundle_files"]
+           "multi_gpu_config", "prune_config", "metadata", "LOGGING_CONF", "bundle_files"]
 
 BUNDLE_VERSION = "0.1.0"
 
@@ -69,8 +69,11 @@ _IMPORTS = ["$import os", "$import time", "$import torch", "$import monai", "$im
 _DEVICE = "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')"
 
 
-def _common(variant: Variant) -> Dict[str, Any]:
-    """Ids shared by every workflow of a bundle: where things are, the device, the network."""
+def _common(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Ids shared by every workflow of a bundle: where things are, the device, the network.
+
+    ``network_def`` replaces the variant's class (a pruned bundle rebuilds its pruned network with it).
+    """
     return {
         "imports": list(_IMPORTS),
         "bundle_root": "$raagr2_monai.bundle.find_bundle_root()",
@@ -85,7 +88,11 @@ def _common(variant: Variant) -> Dict[str, Any]:
         "device": _DEVICE,
         "amp": True,
         "use_amp": "$bool(@amp) and @device.type == 'cuda'",
-        "network_def": {"_target_": variant.network, "in_channels": 4, "out_channels": 3},
+        "network_def": (
+            dict(network_def)
+            if network_def is not None
+            else {"_target_": variant.network, "in_channels": 4, "out_channels": 3}
+        ),
         "network": "$@network_def.to(@device)",
         "variant": "$raagr2_monai.networks.variant_of(@network_def)",
     }
@@ -107,9 +114,35 @@ def _slice_inferer() -> Dict[str, Any]:
     return {"_target_": "SliceInferer", "roi_size": "@roi_size", "spatial_dim": 2, "sw_batch_size": "@batch_size"}
 
 
-def train_config(variant: Variant) -> Dict[str, Any]:
-    """``configs/train.json``: SupervisedTrainer on 2D slices, SupervisedEvaluator on whole volumes."""
-    config = _common(variant)
+def _train_handlers(checkpoint_path: str) -> List[Dict[str, Any]]:
+    """The trainer's handlers: validation every ``val_interval`` epochs, loss logging, the resumable checkpoint."""
+    return [
+        {
+            "_target_": "ValidationHandler",
+            "validator": "@validate#evaluator",
+            "epoch_level": True,
+            "interval": "@val_interval",
+        },
+        {
+            "_target_": "StatsHandler",
+            "tag_name": "train_loss",
+            "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
+        },
+        {
+            "_target_": "raagr2_monai.handlers.TrainingCheckpoint",
+            "path": checkpoint_path,
+            "save_dict": {"network": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler"},
+            "resume": "@resume",
+        },
+    ]
+
+
+def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """``configs/train.json``: SupervisedTrainer on 2D slices, SupervisedEvaluator on whole volumes.
+
+    ``network_def`` replaces the variant's network definition (see :func:`_common`).
+    """
+    config = _common(variant, network_def)
     config.update(
         {
             "output_dir": "$@bundle_root + '/runs/train'",
@@ -155,25 +188,7 @@ def train_config(variant: Variant) -> Dict[str, Any]:
                     "num_workers": "@num_workers",
                 },
                 "inferer": {"_target_": "SimpleInferer"},
-                "handlers": [
-                    {
-                        "_target_": "ValidationHandler",
-                        "validator": "@validate#evaluator",
-                        "epoch_level": True,
-                        "interval": "@val_interval",
-                    },
-                    {
-                        "_target_": "StatsHandler",
-                        "tag_name": "train_loss",
-                        "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
-                    },
-                    {
-                        "_target_": "raagr2_monai.handlers.TrainingCheckpoint",
-                        "path": "$@output_dir + '/last.pt'",
-                        "save_dict": {"network": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler"},
-                        "resume": "@resume",
-                    },
-                ],
+                "handlers": _train_handlers("$@output_dir + '/last.pt'"),
                 "trainer": {
                     "_target_": "SupervisedTrainer",
                     "max_epochs": "@epochs",
@@ -307,9 +322,12 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
     }
 
 
-def inference_config(variant: Variant) -> Dict[str, Any]:
-    """``configs/inference.json``: a BraTS label map per case, in the input's own geometry."""
-    config = _common(variant)
+def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """``configs/inference.json``: a BraTS label map per case, in the input's own geometry.
+
+    ``network_def`` replaces the variant's network definition (see :func:`_common`).
+    """
+    config = _common(variant, network_def)
     config.update(
         {
             "output_dir": "$@bundle_root + '/runs/inference'",
@@ -358,7 +376,7 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
     """
     return {
         "local_rank": "$int(os.environ.get('LOCAL_RANK', 0))",
-        "device": "$torch.device(f'cuda:{@local_rank}') if torch.cuda.is_available() else torch.device('cpu')",
+        "device": "$torch.device('cuda', @local_rank) if torch.cuda.is_available() else torch.device('cpu')",
         "backend": "$'nccl' if torch.cuda.is_available() else 'gloo'",
         "network": {
             "_target_": "torch.nn.parallel.DistributedDataParallel",
@@ -390,6 +408,74 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
         "run": ["$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
         "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
         "training": ["$@initialize", "$@run", "$@finalize"],
+    }
+
+
+def prune_config(variant: Variant) -> Dict[str, Any]:
+    """``configs/prune.json``, merged after train.json (run id ``pruning``): prune the trained ``models/model.pt``,
+    fine-tune it with the masks kept in force, and write a self-contained bundle of the pruned model.
+
+    The fine-tuning run is train.json's, with :class:`raagr2_monai.pruning.PruneHandler` first among the trainer's
+    handlers (it prunes at ``STARTED``), ``ckpt_dir`` inside the new bundle so that the best fine-tuned model lands
+    there, and its logs, ``last.pt`` and copies of the configs in ``<output_dir>/runs/prune``. With
+    ``finetune_epochs`` 0 the model is pruned (BatchNorm optionally recalibrated), validated once and saved.
+    ``from_scratch`` prunes the untrained network (SNIP at initialisation, Lee et al. 2019) and then trains it for
+    ``finetune_epochs`` at train.json's learning rate.
+    """
+    train_lr = train_config(variant)["learning_rate"]
+    return {
+        "method": "magnitude",
+        "ratio": 0.2,
+        "scope": "global",
+        "finetune_epochs": 20,
+        "learning_rate": f"$({train_lr} if @from_scratch else 0.0001)",
+        "from_scratch": False,
+        "snip_batches": 4,
+        "bn_recalibration_batches": 0,
+        "overwrite": False,
+        "source_ckpt": "$@bundle_root + '/models/model.pt'",
+        "output_dir": "$@bundle_root + '/pruned/' + @method + '-' + str(round(@ratio * 100))",
+        "ckpt_dir": "$@output_dir + '/models'",
+        "run_dir": "$@output_dir + '/runs/prune'",
+        "tracking_uri": "$monai.utils.path_to_sqlite_uri(@run_dir + '/mlruns.db')",
+        "run_name": "$@variant + '-prune-' + @method + '-' + time.strftime('%Y%m%d-%H%M%S')",
+        "prune_handler": {
+            "_target_": "raagr2_monai.pruning.PruneHandler",
+            "method": "@method",
+            "ratio": "@ratio",
+            "scope": "@scope",
+            "loss_function": "@loss",
+            "roi_size": "@roi_size",
+            "snip_batches": "@snip_batches",
+            "bn_recalibration_batches": "@bn_recalibration_batches",
+        },
+        "train#handlers": ["@prune_handler", *_train_handlers("$@run_dir + '/last.pt'")],
+        # a trainer needs at least one epoch; with finetune_epochs 0 it is built (its loader feeds SNIP) but not run
+        "train#trainer#max_epochs": "$max(1, @finetune_epochs)",
+        "run_settings#epochs": "@finetune_epochs",
+        "run_settings#method": "@method",
+        "run_settings#ratio": "@ratio",
+        "run_settings#scope": "@scope",
+        "run_settings#from_scratch": "@from_scratch",
+        "run_settings#source_ckpt": "$None if @from_scratch else @source_ckpt",
+        "run_settings#output_dir": "@output_dir",
+        "initialize": [
+            "$raagr2_monai.pruning.check_prune_settings(@method, @ratio, @scope, @finetune_epochs, @from_scratch)",
+            "$raagr2_monai.pruning.prepare_output_dir(@output_dir, @overwrite)",
+            "$monai.utils.set_determinism(seed=@seed)",
+            "$raagr2_monai.bundle.record_run(@run_dir, @run_settings, @seed)",
+        ],
+        "run": [
+            "$None if @from_scratch else raagr2_monai.bundle.load_weights(@network, @source_ckpt)",
+            "$@validate#early_stop.set_trainer(@train#trainer)",
+            "$raagr2_monai.pruning.run_pruning(@train#trainer, @validate#evaluator, @prune_handler, @finetune_epochs)",
+            (
+                "$raagr2_monai.pruning.write_pruned_bundle(@output_dir, @network, @prune_handler.result, "
+                "report=@prune_handler.report, best_ckpt=@ckpt_path, evaluator=@validate#evaluator, "
+                "source_bundle=@bundle_root, settings=@run_settings)"
+            ),
+        ],
+        "pruning": ["$@initialize", "$@run"],
     }
 
 
@@ -500,5 +586,6 @@ def bundle_files(variant: Variant) -> Dict[str, str]:
         "configs/evaluate.json": _json(evaluate_config(variant)),
         "configs/inference.json": _json(inference_config(variant)),
         "configs/multi_gpu_train.json": _json(multi_gpu_config(variant)),
+        "configs/prune.json": _json(prune_config(variant)),
         "configs/logging.conf": LOGGING_CONF,
     }

@@ -6,14 +6,6 @@ from .configs import Variant
 
 __all__ = ["bundle_readme"]
 
-_SIZES = {
-    # parameters at out_channels=3 (raagr2 summary), FlopCounterMode FLOPs at (1, 4, 192, 192)
-    "baseline": ("8,911,235", "15.46"),
-    "depthwise": ("5,046,155", "11.56"),
-    "paired": ("5,050,995", "11.56"),
-    "encdec": ("6,606,635", "15.87"),
-}
-
 _TEMPLATE = """# {title}
 
 {summary_sentence}
@@ -91,6 +83,28 @@ package pulls its own torch and numpy < 2: install it in a separate environment 
 `monailabel start_server --app monaibundle --studies <datastore> --conf models {name} --conf zoo_source github`
 after copying this bundle into the app's model folder.
 
+## Pruning
+
+`configs/prune.json`, merged after train.json, prunes `models/model.pt` (magnitude, SNIP or DepGraph), fine-tunes it
+with the pruning kept in force (20 epochs, Adam lr 1e-4, ReduceLROnPlateau by default) and writes a self-contained
+bundle of the pruned model to `pruned/<method>-<percent>/` (configs, metadata with the requested ratio, the achieved
+sparsity or parameter reduction, parameters and FLOPs before/after, `models/model.pt`; the pruning history for
+DepGraph, the masks and a compressed `model_sparse.pt` for magnitude/SNIP):
+
+```bash
+python -m monai.bundle run pruning \\
+    --config_file "['bundles/{name}/configs/train.json','bundles/{name}/configs/prune.json']" \\
+    --method depgraph --ratio 0.2 --finetune_epochs 20
+# the pruned bundle runs like this one
+python -m monai.bundle run inferring --config_file bundles/{name}/pruned/depgraph-20/configs/inference.json
+```
+
+Settings: `method` (`magnitude`, `snip`, `depgraph`), `ratio` (in (0, 1)), `scope` (`global` or `uniform`),
+`finetune_epochs` (0: no fine-tuning; the pruned model is validated once and saved, after re-estimating BatchNorm
+statistics on `bn_recalibration_batches` batches if that is > 0), `from_scratch` (prune the untrained network, e.g.
+SNIP at initialisation as published, then train for `finetune_epochs` at lr 1e-3), `snip_batches`, `source_ckpt`,
+`output_dir`, `overwrite`.
+
 ## Metrics
 
 Evaluation reports per subject, on the 3D volume (slices stacked back): Dice and HD95 for TC, WT and ET (the BraTS
@@ -118,7 +132,13 @@ through-plane context.
 
 def bundle_readme(variant: Variant) -> str:
     """The bundle's ``docs/README.md``."""
-    params, gflops = _SIZES[variant.name]
+    from pydoc import locate
+
+    from raagr2_monai.networks import count_flops, count_parameters
+
+    net = locate(variant.network)(in_channels=4, out_channels=3)
+    params = f"{count_parameters(net):,}"
+    gflops = f"{count_flops(net, (1, 4, 192, 192)) / 1e9:.2f}"
     return _TEMPLATE.format(
         title=variant.title,
         summary_sentence=f"{variant.title} is {variant.summary}.",

@@ -144,6 +144,16 @@ def prune(
     )
 
 
+# The handlers and the bundle writer build on prune() and PruneResult above.
+from .handlers import MaskHandler, PruneHandler, load_masks, pruning_report, rebind_optimizer  # noqa: E402
+from .bundle import (  # noqa: E402
+    check_prune_settings,
+    prepare_output_dir,
+    pruned_network_def,
+    run_pruning,
+    write_pruned_bundle,
+)
+
 __all__ = [
     "METHODS",
     "PruneResult",
@@ -169,4 +179,14 @@ __all__ = [
     "read_history",
     "build_pruned_network",
     "load_pruned",
+    "PruneHandler",
+    "MaskHandler",
+    "load_masks",
+    "pruning_report",
+    "rebind_optimizer",
+    "check_prune_settings",
+    "prepare_output_dir",
+    "run_pruning",
+    "pruned_network_def",
+    "write_pruned_bundle",
 ]

@@ -1,0 +1,391 @@
+"""Run pruning as a bundle workflow (``configs/prune.json``) and write the pruned model as a bundle of its own.
+
+A pruned bundle is self-contained: ``configs/`` written by the same generator as the four base bundles
+(:mod:`raagr2_monai.bundle.configs`), with a ``network_def`` that rebuilds the pruned network; ``models/model.pt`` as
+a plain state_dict; ``models/pruning_history.json`` (DepGraph) or ``models/masks.pt`` and ``models/model_sparse.pt``
+(magnitude, SNIP); a ``pruning`` entry in ``configs/metadata.json`` with the figures; ``docs/README.md``; ``LICENSE``.
+Every file is written to a temporary name, then renamed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import torch
+from ignite.engine import Engine
+from torch import nn
+
+from raagr2_monai.bundle.configs import (
+    LOGGING_CONF,
+    VARIANTS,
+    Variant,
+    evaluate_config,
+    inference_config,
+    metadata,
+    multi_gpu_config,
+    train_config,
+)
+from raagr2_monai.bundle.runtime import atomic_save, atomic_write_text, load_weights
+from raagr2_monai.networks import variant_of
+
+from . import METHODS, PruneResult, check_ratio, save_pruned, serialized_nbytes, to_sparse_state_dict
+from .handlers import PruneHandler, pruning_report
+from .unstructured import check_scope
+
+__all__ = [
+    "check_prune_settings",
+    "prepare_output_dir",
+    "run_pruning",
+    "pruned_network_def",
+    "write_pruned_bundle",
+    "MODEL_FILES",
+]
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+
+#: Files under ``models/`` that a pruning run writes (and ``overwrite`` clears first).
+MODEL_FILES = ("model.pt", "model_sparse.pt", "masks.pt", "pruning_history.json")
+
+
+def check_prune_settings(
+    method: Any, ratio: Any, scope: Any = "global", finetune_epochs: Any = 0, from_scratch: Any = False
+) -> None:
+    """Refuse bad pruning settings before any data is loaded (the first step of ``prune.json``'s ``initialize``).
+
+    Raises:
+        ValueError: for an unknown method or scope, a ratio outside (0, 1), a negative or non-integer
+            ``finetune_epochs``, a non-boolean ``from_scratch``, or ``from_scratch`` without training epochs (an
+            untrained pruned network is what the thesis's "SNIP without fine-tuning" row measured, SPEC §4).
+
+    Example::
+
+        >>> check_prune_settings("depgraph", 0.2, "global", 20, False)
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown pruning method {method!r}; valid methods: {', '.join(METHODS)}.")
+    check_ratio(ratio)
+    check_scope(scope)
+    if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
+        raise ValueError(f"finetune_epochs must be an integer >= 0 (0: no fine-tuning); got {finetune_epochs!r}.")
+    if not isinstance(from_scratch, bool):
+        raise ValueError(f"from_scratch must be true or false; got {from_scratch!r}.")
+    if from_scratch and finetune_epochs == 0:
+        raise ValueError(
+            "from_scratch prunes the untrained network and then trains it: set finetune_epochs to the number of "
+            "training epochs (> 0)."
+        )
+
+
+def prepare_output_dir(output_dir: PathLike, overwrite: bool = False) -> Path:
+    """Make sure a pruning run does not silently mix with an earlier pruned bundle in ``output_dir``.
+
+    The best fine-tuned checkpoint is taken from ``<output_dir>/models/model.pt``; a file left there by an earlier
+    run would be mistaken for it.
+
+    Args:
+        output_dir: the pruned bundle's folder.
+        overwrite: delete the earlier run's model files (:data:`MODEL_FILES`) instead of refusing.
+
+    Returns:
+        ``output_dir`` as a path.
+
+    Raises:
+        FileExistsError: when ``output_dir/models`` already holds model files and ``overwrite`` is false.
+    """
+    models = Path(output_dir) / "models"
+    existing = [models / name for name in MODEL_FILES if (models / name).exists()]
+    if existing and not overwrite:
+        raise FileExistsError(
+            f"{output_dir} already holds a pruned model ({', '.join(p.name for p in existing)}); pass "
+            "--overwrite true to replace it or choose another --output_dir."
+        )
+    for path in existing:
+        path.unlink()
+    return Path(output_dir)
+
+
+def run_pruning(trainer: Engine, evaluator: Engine, handler: PruneHandler, finetune_epochs: int) -> PruneHandler:
+    """Prune and fine-tune (``trainer.run()``, the handler prunes at start), or with ``finetune_epochs`` 0 prune
+    (and recalibrate BatchNorm, if the handler is set to) and validate once, which saves the model to ``ckpt_dir``.
+
+    Returns:
+        ``handler``, holding the pruning's ``result`` and ``report``.
+    """
+    if finetune_epochs > 0:
+        trainer.run()
+    else:
+        handler(trainer)
+        evaluator.run()
+    if handler.result is None:
+        raise RuntimeError("The trainer ran without pruning: attach the PruneHandler to it (train#handlers).")
+    return handler
+
+
+def pruned_network_def(variant: str, method: str, in_channels: int = 4, out_channels: int = 3) -> Dict[str, Any]:
+    """The ``network_def`` of a pruned bundle: the pruned structure rebuilt from ``models/pruning_history.json``
+    (DepGraph), else the variant's own class (masks keep the shapes)."""
+    if method == "depgraph":
+        return {
+            "_target_": "raagr2_monai.pruning.build_pruned_network",
+            "variant": variant,
+            "history": "$@bundle_root + '/models/pruning_history.json'",
+            "in_channels": in_channels,
+            "out_channels": out_channels,
+        }
+    return {"_target_": VARIANTS[variant].network, "in_channels": in_channels, "out_channels": out_channels}
+
+
+def _json(obj: Mapping[str, Any]) -> str:
+    return json.dumps(obj, indent=4) + "\n"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return str(value)
+
+
+def _pruned_configs(variant: Variant, report: Mapping[str, Any], in_channels: int, out_channels: int) -> Dict[str, str]:
+    method = report["method"]
+    net_def = pruned_network_def(variant.name, method, in_channels, out_channels)
+    train = train_config(variant, net_def)
+    if method != "depgraph":
+        # retraining this bundle keeps its sparsity pattern
+        train["train"]["handlers"].insert(
+            0, {"_target_": "raagr2_monai.pruning.MaskHandler", "masks": "$@bundle_root + '/models/masks.pt'"}
+        )
+    percent = round(report["requested_ratio"] * 100)
+    meta = metadata(variant)
+    meta["name"] = f"{variant.title}, {method}-pruned {percent} %"
+    meta["changelog"] = {
+        meta["version"]: f"{method} pruning at ratio {report['requested_ratio']} of the {variant.name} bundle"
+    }
+    achieved = f"{report['achieved_kind']} {report['achieved']:.4f}"
+    meta["description"] = (
+        f"{meta['description']} Pruned by {method} at ratio {report['requested_ratio']} ({achieved}; "
+        f"{report['params_before']:,} -> {report['params_after']:,} parameters)."
+    )
+    meta["pruning"] = dict(report)
+    if report.get("val_mean_dice") is not None:
+        meta["eval_metrics"] = {"val_mean_dice": report["val_mean_dice"]}
+    return {
+        "configs/metadata.json": _json(meta),
+        "configs/train.json": _json(train),
+        "configs/evaluate.json": _json(evaluate_config(variant)),
+        "configs/inference.json": _json(inference_config(variant, net_def)),
+        "configs/multi_gpu_train.json": _json(multi_gpu_config(variant)),
+        "configs/logging.conf": LOGGING_CONF,
+    }
+
+
+def write_pruned_bundle(
+    output_dir: PathLike,
+    network: nn.Module,
+    result: PruneResult,
+    report: Optional[Mapping[str, Any]] = None,
+    best_ckpt: Optional[PathLike] = None,
+    evaluator: Optional[Engine] = None,
+    source_bundle: Optional[PathLike] = None,
+    settings: Optional[Mapping[str, Any]] = None,
+    flops_size: int = 192,
+) -> Path:
+    """Write the pruned network as a self-contained MONAI bundle.
+
+    Args:
+        output_dir: the bundle's folder (created; files already there that this writes are replaced).
+        network: the pruned network (as pruned and fine-tuned).
+        result: :func:`raagr2_monai.pruning.prune`'s result for it.
+        report: the pruning figures (:attr:`PruneHandler.report`); computed from ``result`` at
+            ``(1, C, flops_size, flops_size)`` when omitted.
+        best_ckpt: the best fine-tuned checkpoint (``CheckpointSaver``'s ``model.pt``); loaded into ``network``
+            when it exists, else ``network``'s current weights are saved.
+        evaluator: the validation engine; its best ``val_mean_dice`` is recorded.
+        source_bundle: the bundle that was pruned; its ``LICENSE`` is copied and its path recorded.
+        settings: the run's settings (fine-tuning epochs, learning rate, ...), recorded in the report.
+        flops_size: see ``report``.
+
+    Returns:
+        ``output_dir`` as a path.
+
+    Raises:
+        ValueError: when the checkpoint revives weights the masks removed, or does not fit the pruned network.
+
+    Example::
+
+        >>> result = prune(net, "depgraph", 0.2)
+        >>> write_pruned_bundle("bundles/baseline/pruned/depgraph-20", net, result)
+    """
+    out = Path(output_dir)
+    model = network.module if hasattr(network, "module") and isinstance(network, nn.Module) else network
+    variant = VARIANTS[variant_of(model)]
+    if best_ckpt is not None and os.path.isfile(best_ckpt):
+        load_weights(model, str(best_ckpt))
+        logger.info("Saving the best fine-tuned weights, %s", best_ckpt)
+    state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
+    if result.masks is not None:
+        revived = {name: int((state[name][~mask.cpu()] != 0).sum()) for name, mask in result.masks.masks.items()}
+        revived = {name: n for name, n in revived.items() if n}
+        if revived:
+            raise ValueError(
+                f"{best_ckpt or 'The network'} has non-zero weights where the masks pruned them ({revived}); it was "
+                "not trained with the masks in force."
+            )
+    if report is None:
+        shape = (1, int(model.in_channels), flops_size, flops_size)
+        report = pruning_report(result, model, shape)
+    report = dict(report)
+    if evaluator is not None and getattr(evaluator.state, "best_metric", -1) != -1:
+        report["val_mean_dice"] = float(evaluator.state.best_metric)
+    if settings is not None:
+        report["settings"] = _jsonable(dict(settings))
+    if source_bundle is not None:
+        report["source_bundle"] = str(Path(source_bundle).resolve())
+
+    models = out / "models"
+    if result.history is not None:
+        save_pruned(models, model, result.history, {"method": result.method, "ratio": result.requested_ratio})
+    else:
+        atomic_save(state, str(models / "model.pt"))
+    if result.masks is not None:
+        atomic_save(result.masks.state_dict(), str(models / "masks.pt"))
+        packed = to_sparse_state_dict(state, list(result.masks))
+        atomic_save(packed, str(models / "model_sparse.pt"))
+        report["sparse_format"] = packed["format"]
+    report["model_bytes"] = os.path.getsize(models / "model.pt")
+    if result.masks is not None:
+        report["model_sparse_bytes"] = os.path.getsize(models / "model_sparse.pt")
+    report["state_dict_bytes"] = serialized_nbytes(state)
+
+    files = _pruned_configs(variant, report, int(model.in_channels), int(model.out_channels))
+    files["docs/README.md"] = pruned_bundle_readme(variant, report, out)
+    for rel, text in files.items():
+        atomic_write_text(str(out / rel), text)
+    atomic_write_text(str(out / "pruning.json"), _json(report))
+    license_file = Path(source_bundle) / "LICENSE" if source_bundle is not None else None
+    if license_file is not None and license_file.is_file():
+        tmp = out / ".LICENSE.tmp"
+        shutil.copyfile(license_file, tmp)
+        os.replace(tmp, out / "LICENSE")
+    logger.info("Wrote the pruned bundle %s", out)
+    return out
+
+
+_README = """# {title}, pruned: {method} {percent} %
+
+{title} (`{source}`) pruned by **{method}** at ratio {ratio} and {tuned}. Written by `configs/prune.json` of the
+{variant} bundle; every config here comes from the same generator as the base bundles, with a `network_def` that
+{rebuilds}.
+
+| | before | after |
+|---|---|---|
+| parameters{param_note} | {params_before:,} | {params_after:,} |
+| FLOPs at {shape} (dense convolutions) | {flops_before:,} | {flops_after:,} |
+
+Requested ratio {ratio}; achieved {achieved_kind} {achieved:.4f}{reduction}.{sizes}{dice}
+All figures are in `pruning.json` and under `pruning` in `configs/metadata.json`.
+
+## Files
+
+- `models/model.pt`: the weights, a plain state_dict (`torch.load(..., weights_only=True)`).
+{model_files}
+## Use
+
+```bash
+# label maps (0/1/2/4) -> runs/inference/<case>_seg.nii.gz
+python -m monai.bundle run inferring --config_file {root}/configs/inference.json --dataset_dir /data/new_cases
+# per-subject metrics on the testing split -> runs/evaluate/
+python -m monai.bundle run evaluating --config_file "['{root}/configs/train.json','{root}/configs/evaluate.json']"
+# checks and TorchScript export
+python -m monai.bundle verify_net_in_out network_def --meta_file {root}/configs/metadata.json \\
+    --config_file {root}/configs/inference.json
+python -m monai.bundle ckpt_export network_def --filepath {root}/models/model.ts --ckpt_file {root}/models/model.pt \\
+    --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json
+```
+
+`configs/train.json` trains this structure again from a fresh initialisation{retrain_note}.
+
+## Limits
+
+Research code for model compression, not for clinical use. A pruned model is only as good as the trained model and
+the fine-tuning behind it: a CPU run on the synthetic set proves the pipeline, not the model.
+"""
+
+
+def _display_path(path: PathLike) -> str:
+    relative = os.path.relpath(os.path.abspath(path))
+    return Path(relative if not relative.startswith("..") else os.path.abspath(path)).as_posix()
+
+
+def pruned_bundle_readme(variant: Variant, report: Mapping[str, Any], root: PathLike) -> str:
+    """The pruned bundle's ``docs/README.md``."""
+    masks = report["sparsity"] is not None
+    settings = report.get("settings") or {}
+    epochs = settings.get("epochs")
+    unit = "epoch" if epochs == 1 else "epochs"
+    if settings.get("from_scratch"):
+        tuned = f"then trained from initialisation for {epochs} {unit}"
+    elif epochs:
+        tuned = f"fine-tuned for {epochs} {unit}" + (" with the masks in force" if masks else "")
+    elif epochs == 0:
+        tuned = "not fine-tuned"
+    else:
+        tuned = "saved as pruned"
+    sizes = ""
+    if masks:
+        sizes = (
+            f"\nOn disk: `model.pt` {report['model_bytes']:,} bytes (dense, zeros stored), `model_sparse.pt` "
+            f"{report['model_sparse_bytes']:,} bytes (non-zero values plus a bit mask)."
+        )
+    dice = ""
+    if report.get("val_mean_dice") is not None:
+        dice = f"\nBest validation mean Dice: {report['val_mean_dice']:.4f}."
+    if masks:
+        model_files = (
+            "- `models/masks.pt`: the masks (parameter name -> boolean tensor, `True` = kept).\n"
+            "- `models/model_sparse.pt`: the same weights compressed (`raagr2_monai.pruning.from_sparse_state_dict`).\n"
+        )
+        rebuilds = "is the variant's own class (the masks keep the shapes; the pruned weights are zeros)"
+        retrain_note = ", with the masks kept in force (`raagr2_monai.pruning.MaskHandler`)"
+    else:
+        model_files = (
+            "- `models/pruning_history.json`: the channels removed, from which `network_def` rebuilds the network.\n"
+        )
+        rebuilds = "rebuilds the channel-pruned network (`raagr2_monai.pruning.build_pruned_network`)"
+        retrain_note = ""
+    return _README.format(
+        title=variant.title,
+        source=variant.network,
+        method=report["method"],
+        percent=round(report["requested_ratio"] * 100),
+        ratio=report["requested_ratio"],
+        tuned=tuned,
+        variant=variant.name,
+        rebuilds=rebuilds,
+        param_note=" (non-zero)" if masks else "",
+        params_before=report["params_before"],
+        params_after=report["params_after"],
+        shape="x".join(str(s) for s in report["flops_shape"]),
+        flops_before=report["flops_before"],
+        flops_after=report["flops_after"],
+        achieved_kind=report["achieved_kind"],
+        achieved=report["achieved"],
+        reduction=f"; parameter reduction {report['param_reduction']:.4f}" if masks else "",
+        sizes=sizes,
+        dice=dice,
+        model_files=model_files,
+        root=_display_path(root),
+        retrain_note=retrain_note,
+    )

@@ -1,0 +1,102 @@
+"""The four bundles: generated from one source, differing only in the network, valid in MONAI's format checks."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
+
+from raagr2_monai.bundle.configs import VARIANTS
+from raagr2_monai.bundle.generate import SCHEMA_PATH, expected_files
+from raagr2_monai.networks import count_flops, count_parameters, get_network
+
+from .conftest import BUNDLES, REPO, VARIANT_NAMES
+
+CONFIGS = ["train", "evaluate", "inference", "multi_gpu_train", "metadata"]
+DESCRIPTIVE_METADATA = {"name", "description"}
+
+
+def load(variant: str, config: str) -> dict:
+    return json.loads((BUNDLES / variant / "configs" / f"{config}.json").read_text())
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_bundle_files_match_the_generator(variant):
+    license_text = (REPO / "LICENSE").read_text()
+    for rel, text in expected_files(variant, license_text).items():
+        path = BUNDLES / variant / rel
+        assert path.is_file(), f"{path} missing: run `raagr2 bundles`"
+        assert path.read_text() == text, f"{path} differs from the generator: edit raagr2_monai/bundle, then `raagr2 bundles`"
+
+
+def _without_variant_parts(config: dict, name: str) -> dict:
+    config = json.loads(json.dumps(config))
+    if name == "metadata":
+        for key in DESCRIPTIVE_METADATA:
+            config.pop(key)
+    else:
+        for key in ("network_def", "network"):
+            if isinstance(config.get(key), dict) and "_target_" in config[key] and key == "network_def":
+                config[key].pop("_target_")
+    return config
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_bundles_differ_only_in_network_and_description(config):
+    reference = _without_variant_parts(load("baseline", config), config)
+    for variant in VARIANT_NAMES[1:]:
+        assert _without_variant_parts(load(variant, config), config) == reference, f"{variant}/{config}.json"
+    if config in ("train", "inference"):
+        targets = {load(v, config)["network_def"]["_target_"] for v in VARIANT_NAMES}
+        assert targets == {v.network for v in VARIANTS.values()}
+
+
+def test_documented_sizes_are_the_real_ones():
+    readme = (BUNDLES / "encdec" / "docs" / "README.md").read_text()
+    assert f"| parameters | {count_parameters(get_network('encdec')):,} " in readme
+    assert f"| {count_flops(get_network('encdec'), (1, 4, 192, 192)) / 1e9:.2f} G " in readme
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_verify_metadata_offline(variant):
+    verify_metadata(meta_file=str(BUNDLES / variant / "configs" / "metadata.json"), filepath=SCHEMA_PATH)
+
+
+def test_verify_metadata_rejects_a_broken_file(tmp_path):
+    meta = load("baseline", "metadata")
+    del meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+    bad = tmp_path / "metadata.json"
+    bad.write_text(json.dumps(meta))
+    with pytest.raises(Exception, match="channel_def"):
+        verify_metadata(meta_file=str(bad), filepath=SCHEMA_PATH)
+
+
+def test_metadata_describes_inputs_and_outputs_for_monai_label():
+    meta = load("depthwise", "metadata")
+    image, pred = meta["network_data_format"]["inputs"], meta["network_data_format"]["outputs"]
+    assert list(image) == ["image"] and list(pred) == ["pred"]
+    assert image["image"]["channel_def"] == {"0": "T1ce", "1": "T1", "2": "T2", "3": "FLAIR"}
+    assert pred["pred"]["channel_def"] == {"0": "TC", "1": "WT", "2": "ET"}
+    assert len(image["image"]["spatial_shape"]) == 2  # MONAI Label reads the dimension from it
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_verify_net_in_out_and_ckpt_export(variant, tmp_path):
+    configs = BUNDLES / variant / "configs"
+    common = {
+        "meta_file": str(configs / "metadata.json"),
+        "config_file": str(configs / "inference.json"),
+        "bundle_root": str(BUNDLES / variant),
+    }
+    verify_net_in_out(net_id="network_def", device="cpu", n=2, **common)
+    ckpt = tmp_path / "model.pt"
+    torch.manual_seed(0)
+    net = get_network(variant).eval()
+    torch.save(net.state_dict(), ckpt)
+    exported = tmp_path / "model.ts"
+    ckpt_export(net_id="network_def", filepath=str(exported), ckpt_file=str(ckpt), **common)
+    scripted = torch.jit.load(str(exported))
+    x = torch.randn(1, 4, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), net(x), atol=1e-5)

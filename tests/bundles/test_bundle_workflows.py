@@ -1,0 +1,224 @@
+"""Bundle workflows run for real, in the model zoo's style: train, resume, evaluate, infer, multi-GPU, MLflow."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigWorkflow
+
+from raagr2_monai.bundle import CheckpointMismatchError
+from raagr2_monai.data import load_split
+from raagr2_monai.networks import get_network
+
+from .conftest import BUNDLES, REPO, TINY
+
+pytestmark = pytest.mark.slow
+
+
+def workflow(variant: str, configs, workflow_type, **override) -> ConfigWorkflow:
+    """Build and initialise a bundle workflow; a typed one (train / infer) must have the model zoo's properties."""
+    folder = BUNDLES / variant / "configs"
+    files = [str(folder / f"{c}.json") for c in ([configs] if isinstance(configs, str) else configs)]
+    wf = ConfigWorkflow(
+        config_file=files,
+        meta_file=str(folder / "metadata.json"),
+        logging_file=str(folder / "logging.conf"),
+        workflow_type=workflow_type,
+        bundle_root=str(BUNDLES / variant),
+        **override,
+    )
+    wf.initialize()
+    if workflow_type:
+        assert wf.check_properties() == []
+    return wf
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """MONAI's config parser wraps an expression's error: the original is at the end of the chain."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    """One epoch of the depthwise bundle through ConfigWorkflow; returns its output folder."""
+    out = tmp_path_factory.mktemp("train")
+    wf = workflow(
+        "depthwise", "train", "train", dataset_dir=tiny_dataset, output_dir=str(out), ckpt_dir=str(out / "models"),
+        **TINY,
+    )
+    wf.run()
+    wf.finalize()
+    return out
+
+
+def test_training_writes_model_checkpoint_and_run_record(trained, tiny_dataset):
+    state = torch.load(trained / "models" / "model.pt", weights_only=True)
+    assert set(state) == set(get_network("depthwise").state_dict())  # a plain state_dict, no wrapper
+    last = torch.load(trained / "last.pt", weights_only=True)
+    assert set(last) == {"network", "optimizer", "lr_scheduler", "trainer"}
+    assert last["trainer"]["iteration"] == last["trainer"]["epoch_length"]  # one epoch
+    record = json.loads((trained / "run.json").read_text())
+    assert record["seed"] == 0
+    assert record["settings"]["variant"] == "depthwise"
+    assert record["settings"]["dataset_dir"] == tiny_dataset
+    assert record["versions"]["torch"] == torch.__version__
+    assert not [p for p in trained.rglob(".tmp-*")], "no temporary file left behind"
+
+
+def test_training_is_seeded(trained, tiny_dataset, tmp_path):
+    wf = workflow(
+        "depthwise", "train", "train", dataset_dir=tiny_dataset, output_dir=str(tmp_path), ckpt_dir=str(tmp_path / "m"),
+        **TINY,
+    )
+    wf.run()
+    first = torch.load(trained / "last.pt", weights_only=True)["network"]
+    second = torch.load(tmp_path / "last.pt", weights_only=True)["network"]
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_training_resumes_from_the_last_checkpoint(trained, tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes((trained / "last.pt").read_bytes())
+    settings = dict(TINY, epochs=2)
+    wf = workflow(
+        "depthwise", "train", "train", dataset_dir=tiny_dataset, output_dir=str(out), ckpt_dir=str(out / "models"),
+        resume=True, **settings,
+    )
+    wf.run()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.epoch == 2
+    # one epoch was run, not two: the iteration counter continued from the checkpoint's
+    epoch_length = trainer.state.epoch_length
+    assert trainer.state.iteration == 2 * epoch_length
+    assert torch.load(out / "last.pt", weights_only=True)["trainer"]["iteration"] == 2 * epoch_length
+
+
+def test_missing_dataset_dir_is_a_clear_error(tmp_path):
+    with pytest.raises(RuntimeError) as err:
+        workflow("baseline", "train", "train", dataset_dir=str(tmp_path / "nowhere"), output_dir=str(tmp_path)).run()
+    cause = root_cause(err.value)
+    assert isinstance(cause, FileNotFoundError)
+    assert f"dataset_dir {tmp_path / 'nowhere'} does not exist" in str(cause)
+
+
+def test_evaluation_writes_per_subject_and_summary_csv(trained, tiny_dataset, tmp_path):
+    wf = workflow(
+        "depthwise", ["train", "evaluate"], None, dataset_dir=tiny_dataset, output_dir=str(tmp_path),
+        ckpt_dir=str(trained / "models"), **TINY,
+    )
+    wf.run()
+    with open(tmp_path / "metrics_per_subject.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case"] for r in rows] == [e["case"] for e in load_split(tiny_dataset, "testing")]
+    columns = set(rows[0])
+    for region in ("TC", "WT", "ET", "NCR", "ED"):
+        assert {f"dice_{region}", f"hd95_{region}"} <= columns
+    assert {"thesis_pooled_dice", "mean_iou"} <= columns
+    assert 0.0 <= float(rows[0]["dice_WT"]) <= 1.0
+    assert (tmp_path / "metrics_summary.csv").is_file()
+
+
+def _labels_of(case_dir: Path):
+    return nib.load(str(next(case_dir.glob("*_t1ce.nii.gz"))))
+
+
+def test_inference_writes_label_maps_in_the_input_geometry(trained, tiny_dataset, tmp_path):
+    out = tmp_path / "pred"
+    wf = workflow(
+        "depthwise", "inference", "infer", dataset_dir=tiny_dataset, output_dir=str(out),
+        ckpt_path=str(trained / "models" / "model.pt"), roi_size=[32, 32],
+    )
+    wf.run()
+    cases = sorted(p.name for p in Path(tiny_dataset).iterdir() if p.is_dir())
+    assert sorted(p.name for p in out.iterdir()) == [f"{c}_seg.nii.gz" for c in cases]
+    for case in cases:
+        source = _labels_of(Path(tiny_dataset) / case)
+        written = nib.load(str(out / f"{case}_seg.nii.gz"))
+        assert written.shape == source.shape
+        np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+        assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
+
+
+def test_inference_on_a_four_channel_volume(trained, tiny_dataset, tmp_path):
+    case = sorted(p for p in Path(tiny_dataset).iterdir() if p.is_dir())[0]
+    images = [nib.load(str(case / f"{case.name}_{m}.nii.gz")) for m in ("t1ce", "t1", "t2", "flair")]
+    folder = tmp_path / "datastore"
+    folder.mkdir()
+    stacked = np.stack([np.asarray(i.dataobj, dtype=np.float32) for i in images], axis=-1)
+    nib.save(nib.Nifti1Image(stacked, images[0].affine), str(folder / "patient7.nii.gz"))
+    out = tmp_path / "pred"
+    wf = workflow(
+        "depthwise", "inference", "infer", dataset_dir=str(folder), output_dir=str(out),
+        ckpt_path=str(trained / "models" / "model.pt"), roi_size=[32, 32],
+    )
+    wf.run()
+    written = nib.load(str(out / "patient7_seg.nii.gz"))
+    assert written.shape == images[0].shape
+
+
+def test_checkpoint_of_another_variant_is_refused(trained, tiny_dataset, tmp_path):
+    wf = workflow(
+        "baseline", "inference", "infer", dataset_dir=tiny_dataset, output_dir=str(tmp_path),
+        ckpt_path=str(trained / "models" / "model.pt"), roi_size=[32, 32],
+    )
+    with pytest.raises(RuntimeError) as err:
+        wf.run()
+    cause = root_cause(err.value)
+    assert isinstance(cause, CheckpointMismatchError)
+    assert "does not fit RAAGR2Net" in str(cause) and "it fits the 'depthwise' variant" in str(cause)
+    assert not list(tmp_path.glob("*.nii.gz"))
+
+
+def _bundle_cli(*args, env=None, cwd=REPO, timeout=600):
+    env = dict(os.environ, **(env or {}))
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_training_command_with_mlflow_tracking(tiny_dataset, tmp_path):
+    import mlflow
+
+    out = tmp_path / "train"
+    result = _bundle_cli(
+        sys.executable, "-m", "monai.bundle", "run", "training",
+        "--config_file", "bundles/paired/configs/train.json",
+        "--dataset_dir", tiny_dataset, "--output_dir", str(out), "--ckpt_dir", str(out / "models"),
+        "--roi_size", "[32,32]", "--epochs", "1", "--batch_size", "4", "--num_samples", "2",
+        "--tracking", "mlflow",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (out / "configs" / "train.json").is_file(), "the run keeps a copy of its config"
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{out / 'mlruns.db'}")
+    experiment = client.get_experiment_by_name("raagr2_monai")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.run_name.startswith("paired-train-")
+    assert {"train_loss", "val_mean_dice", "val_dice_et"} <= set(run.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+    assert artifacts == {"model/model.pt"}
+
+
+def test_two_process_ddp_training_on_cpu(tiny_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = _bundle_cli(
+        str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
+        "--config_file", "['bundles/encdec/configs/train.json','bundles/encdec/configs/multi_gpu_train.json']",
+        "--dataset_dir", tiny_dataset, "--output_dir", str(out), "--ckpt_dir", str(out / "models"),
+        "--roi_size", "[32,32]", "--epochs", "1", "--batch_size", "4", "--num_samples", "2",
+        env={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(out / "models" / "model.pt", weights_only=True)
+    assert set(state) == set(get_network("encdec").state_dict()), "rank 0 saves the unwrapped network"
+    assert json.loads((out / "run.json").read_text())["settings"]["variant"] == "encdec"
