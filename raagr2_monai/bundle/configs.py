@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Mapping, Any, Dict, List, Optional
 
 __all__ = ["Variant", "VARIANTS", "BUNDLE_VERSION", "train_config", "evaluate_config", "inference_config",
            "multi_gpu_config", "prune_config", "metadata", "LOGGING_CONF", "bundle_files"]
@@ -574,18 +574,25 @@ format=%(asctime)s - %(name)s - %(levelname)s - %(message)s
 """
 
 
-def _json(obj: Dict[str, Any]) -> str:
-    return json.dumps(obj, indent=4) + "\n"
+def config_files(configs: Mapping[str, Dict[str, Any]]) -> Dict[str, str]:
+    """``{"train": {...}, ...}`` -> ``{"configs/train.json": text, ...}``, plus the shared ``logging.conf``."""
+    files = {f"configs/{name}.json": json.dumps(config, indent=4) + "\n" for name, config in configs.items()}
+    files["configs/logging.conf"] = LOGGING_CONF
+    return files
+
+
+def bundle_configs(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
+    """Every config of ``variant``'s bundle by name; ``network_def`` as in :func:`_common`."""
+    return {
+        "metadata": metadata(variant),
+        "train": train_config(variant, network_def),
+        "evaluate": evaluate_config(variant),
+        "inference": inference_config(variant, network_def),
+        "multi_gpu_train": multi_gpu_config(variant),
+        "prune": prune_config(variant),
+    }
 
 
 def bundle_files(variant: Variant) -> Dict[str, str]:
-    """Relative path -> text of every generated file of ``variant``'s bundle."""
-    return {
-        "configs/metadata.json": _json(metadata(variant)),
-        "configs/train.json": _json(train_config(variant)),
-        "configs/evaluate.json": _json(evaluate_config(variant)),
-        "configs/inference.json": _json(inference_config(variant)),
-        "configs/multi_gpu_train.json": _json(multi_gpu_config(variant)),
-        "configs/prune.json": _json(prune_config(variant)),
-        "configs/logging.conf": LOGGING_CONF,
-    }
+    """Relative path -> text of every generated config file of ``variant``'s bundle."""
+    return config_files(bundle_configs(variant))

@@ -29,6 +29,7 @@ __all__ = [
     "record_run",
     "atomic_save",
     "atomic_write_text",
+    "to_jsonable",
     "handlers_for_rank",
     "log_mlflow_artifacts",
 ]
@@ -203,7 +204,7 @@ def record_run(output_dir: str, settings: Mapping[str, Any], seed: int) -> str:
             copies.append(target)
     record = {
         "seed": seed,
-        "settings": {k: _jsonable(v) for k, v in settings.items()},
+        "settings": to_jsonable(dict(settings)),
         "argv": sys.argv,
         "cwd": os.getcwd(),
         "config_copies": copies,
@@ -214,13 +215,16 @@ def record_run(output_dir: str, settings: Mapping[str, Any], seed: int) -> str:
     return path
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
+    """``value`` with containers made JSON-friendly: one-element tensors as numbers, anything else unknown as text."""
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
     return str(value)
 
 

@@ -16,21 +16,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
-import torch
 from ignite.engine import Engine
 from torch import nn
 
-from raagr2_monai.bundle.configs import (
-    LOGGING_CONF,
-    VARIANTS,
-    Variant,
-    evaluate_config,
-    inference_config,
-    metadata,
-    multi_gpu_config,
-    train_config,
-)
-from raagr2_monai.bundle.runtime import atomic_save, atomic_write_text, load_weights
+from raagr2_monai.bundle.configs import VARIANTS, Variant, bundle_configs, config_files
+from raagr2_monai.bundle.runtime import atomic_save, atomic_write_text, load_weights, to_jsonable
 from raagr2_monai.networks import variant_of
 
 from . import METHODS, PruneResult, check_ratio, save_pruned, serialized_nbytes, to_sparse_state_dict
@@ -142,33 +132,17 @@ def pruned_network_def(variant: str, method: str, in_channels: int = 4, out_chan
     return {"_target_": VARIANTS[variant].network, "in_channels": in_channels, "out_channels": out_channels}
 
 
-def _json(obj: Mapping[str, Any]) -> str:
-    return json.dumps(obj, indent=4) + "\n"
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    return str(value)
-
-
 def _pruned_configs(variant: Variant, report: Mapping[str, Any], in_channels: int, out_channels: int) -> Dict[str, str]:
     method = report["method"]
-    net_def = pruned_network_def(variant.name, method, in_channels, out_channels)
-    train = train_config(variant, net_def)
+    configs = bundle_configs(variant, pruned_network_def(variant.name, method, in_channels, out_channels))
+    del configs["prune"]  # a pruned bundle is not pruned again
     if method != "depgraph":
         # retraining this bundle keeps its sparsity pattern
-        train["train"]["handlers"].insert(
+        configs["train"]["train"]["handlers"].insert(
             0, {"_target_": "raagr2_monai.pruning.MaskHandler", "masks": "$@bundle_root + '/models/masks.pt'"}
         )
     percent = round(report["requested_ratio"] * 100)
-    meta = metadata(variant)
+    meta = configs["metadata"]
     meta["name"] = f"{variant.title}, {method}-pruned {percent} %"
     meta["changelog"] = {
         meta["version"]: f"{method} pruning at ratio {report['requested_ratio']} of the {variant.name} bundle"
@@ -181,14 +155,7 @@ def _pruned_configs(variant: Variant, report: Mapping[str, Any], in_channels: in
     meta["pruning"] = dict(report)
     if report.get("val_mean_dice") is not None:
         meta["eval_metrics"] = {"val_mean_dice": report["val_mean_dice"]}
-    return {
-        "configs/metadata.json": _json(meta),
-        "configs/train.json": _json(train),
-        "configs/evaluate.json": _json(evaluate_config(variant)),
-        "configs/inference.json": _json(inference_config(variant, net_def)),
-        "configs/multi_gpu_train.json": _json(multi_gpu_config(variant)),
-        "configs/logging.conf": LOGGING_CONF,
-    }
+    return config_files(configs)
 
 
 def write_pruned_bundle(
@@ -250,7 +217,7 @@ def write_pruned_bundle(
     if evaluator is not None and getattr(evaluator.state, "best_metric", -1) != -1:
         report["val_mean_dice"] = float(evaluator.state.best_metric)
     if settings is not None:
-        report["settings"] = _jsonable(dict(settings))
+        report["settings"] = to_jsonable(dict(settings))
     if source_bundle is not None:
         report["source_bundle"] = str(Path(source_bundle).resolve())
 
@@ -273,7 +240,7 @@ def write_pruned_bundle(
     files["docs/README.md"] = pruned_bundle_readme(variant, report, out)
     for rel, text in files.items():
         atomic_write_text(str(out / rel), text)
-    atomic_write_text(str(out / "pruning.json"), _json(report))
+    atomic_write_text(str(out / "pruning.json"), json.dumps(report, indent=4) + "\n")
     license_file = Path(source_bundle) / "LICENSE" if source_bundle is not None else None
     if license_file is not None and license_file.is_file():
         tmp = out / ".LICENSE.tmp"

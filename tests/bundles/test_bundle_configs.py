@@ -1,7 +1,6 @@
 """The four bundles: generated from one source, differing only in the network, valid in MONAI's format checks."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -11,13 +11,6 @@ from raagr2_monai.networks import count_parameters, get_network
 from raagr2_monai.pruning import MaskHandler, PruneHandler, load_masks, magnitude_masks, rebind_optimizer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _batches(n=2, size=32):
     gen = torch.Generator().manual_seed(0)

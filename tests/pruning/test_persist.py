@@ -9,13 +9,6 @@ from raagr2_monai.networks import count_parameters, get_network
 from raagr2_monai.pruning import HISTORY_FORMAT, build_pruned_network, load_pruned, prune, read_history, save_pruned
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.parametrize("variant", ["baseline", "encdec"])
 def test_rebuilt_network_gives_the_same_outputs(tmp_path, variant):

@@ -20,13 +20,6 @@ VARIANT = "depthwise"  # the smallest network keeps the runs short
 MODALITIES = ("t1ce", "t1", "t2", "flair")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):

@@ -13,8 +13,6 @@ TRACE = torch.zeros(1, 4, 16, 16)  # the smallest input the four poolings allow:
 @pytest.fixture(scope="module")
 def pruned():
     """variant -> [(result, model) for each ratio]; built once (about 1 s per prune on one core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     out = {}
     for variant in NETWORKS:
         out[variant] = []
@@ -22,8 +20,7 @@ def pruned():
             torch.manual_seed(0)
             net = get_network(variant)
             out[variant].append((prune(net, "depgraph", ratio, example_inputs=TRACE), net))
-    yield out
-    torch.set_num_threads(threads)
+    return out
 
 
 @pytest.mark.parametrize("variant", list(NETWORKS))

@@ -20,14 +20,6 @@ from raagr2_monai.pruning import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny tensors on a shared 2-core machine: extra intra-op threads only add contention
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _loss(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
     return nn.functional.binary_cross_entropy(pred, label)
