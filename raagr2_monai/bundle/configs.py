@@ -66,6 +66,9 @@ VARIANTS: Dict[str, Variant] = {
 
 _IMPORTS = ["$import os", "$import time", "$import torch", "$import monai", "$import raagr2_monai"]
 
+# first step of every workflow: a missing dataset_dir or datalist is reported before anything is built
+_CHECK_DATA = "$raagr2_monai.bundle.checked(raagr2_monai.data.check_data_source, @dataset_dir, @datalist)"
+
 _DEVICE = "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')"
 
 
@@ -286,6 +289,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "amp": "@use_amp",
             },
             "initialize": [
+                _CHECK_DATA,
                 "$monai.utils.set_determinism(seed=@seed)",
                 "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed)",
             ],
@@ -360,6 +364,7 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                 "val_handlers": "@handlers",
                 "amp": "@use_amp",
             },
+            "initialize": [_CHECK_DATA],
             "run": ["$@evaluator.run()"],
             "inferring": ["$@run"],
         }
@@ -402,6 +407,7 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
             "$import torch.distributed as dist",
             "$dist.is_initialized() or dist.init_process_group(backend=@backend)",
             "$torch.cuda.set_device(@device) if @device.type == 'cuda' else None",
+            _CHECK_DATA,
             "$monai.utils.set_determinism(seed=@seed)",
             "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed) if dist.get_rank() == 0 else None",
         ],
@@ -460,7 +466,11 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         "run_settings#source_ckpt": "$None if @from_scratch else @source_ckpt",
         "run_settings#output_dir": "@output_dir",
         "initialize": [
-            "$raagr2_monai.pruning.check_prune_settings(@method, @ratio, @scope, @finetune_epochs, @from_scratch)",
+            (
+                "$raagr2_monai.bundle.checked(raagr2_monai.pruning.check_prune_settings, "
+                "@method, @ratio, @scope, @finetune_epochs, @from_scratch)"
+            ),
+            _CHECK_DATA,
             "$raagr2_monai.pruning.prepare_output_dir(@output_dir, @overwrite)",
             "$monai.utils.set_determinism(seed=@seed)",
             "$raagr2_monai.bundle.record_run(@run_dir, @run_settings, @seed)",

@@ -15,13 +15,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 __all__ = [
     "find_bundle_root",
+    "checked",
     "config_files_from_argv",
     "load_weights",
     "CheckpointMismatchError",
@@ -64,6 +65,24 @@ def find_bundle_root(default: str = ".") -> str:
         return default
     folder = Path(files[0]).resolve().parent
     return str(folder.parent if folder.name == "configs" else folder)
+
+
+def checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a check of a workflow's settings, as its first step.
+
+    On the ``python -m monai.bundle`` command line a failed check ends the run with its message alone, where MONAI
+    would bury it under the config parser's traceback; elsewhere (``ConfigWorkflow``, MONAI Label) the error
+    propagates as raised.
+
+    Returns:
+        What ``check`` returns.
+    """
+    try:
+        return check(*args, **kwargs)
+    except (ValueError, FileNotFoundError) as err:
+        if config_files_from_argv():
+            raise SystemExit(f"error: {err}") from err
+        raise
 
 
 class CheckpointMismatchError(ValueError):

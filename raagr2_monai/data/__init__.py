@@ -13,6 +13,7 @@ from .brats import (
     Problem,
     build_datalist,
     check_cases,
+    check_data_source,
     find_cases,
     inference_cases,
     load_split,

@@ -587,6 +587,24 @@ def resolve_dataset_dir(dataset_dir: Optional[str]) -> str:
     return path
 
 
+def check_data_source(dataset_dir: Optional[str], datalist: Optional[str] = None) -> str:
+    """Check a workflow's data settings before anything is loaded: the datalist file when one is given, else the
+    folder (the built-in synthetic set is generated when it is the one asked for).
+
+    Returns:
+        The datalist's or the folder's absolute path.
+
+    Raises:
+        FileNotFoundError: the datalist or the folder does not exist.
+    """
+    if datalist:
+        path = os.path.abspath(os.path.expanduser(str(datalist)))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"datalist {path} does not exist; write one with `raagr2 datalist`.")
+        return path
+    return resolve_dataset_dir(dataset_dir)
+
+
 def inference_cases(dataset_dir: Optional[str], datalist: Optional[str] = None, section: str = "testing") -> List[dict]:
     """The cases an inference run segments.
 

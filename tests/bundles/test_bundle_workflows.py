@@ -222,3 +222,16 @@ def test_two_process_ddp_training_on_cpu(tiny_dataset, tmp_path):
     state = torch.load(out / "models" / "model.pt", weights_only=True)
     assert set(state) == set(get_network("encdec").state_dict()), "rank 0 saves the unwrapped network"
     assert json.loads((out / "run.json").read_text())["settings"]["variant"] == "encdec"
+
+
+def test_missing_dataset_dir_on_the_command_line_ends_with_one_message(tmp_path):
+    result = _bundle_cli(
+        sys.executable, "-m", "monai.bundle", "run", "training",
+        "--config_file", "bundles/baseline/configs/train.json", "--dataset_dir", str(tmp_path / "nowhere"),
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: dataset_dir {tmp_path / 'nowhere'} does not exist; pass a BraTS folder or leave it at the default "
+        f"to use the built-in synthetic set ({tmp_path / 'default-synthetic'})."
+    )
