@@ -23,7 +23,9 @@ from raagr2_monai.bundle.configs import VARIANTS, Variant, bundle_configs, confi
 from raagr2_monai.bundle.runtime import atomic_save, atomic_write_text, load_weights, to_jsonable
 from raagr2_monai.networks import variant_of
 
-from . import METHODS, PruneResult, check_ratio, save_pruned, serialized_nbytes, to_sparse_state_dict
+from .methods import METHODS, PruneResult
+from .persist import save_pruned
+from .unstructured import check_ratio, serialized_nbytes, to_sparse_state_dict
 from .handlers import PruneHandler, pruning_report
 from .unstructured import check_scope
 

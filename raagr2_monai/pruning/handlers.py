@@ -24,7 +24,8 @@ from torch import nn
 
 from raagr2_monai.networks import count_flops
 
-from . import METHODS, MaskSet, PruneResult, check_ratio, prune, recalibrate_bn
+from .methods import METHODS, PruneResult, prune
+from .unstructured import MaskSet, check_ratio, recalibrate_bn
 from .unstructured import check_scope
 
 __all__ = ["PruneHandler", "MaskHandler", "load_masks", "pruning_report", "rebind_optimizer"]

@@ -1,0 +1,122 @@
+"""One entry point for every pruning method: :func:`prune` dispatches to the methods in :data:`METHODS`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, List, Optional
+
+import torch
+from torch import nn
+
+from raagr2_monai.networks import count_flops, count_parameters
+
+from .structured import default_example_inputs, depgraph_prune
+from .unstructured import MaskSet, check_ratio, check_scope, magnitude_masks, snip_masks
+
+__all__ = ["METHODS", "PruneResult", "prune"]
+
+#: Pruning methods by name: two unstructured (masks), one structured (channels removed).
+METHODS = ("magnitude", "snip", "depgraph")
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune` did.
+
+    Attributes:
+        method: the method's name.
+        requested_ratio: the ratio asked for.
+        params_before: parameters before pruning (each tensor once).
+        params_after: parameters after pruning; for mask methods, those not masked.
+        masks: the masks (magnitude, SNIP), else ``None``.
+        history: the pruning history (DepGraph), else ``None``.
+        flops_before: FLOPs at the example input's shape (DepGraph), else ``None``.
+        flops_after: the same after pruning.
+        sparsity: fraction of the prunable weights that are zero (mask methods), else ``None``.
+    """
+
+    method: str
+    requested_ratio: float
+    params_before: int
+    params_after: int
+    masks: Optional[MaskSet] = None
+    history: Optional[List[List[Any]]] = field(default=None, repr=False)
+    flops_before: Optional[int] = None
+    flops_after: Optional[int] = None
+    sparsity: Optional[float] = None
+
+    @property
+    def param_reduction(self) -> float:
+        """Achieved fraction of parameters removed (zeroed, for mask methods) over the whole network."""
+        return 1.0 - self.params_after / self.params_before
+
+
+def prune(
+    model: nn.Module,
+    method: str,
+    ratio: float,
+    example_inputs: Optional[torch.Tensor] = None,
+    data: Optional[Iterable[Any]] = None,
+    loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+    scope: str = "global",
+) -> PruneResult:
+    """Prune ``model`` in place.
+
+    Args:
+        model: a RAAGR2-Net variant (any network with conv layers and a ``head`` for the mask methods).
+        method: ``magnitude`` (zero the smallest ``|w|``), ``snip`` (zero the smallest ``|w dL/dw|``) or
+            ``depgraph`` (remove channels by group L2 magnitude).
+        ratio: strictly between 0 and 1: the fraction of prunable weights to zero (mask methods) or torch-pruning's
+            channel pruning ratio (DepGraph; the parameter reduction achieved differs and is reported).
+        example_inputs: DepGraph's tracing input and FLOP-count shape; zeros ``(1, in_channels, 32, 32)`` by default.
+        data: SNIP's ``(image, label)`` batches.
+        loss_fn: SNIP's ``loss_fn(prediction, label)``.
+        scope: ``global`` (one ranking over all layers) or ``uniform`` (each layer by ``ratio``).
+
+    Returns:
+        A :class:`PruneResult`; for mask methods, keep its ``masks`` in force while fine-tuning
+        (``result.masks.attach(model, optimizer)``).
+
+    Raises:
+        ValueError: for an unknown method or scope, a ratio outside (0, 1), or SNIP without ``data``/``loss_fn``.
+
+    Example::
+
+        >>> result = prune(get_network("paired"), "depgraph", 0.2)
+        >>> round(result.param_reduction, 2) > 0
+        True
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown pruning method {method!r}; valid methods: {', '.join(METHODS)}.")
+    ratio = check_ratio(ratio)
+    check_scope(scope)
+    params_before = count_parameters(model)
+    if method == "depgraph":
+        inputs = default_example_inputs(model) if example_inputs is None else example_inputs
+        shape = tuple(inputs.shape)
+        flops_before = count_flops(model, shape)
+        history = depgraph_prune(model, ratio, inputs, global_pruning=scope == "global")
+        return PruneResult(
+            method=method,
+            requested_ratio=ratio,
+            params_before=params_before,
+            params_after=count_parameters(model),
+            history=history,
+            flops_before=flops_before,
+            flops_after=count_flops(model, shape),
+        )
+    if method == "magnitude":
+        masks = magnitude_masks(model, ratio, scope)
+    else:
+        if data is None or loss_fn is None:
+            raise ValueError("SNIP needs data (an iterable of (image, label) batches) and a loss_fn.")
+        masks = snip_masks(model, data, loss_fn, ratio, scope)
+    masks.apply(model)
+    return PruneResult(
+        method=method,
+        requested_ratio=ratio,
+        params_before=params_before,
+        params_after=params_before - sum(int((~mask).sum()) for mask in masks.masks.values()),
+        masks=masks,
+        sparsity=masks.sparsity(model),
+    )
