@@ -15,7 +15,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/raagr2 summary
+	$(VENV)/bin/raagr2 study --profile quick
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile

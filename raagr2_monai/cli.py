@@ -124,7 +124,64 @@ def bundles(root: str = "bundles", variants: str = "", license_file: str = "LICE
     return f"wrote {len(written)} files under {root}/"
 
 
-COMMANDS = {"summary": summary, "bundles": bundles, "synth": synth, "datalist": datalist}
+def benchmark(
+    variants: str | tuple | None = None, bundles: str | tuple | None = None, size: int = 192,
+    batch: str | int | tuple = (1, 8), repeats: int = 10, warmup: int = 2, format: str = "table",
+    output: str | None = None, device: str | None = None, memory: bool = True, train: bool = True,
+) -> str:
+    """Benchmark variants and bundles: parameters, size, FLOPs, latency, peak memory, training step, ratios to baseline.
+
+    Args:
+        variants: comma-separated variants (with neither variants nor bundles: all four).
+        bundles: comma-separated bundle folders (a pruned bundle's models/model_sparse.pt gives its sparse size).
+        size: in-plane size of the input slices (a multiple of 16).
+        batch: batch sizes of the latency figures, ``1,8``; memory and the training step use the largest.
+        repeats: timed runs per figure (median, p25, p75), after ``warmup`` untimed runs.
+        warmup: untimed runs before the timed ones.
+        format: ``table``, ``csv`` or ``json`` (keyed by model name, environment under ``_meta``).
+        output: write to this file (atomically) instead of printing.
+        device: ``cpu`` or ``cuda`` (default: CUDA when available).
+        memory: measure peak memory (``--nomemory`` skips it; on CPU it starts one process per model).
+        train: measure the training step (``--notrain`` skips it).
+    """
+    from .benchmark import benchmark_command
+
+    return benchmark_command(variants, bundles, size, batch, repeats, warmup, format, output, device, memory, train)
+
+
+def study(
+    profile: str = "quick", data_dir: str | None = None, output: str | None = None, seed: int = 0,
+    resume: bool = True, fresh: bool = False,
+) -> str:
+    """Rerun the thesis's compression study and write its report, tables, charts and MLflow runs.
+
+    Trains the architectures, prunes the trained baseline (magnitude, SNIP, DepGraph at each ratio, with and without
+    fine-tuning), evaluates every model on the same test subjects, benchmarks them in one run, and writes
+    ``<output>/report.md``; MLflow runs go to ``sqlite:///<output>/mlruns.db``.
+
+    Args:
+        profile: ``quick`` (CPU, built-in synthetic data, about 20 minutes on two cores), ``full`` (GPU, real BraTS,
+            the thesis's schedule; needs ``--data_dir``) or ``tiny`` (a smoke run).
+        data_dir: a BraTS folder (default: the built-in synthetic set).
+        output: the study folder (default ``results/<profile>``).
+        seed: seed of the split, training and pruning.
+        resume: continue the study found in ``output`` (``--noresume`` refuses to touch it).
+        fresh: delete the study found in ``output`` and start over.
+    """
+    from .study import run_study
+
+    result = run_study(profile, data_dir=data_dir, output=output, seed=seed, resume=resume, fresh=fresh)
+    return f"report: {result.root / 'report.md'}"
+
+
+COMMANDS = {
+    "summary": summary,
+    "bundles": bundles,
+    "synth": synth,
+    "datalist": datalist,
+    "benchmark": benchmark,
+    "study": study,
+}
 
 
 def main() -> None:

@@ -1,0 +1,223 @@
+"""``raagr2 study`` end to end on a tiny synthetic set: report, tables, charts, MLflow runs and resumption."""
+
+import csv
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from raagr2_monai.report import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS, THESIS_TABLE1, quality_cell
+from raagr2_monai.study import PROFILES, StudyState, experiment_matrix, get_profile, run_study
+
+pytestmark = pytest.mark.slow
+
+# two architectures, magnitude and DepGraph at one ratio: the smallest study that has every kind of row
+SETTINGS = {"methods": ("magnitude", "depgraph")}
+MODELS = ["baseline", "depthwise", "magnitude-20", "magnitude-20-ft", "depgraph-20", "depgraph-20-ft"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """One tiny study on the synthetic set (generated into a temporary folder), with one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("study")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RAAGR2_SYNTHETIC_DIR", str(root / "synthetic"))
+        patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        result = run_study("tiny", output=root / "out", echo=lambda line: None, **SETTINGS)
+    torch.set_num_threads(threads)
+    return result
+
+
+def _csv(path: Path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_matrix_of_the_quick_profile():
+    names = [m.name for m in experiment_matrix(get_profile("quick"))]
+    assert names[:4] == ["baseline", "depthwise", "paired", "encdec"]
+    assert len(names) == 4 + 3 * 3 * 2
+    assert {"magnitude-10", "magnitude-10-ft", "snip-30-ft", "depgraph-20"} <= set(names)
+    full = experiment_matrix(get_profile("full"))
+    assert [m.name for m in full if m.from_scratch] == ["snip-10-init", "snip-20-init", "snip-30-init"]
+    assert all(m.finetune_epochs == 35 for m in full if m.from_scratch)
+
+
+def test_bad_profiles_and_folders_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="'full' profile runs on real BraTS data on a GPU: pass --data_dir"):
+        run_study("full", output=tmp_path / "full")
+    assert not (tmp_path / "full").exists()
+    with pytest.raises(ValueError, match="Unknown profile 'fast'; valid profiles: quick, full, tiny"):
+        get_profile("fast")
+    with pytest.raises(ValueError, match=r"Unknown profile setting\(s\) \['epoch'\]"):
+        get_profile("tiny", epoch=3)
+    with pytest.raises(ValueError, match="roi_size must be a positive multiple of 16; got 40"):
+        get_profile("tiny", roi_size=40)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="holds no state.json: not a study folder"):
+        run_study("tiny", output=other)
+    assert (other / "notes.txt").read_text() == "mine"
+
+
+def test_state_with_other_settings_is_refused(tmp_path):
+    StudyState(tmp_path / "state.json", {"profile": PROFILES["tiny"].settings(), "seed": 0}).save()
+    with pytest.raises(ValueError, match=r"other settings \(differences: seed\); rerun with --fresh"):
+        StudyState(tmp_path / "state.json", {"profile": PROFILES["tiny"].settings(), "seed": 1})
+
+
+def test_report_has_the_three_tables_and_marks_the_thesis_figures(study):
+    text = (study.root / "report.md").read_text()
+    for title in ("## Table 1: quality", "## Table 2: size and cost", "## Table 3: reductions against the baseline"):
+        assert title in text
+    assert '| † thesis pooled Dice | † thesis TC ("C2") | † thesis WT ("C4") | † thesis ET ("C3") |' in text
+    assert "thesis-style pooled Dice" in text and "FlopCounterMode" in text
+    assert "DepGraph 20 % and 30 % rows are identical copies" in text
+    # the thesis's baseline figures sit beside ours, in the marked columns
+    baseline_line = next(line for line in text.splitlines() if line.startswith("| RAAGR2-Net (baseline)"))
+    thesis = THESIS_TABLE1["Base RAAGR2-Net"]
+    assert baseline_line.endswith(f"| {thesis['pooled_dice']:.4f} | {thesis['TC']:.4f} | 0.8513 | 0.8247 |")
+
+
+def test_tables_have_one_row_per_model_with_their_sources(study):
+    tables = study.root / "tables"
+    for name, columns, models in (
+        ("table1_quality", TABLE1_COLUMNS, MODELS),
+        ("table2_cost", TABLE2_COLUMNS, MODELS),
+        ("table3_reductions", TABLE3_COLUMNS, MODELS[1:]),
+    ):
+        records = json.loads((tables / f"{name}.json").read_text())
+        rows = _csv(tables / f"{name}.csv")
+        assert [r["model"] for r in records] == [r["model"] for r in rows] == models
+        expected = {key for key, _ in columns} | {"source_bundle", "source_run_json", "source_mlflow_run_id"}
+        assert expected <= set(rows[0])
+        for record in records:
+            assert (study.root / record["source_run_json"]).is_file()
+            assert len(record["source_mlflow_run_id"]) == 32
+    cost = {r["model"]: r for r in json.loads((tables / "table2_cost.json").read_text())}
+    assert cost["magnitude-20"]["nonzero_params"] < cost["magnitude-20"]["params"] == cost["baseline"]["params"]
+    assert cost["magnitude-20"]["size_sparse_mb"] < cost["magnitude-20"]["size_mb"]
+    assert cost["depgraph-20"]["params"] < cost["baseline"]["params"]
+    assert cost["depgraph-20"]["gflops"] < cost["baseline"]["gflops"]
+    reductions = {r["model"]: r for r in json.loads((tables / "table3_reductions.json").read_text())}
+    expected_params = 100 * (1 - cost["depthwise"]["nonzero_params"] / cost["baseline"]["nonzero_params"])
+    assert reductions["depthwise"]["params"] == pytest.approx(expected_params)
+    assert reductions["magnitude-20"]["flops"] == 0.0
+    thesis = json.loads((tables / "thesis_tables.json").read_text())
+    assert thesis["table2"]["DepGraph 20%"] == thesis["table2"]["DepGraph 30%"]
+
+
+def test_report_numbers_are_those_of_the_evaluation_csvs(study):
+    text = (study.root / "report.md").read_text()
+    records = {r["model"]: r for r in json.loads((study.root / "tables" / "table1_quality.json").read_text())}
+    for model in MODELS:
+        summary = {r["statistic"]: r for r in _csv(study.root / "eval" / model / "metrics_summary.csv")}
+        per_subject = _csv(study.root / "eval" / model / "metrics_per_subject.csv")
+        assert len(per_subject) == records[model]["subjects"] == 2
+        line = next(line for line in text.splitlines() if f"(`{model}`) |" in line)
+        cells = [c.strip() for c in line.strip("|").split("|")][1:]
+        for i, (key, _) in enumerate(TABLE1_COLUMNS):
+            if key == "dice_mean":
+                value = sum(float(summary["mean"][f"dice_{r}"]) for r in ("TC", "WT", "ET")) / 3
+            else:
+                value = float(summary["mean"][key])
+                subjects = [float(r[key]) for r in per_subject]
+                assert value == pytest.approx(sum(subjects) / len(subjects))
+            assert records[model][key] == pytest.approx(value, abs=1e-12)
+            assert cells[i] == quality_cell(key, value), (model, key)
+
+
+def test_charts_are_png_files(study):
+    import matplotlib.image
+
+    for name in ("dice_vs_params", "dice_vs_latency", "region_dice", "training_curves"):
+        path = study.root / "charts" / f"{name}.png"
+        assert path.read_bytes()[:8] == PNG
+        image = matplotlib.image.imread(str(path))
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
+        assert f"(charts/{name}.png)" in (study.root / "report.md").read_text()
+
+
+def test_training_curves_are_recorded(study):
+    history = json.loads((study.root / "models" / "baseline" / "runs" / "train" / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [1]
+    assert history["epochs"][0]["train_loss"] > 0 and 0 <= history["epochs"][0]["val_mean_dice"] <= 1
+    assert [i[0] for i in history["iterations"]] == list(range(1, len(history["iterations"]) + 1))
+    assert not list(study.root.rglob("last.pt")), "finished runs drop their resumable training state"
+    pruned = study.root / "models" / "baseline" / "pruned"
+    untuned = json.loads((pruned / "depgraph-20" / "runs" / "prune" / "history.json").read_text())
+    assert untuned["epochs"] == [] and "val_mean_dice" in untuned["validation_only"]
+    assert (pruned / "depgraph-20" / "models" / "pruning_history.json").is_file()
+    assert (pruned / "magnitude-20-ft" / "models" / "model_sparse.pt").is_file()
+
+
+def test_mlflow_parent_child_runs_and_registered_models(study):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=study.tracking_uri)
+    experiment = client.get_experiment_by_name("raagr2_study")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(r.info.run_name for r in children) == sorted(MODELS)
+    records = {r["model"]: r for r in json.loads((study.root / "tables" / "table1_quality.json").read_text())}
+    for child in children:
+        assert child.data.metrics["quality.dice_mean"] == pytest.approx(records[child.info.run_name]["dice_mean"])
+        assert "cost.params" in child.data.metrics and child.data.params["kind"] in ("architecture", "pruned")
+    baseline = next(r for r in children if r.info.run_name == "baseline")
+    report = (study.root / "report.md").read_text()
+    assert f"| `baseline` | `models/baseline` | `models/baseline/runs/train/run.json` | `eval/baseline/` | " \
+        f"`{baseline.info.run_id}` |" in report
+    assert [m.step for m in client.get_metric_history(baseline.info.run_id, "train_loss")] == [1]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "tables", "charts", "benchmark.json", "state.json"} <= artifacts
+    assert parent.data.params["profile.name"] == "tiny"
+    registered = {m.name for m in client.search_registered_models()}
+    assert registered == {"raagr2-best-architecture", "raagr2-best-magnitude", "raagr2-best-depgraph"}
+    version = client.get_model_version("raagr2-best-depgraph", "1")
+    source = Path(version.source.removeprefix("file://"))
+    state = torch.load(source / "models" / "model.pt", weights_only=True)
+    assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+    assert (source / "models" / "pruning_history.json").is_file() and (source / "configs" / "inference.json").is_file()
+
+
+def test_rerun_resumes_without_redoing_finished_steps(study):
+    state_file = study.root / "state.json"
+    before = json.loads(state_file.read_text())
+    again = run_study("tiny", output=study.root, echo=lambda line: None, **SETTINGS)
+    assert again.counts == {"train": 0, "prune": 0, "evaluate": 0, "benchmark": 0}
+    after = json.loads(state_file.read_text())
+    assert after["steps"] == before["steps"] and after["mlflow"] == before["mlflow"]
+
+    # an interruption after the prunings: the evaluation of one model and the benchmark were not recorded
+    del after["steps"]["evaluate/depgraph-20-ft"], after["steps"]["benchmark"]
+    del after["mlflow"]["children"]["depgraph-20-ft"]
+    state_file.write_text(json.dumps(after))
+    shutil.rmtree(study.root / "eval" / "depgraph-20-ft")
+    resumed = run_study("tiny", output=study.root, echo=lambda line: None, **SETTINGS)
+    assert resumed.counts == {"train": 0, "prune": 0, "evaluate": 1, "benchmark": 1}
+    assert (study.root / "eval" / "depgraph-20-ft" / "metrics_summary.csv").is_file()
+    final = json.loads(state_file.read_text())
+    assert final["steps"]["train/baseline"] == before["steps"]["train/baseline"]
+    assert set(final["mlflow"]["children"]) == set(MODELS)
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=study.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("raagr2_study").experiment_id])
+    names = sorted(r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags)
+    assert names == sorted(MODELS), "the child of the redone model replaced the old one"
+
+
+def test_fresh_needs_a_study_and_noresume_refuses_one(study, tmp_path):
+    with pytest.raises(FileExistsError, match=re.escape(f"{study.root} holds a study; pass --resume")):
+        run_study("tiny", output=study.root, resume=False, echo=lambda line: None, **SETTINGS)
