@@ -611,7 +611,7 @@ def render_markdown(study: "Study", rows: Sequence[Mapping[str, Any]], charts: M
     lines += [f"- `{rel(path)}` (and `.csv`)" if name.startswith("table") else f"- `{rel(path)}`"
               for name, path in tables.items()]
     lines += [f"- `{study.state.get('benchmark')['benchmark_json']}`: the benchmark, with its environment and methods",
-              f"- `state.json`: the study's settings and finished steps", ""]
+              "- `state.json`: the study's settings and finished steps", ""]
     return "\n".join(lines)
 
 

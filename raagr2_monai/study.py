@@ -30,9 +30,8 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -454,6 +453,19 @@ def _write_bundle(root: Path, variant: str) -> None:
         atomic_write_text(str(root / rel), text)
 
 
+def _run_with_history(wf: Any, run_dir: Path) -> float:
+    """Run a training-type workflow with an :class:`EpochHistory` writing ``run_dir/history.json``; returns seconds."""
+    history = EpochHistory(run_dir / "history.json", wf.parser.get_parsed_content("validate#evaluator"),
+                           wf.parser.get_parsed_content("optimizer"))
+    history.attach(wf.parser.get_parsed_content("train#trainer"))
+    start = time.perf_counter()
+    try:
+        wf.run()
+    finally:
+        wf.finalize()
+    return time.perf_counter() - start
+
+
 class Study:
     """One study: its folder, profile, data and state; :meth:`run` does every step not yet done.
 
@@ -533,14 +545,7 @@ class Study:
             epochs=p.epochs, val_interval=p.val_interval, learning_rate=p.learning_rate, resume=True,
             **self._data_override(),
         )
-        history = EpochHistory(run_dir / "history.json", wf.parser.get_parsed_content("validate#evaluator"),
-                               wf.parser.get_parsed_content("optimizer"))
-        history.attach(wf.parser.get_parsed_content("train#trainer"))
-        start = time.perf_counter()
-        try:
-            wf.run()
-        finally:
-            wf.finalize()
+        seconds = _run_with_history(wf, run_dir)
         self.counts["train"] += 1
         model = bundle / "models" / "model.pt"
         if not model.is_file():
@@ -552,7 +557,7 @@ class Study:
             "model": self._rel(model),
             "run_json": self._rel(run_dir / "run.json"),
             "history": self._rel(run_dir / "history.json"),
-            "train_seconds": time.perf_counter() - start,
+            "train_seconds": seconds,
             "epochs": p.epochs,
         }
 
@@ -572,14 +577,7 @@ class Study:
             override["val_interval"] = min(p.val_interval, spec.finetune_epochs)
         wf = _workflow([source / "configs" / "train.json", source / "configs" / "prune.json"], "pruning", source,
                        **override)
-        history = EpochHistory(run_dir / "history.json", wf.parser.get_parsed_content("validate#evaluator"),
-                               wf.parser.get_parsed_content("optimizer"))
-        history.attach(wf.parser.get_parsed_content("train#trainer"))
-        start = time.perf_counter()
-        try:
-            wf.run()
-        finally:
-            wf.finalize()
+        seconds = _run_with_history(wf, run_dir)
         self.counts["prune"] += 1
         (run_dir / "last.pt").unlink(missing_ok=True)
         return {
@@ -588,7 +586,7 @@ class Study:
             "run_json": self._rel(run_dir / "run.json"),
             "pruning_json": self._rel(out / "pruning.json"),
             "history": self._rel(run_dir / "history.json"),
-            "train_seconds": time.perf_counter() - start,
+            "train_seconds": seconds,
             "epochs": spec.finetune_epochs,
         }
 
