@@ -445,12 +445,11 @@ def _workflow(config_files: Sequence[PathLike], run_id: str, bundle_root: PathLi
 
 
 def _write_bundle(root: Path, variant: str) -> None:
-    from raagr2_monai.bundle.generate import expected_files
+    from raagr2_monai.bundle.generate import write_bundle
 
     license_file = Path(__file__).resolve().parents[1] / "LICENSE"
     license_text = license_file.read_text() if license_file.is_file() else "See the raagr2_monai package's licence.\n"
-    for rel, text in expected_files(variant, license_text).items():
-        atomic_write_text(str(root / rel), text)
+    write_bundle(str(root), variant, license_text)
 
 
 def _run_with_history(wf: Any, run_dir: Path) -> float:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, List, Optional
 
 from .configs import VARIANTS, bundle_files
 from .docs import bundle_readme
 from .runtime import atomic_write_text
 
-__all__ = ["expected_files", "write_bundles", "SCHEMA_PATH"]
+__all__ = ["expected_files", "write_bundle", "write_bundles", "SCHEMA_PATH"]
 
 #: The metadata schema kept in the package, so ``verify_metadata`` works offline.
 SCHEMA_PATH = str(Path(__file__).with_name("metadata_schema.json"))
@@ -24,8 +24,22 @@ def expected_files(variant: str, license_text: str) -> Dict[str, str]:
     return files
 
 
+def write_bundle(folder: str, variant: str, license_text: str) -> List[str]:
+    """(Re)write one bundle's generated files into ``folder``; trained weights under ``models/`` are kept.
+
+    Returns:
+        The paths written.
+    """
+    written = []
+    for rel, text in expected_files(variant, license_text).items():
+        path = os.path.join(folder, rel)
+        atomic_write_text(path, text)
+        written.append(path)
+    return written
+
+
 def write_bundles(root: str = "bundles", variants: Optional[Iterable[str]] = None, license_file: str = "LICENSE") -> list:
-    """Write (or rewrite) ``<root>/<variant>/`` for each variant; trained weights under ``models/`` are kept.
+    """(Re)write ``<root>/<variant>/`` for each variant (see :func:`write_bundle`).
 
     Returns:
         The paths written.
@@ -35,8 +49,5 @@ def write_bundles(root: str = "bundles", variants: Optional[Iterable[str]] = Non
     for name in variants or VARIANTS:
         if name not in VARIANTS:
             raise ValueError(f"Unknown variant {name!r}; valid: {', '.join(VARIANTS)}.")
-        for rel, text in expected_files(name, license_text).items():
-            path = os.path.join(root, name, rel)
-            atomic_write_text(path, text)
-            written.append(path)
+        written += write_bundle(os.path.join(root, name), name, license_text)
     return written

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
@@ -245,9 +244,7 @@ def write_pruned_bundle(
     atomic_write_text(str(out / "pruning.json"), json.dumps(report, indent=4) + "\n")
     license_file = Path(source_bundle) / "LICENSE" if source_bundle is not None else None
     if license_file is not None and license_file.is_file():
-        tmp = out / ".LICENSE.tmp"
-        shutil.copyfile(license_file, tmp)
-        os.replace(tmp, out / "LICENSE")
+        atomic_write_text(str(out / "LICENSE"), license_file.read_text())
     logger.info("Wrote the pruned bundle %s", out)
     return out
 
