@@ -59,6 +59,11 @@ _EXTENSIONS = (".nii.gz", ".nii")
 _GRADES_FILE = "grades.csv"
 # Affines of one case may differ by float32 rounding of the header fields; 1e-3 mm is far below a voxel.
 _AFFINE_ATOL = 1e-3
+
+
+def same_grid(affine: np.ndarray, reference: np.ndarray) -> bool:
+    """Whether two NIfTI affines describe one voxel grid (co-registered modalities, their label)."""
+    return bool(np.allclose(affine, reference, rtol=0.0, atol=_AFFINE_ATOL))
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error)
 
 SplitLike = Union[Sequence[float], str]
@@ -274,7 +279,7 @@ def _case_problems(entry: dict) -> List[Problem]:
             ref = (name, tuple(data.shape), affine)
         elif tuple(data.shape) != ref[1]:
             problems.append(Problem(case, path, f"shape {tuple(data.shape)} differs from {ref[0]}'s {ref[1]}"))
-        elif not np.allclose(affine, ref[2], rtol=0.0, atol=_AFFINE_ATOL):
+        elif not same_grid(affine, ref[2]):
             worst = float(np.max(np.abs(affine - ref[2])))
             problems.append(Problem(case, path, f"affine differs from {ref[0]}'s (by up to {worst:.4g})"))
         if np.issubdtype(data.dtype, np.inexact):

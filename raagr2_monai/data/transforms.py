@@ -51,7 +51,7 @@ from monai.transforms import (
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
 # CHANNELS: the network's input order, also the order assumed inside a single 4-channel file (SPEC §2).
-from .brats import CHANNELS, LABEL_VALUES
+from .brats import CHANNELS, LABEL_VALUES, same_grid
 
 __all__ = [
     "REGIONS",
@@ -86,8 +86,6 @@ CASE_KEY = "case"
 
 # Modality suffixes of BraTS 2018-2021 (t1ce), BraTS 2023 (t1c, t1n, t2w, t2f) and nnU-Net style (_0000).
 _MODALITY_SUFFIX = re.compile(r"[_-](t1ce|t1gd|t1c|t1n|t1|t2w|t2f|t2|flair|0000)$", re.IGNORECASE)
-# Co-registered modalities share one grid; this only absorbs float32 rounding in the NIfTI header.
-_AFFINE_ATOL = 1e-3
 
 
 def _channel_first_label(labelmap: torch.Tensor) -> torch.Tensor:
@@ -294,7 +292,7 @@ def check_brats_files(image: PathLike | Sequence[PathLike], label: PathLike | No
             listing = ", ".join(f"{p} {s}" for p, s in zip(paths, shapes))
             raise ValueError(f"Modality files differ in shape: {listing}.")
         for path, header in zip(paths[1:], headers[1:]):
-            if not np.allclose(header.affine, headers[0].affine, atol=_AFFINE_ATOL):
+            if not same_grid(header.affine, headers[0].affine):
                 raise ValueError(
                     f"Modality files lie on different grids: the affine of {path} differs from that of {paths[0]}."
                 )
@@ -314,7 +312,7 @@ def check_brats_files(image: PathLike | Sequence[PathLike], label: PathLike | No
                 f"Label file {label_path} has spatial shape {tuple(seg.shape[:3])}, "
                 f"the image {spatial_shape} ({paths[0]})."
             )
-        if not np.allclose(seg.affine, affine, atol=_AFFINE_ATOL):
+        if not same_grid(seg.affine, affine):
             raise ValueError(f"Label file {label_path} lies on a different grid (affine) than the image {paths[0]}.")
     return normalised
 
