@@ -9,7 +9,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bundle", "cli", "data", "handlers", "losses", "metrics", "networks", "pruning")
+_SUBMODULES = ("bundle", "cli", "constants", "data", "handlers", "losses", "metrics", "networks", "pruning", "utils")
 
 
 def __getattr__(name: str) -> Any:

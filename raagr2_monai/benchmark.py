@@ -188,7 +188,7 @@ def load_bundle_network(bundle_dir: PathLike) -> nn.Module:
     """
     from monai.bundle import ConfigParser
 
-    from raagr2_monai.bundle import load_weights
+    from raagr2_monai.networks import load_weights
 
     root = _check_bundle(bundle_dir)
     config = root / "configs" / "inference.json"
@@ -225,7 +225,7 @@ def environment(device: Optional[Union[str, torch.device]] = None) -> Dict[str, 
         >>> environment("cpu")["torch_threads"] == torch.get_num_threads()
         True
     """
-    from raagr2_monai.bundle import versions
+    from raagr2_monai.utils import versions
 
     dev = torch.device(device) if device is not None else _default_device()
     found: Dict[str, Any] = {
@@ -826,7 +826,7 @@ def benchmark_command(
     Returns:
         The rendered text, or with ``output`` a line naming the file (written to a temporary name, then renamed).
     """
-    from raagr2_monai.bundle import atomic_write_text
+    from raagr2_monai.utils import atomic_write_text
 
     check_format(format)
     result = run_benchmark(variants, bundles, size, batch, repeats, warmup, device, memory, train)

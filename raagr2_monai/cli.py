@@ -95,7 +95,8 @@ def datalist(
         grades_csv: optional CSV with columns case,grade (default: <data_dir>/grades.csv if present).
         check: read every volume (``--nocheck`` only checks that the files exist).
     """
-    from .data.brats import SECTIONS, write_datalist
+    from .constants import SECTIONS
+    from .data import write_datalist
 
     doc = write_datalist(data_dir, output, seed=seed, split=split, grades_csv=grades_csv, check=check)
     lines = [f"wrote {output} (seed {doc['seed']}, split {'/'.join(f'{f:g}' for f in doc['split'])})"]

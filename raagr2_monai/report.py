@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from raagr2_monai.bundle.runtime import atomic_write_text
+from raagr2_monai.utils import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from raagr2_monai.study import Study

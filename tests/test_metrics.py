@@ -13,17 +13,9 @@ from monai.data import DataLoader, Dataset, MetaTensor
 from monai.engines import SupervisedEvaluator
 from monai.handlers import from_engine
 
-from raagr2_monai.metrics import (
-    METRIC_COLUMNS,
-    BraTSMeanDice,
-    BraTSMetricsWriter,
-    brats_metrics,
-    mean_iou,
-    pooled_dice,
-    regions_to_subregions,
-    summarise,
-    write_metrics_csv,
-)
+from raagr2_monai.data.labels import regions_to_subregions
+from raagr2_monai.handlers import BraTSMeanDice, BraTSMetricsWriter
+from raagr2_monai.metrics import METRIC_COLUMNS, brats_metrics, mean_iou, pooled_dice, summarise, write_metrics_csv
 
 
 def nested_cubes(size: int = 16) -> torch.Tensor:
@@ -43,7 +35,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def test_regions_to_subregions_exact() -> None:
     # voxels: TC+WT+ET, TC+WT, WT, nothing
     regions = torch.tensor([[[1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 0, 0]]], dtype=torch.uint8)
-    sub = regions_to_subregions(regions)
+    sub = regions_to_subregions(regions, dim=1)
     assert sub.dtype == torch.uint8
     assert sub.tolist() == [[[0, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]]]
 

@@ -1,9 +1,9 @@
-"""MONAI bundles of the RAAGR2-Net variants: their configs (generated once for all four) and run-time helpers."""
+"""MONAI bundles of the RAAGR2-Net variants: their configs, generated once for all four (:mod:`.configs`,
+:mod:`.generate`, :mod:`.docs`), the functions the configs call while they run (:mod:`.runtime`), and pruned bundles
+(:mod:`.pruned`)."""
 
+from .pruned import check_prune_settings, prepare_output_dir, pruned_network_def, run_pruning, write_pruned_bundle
 from .runtime import (
-    CheckpointMismatchError,
-    atomic_save,
-    atomic_write_text,
     checked,
     config_files_from_argv,
     find_bundle_root,
@@ -11,13 +11,9 @@ from .runtime import (
     load_weights,
     log_mlflow_artifacts,
     record_run,
-    versions,
 )
 
 __all__ = [
-    "CheckpointMismatchError",
-    "atomic_save",
-    "atomic_write_text",
     "checked",
     "config_files_from_argv",
     "find_bundle_root",
@@ -25,5 +21,9 @@ __all__ = [
     "load_weights",
     "log_mlflow_artifacts",
     "record_run",
-    "versions",
+    "check_prune_settings",
+    "prepare_output_dir",
+    "pruned_network_def",
+    "run_pruning",
+    "write_pruned_bundle",
 ]

@@ -9,12 +9,11 @@ the workflow's steps. Ids follow the model zoo (``train#trainer``, ``validate#ev
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from dataclasses import dataclass
 from typing import Mapping, Any, Dict, List, Optional
 
-__all__ = ["Variant", "VARIANTS", "BUNDLE_VERSION", "train_config", "evaluate_config", "inference_config",
+__all__ = ["Variant", "VARIANTS", "BUNDLE_VERSION", "REQUIRED_VERSIONS", "train_config", "evaluate_config", "inference_config",
            "multi_gpu_config", "prune_config", "metadata", "LOGGING_CONF", "bundle_files"]
 
 BUNDLE_VERSION = "0.1.0"
@@ -227,13 +226,13 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "postprocessing": _val_postprocessing(keep_probabilities=False),
                 "key_metric": {
                     "val_mean_dice": {
-                        "_target_": "raagr2_monai.metrics.BraTSMeanDice",
+                        "_target_": "raagr2_monai.handlers.BraTSMeanDice",
                         "output_transform": "$monai.handlers.from_engine(['pred', 'label'])",
                     }
                 },
                 "additional_metrics": {
                     f"val_dice_{region}": {
-                        "_target_": "raagr2_monai.metrics.BraTSMeanDice",
+                        "_target_": "raagr2_monai.handlers.BraTSMeanDice",
                         "output_transform": f"$monai.handlers.from_engine(['pred_{region}', 'label_{region}'])",
                     }
                     for region in ("tc", "wt", "et")
@@ -315,7 +314,7 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
             {"_target_": "raagr2_monai.handlers.WeightsLoader", "load_path": "@ckpt_path", "network": "@network"},
             {"_target_": "StatsHandler", "iteration_log": False},
             {
-                "_target_": "raagr2_monai.metrics.BraTSMetricsWriter",
+                "_target_": "raagr2_monai.handlers.BraTSMetricsWriter",
                 "output_dir": "@output_dir",
                 "pred_key": "pred_prob",
             },
@@ -421,7 +420,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
     """``configs/prune.json``, merged after train.json (run id ``pruning``): prune the trained ``models/model.pt``,
     fine-tune it with the masks kept in force, and write a self-contained bundle of the pruned model.
 
-    The fine-tuning run is train.json's, with :class:`raagr2_monai.pruning.PruneHandler` first among the trainer's
+    The fine-tuning run is train.json's, with :class:`raagr2_monai.handlers.PruneHandler` first among the trainer's
     handlers (it prunes at ``STARTED``), ``ckpt_dir`` inside the new bundle so that the best fine-tuned model lands
     there, and its logs, ``last.pt`` and copies of the configs in ``<output_dir>/runs/prune``. With
     ``finetune_epochs`` 0 the model is pruned (BatchNorm optionally recalibrated), validated once and saved.
@@ -446,7 +445,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         "tracking_uri": "$monai.utils.path_to_sqlite_uri(@run_dir + '/mlruns.db')",
         "run_name": "$@variant + '-prune-' + @method + '-' + time.strftime('%Y%m%d-%H%M%S')",
         "prune_handler": {
-            "_target_": "raagr2_monai.pruning.PruneHandler",
+            "_target_": "raagr2_monai.handlers.PruneHandler",
             "method": "@method",
             "ratio": "@ratio",
             "scope": "@scope",
@@ -467,20 +466,20 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         "run_settings#output_dir": "@output_dir",
         "initialize": [
             (
-                "$raagr2_monai.bundle.checked(raagr2_monai.pruning.check_prune_settings, "
+                "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_prune_settings, "
                 "@method, @ratio, @scope, @finetune_epochs, @from_scratch)"
             ),
             _CHECK_DATA,
-            "$raagr2_monai.pruning.prepare_output_dir(@output_dir, @overwrite)",
+            "$raagr2_monai.bundle.prepare_output_dir(@output_dir, @overwrite)",
             "$monai.utils.set_determinism(seed=@seed)",
             "$raagr2_monai.bundle.record_run(@run_dir, @run_settings, @seed)",
         ],
         "run": [
             "$None if @from_scratch else raagr2_monai.bundle.load_weights(@network, @source_ckpt)",
             "$@validate#early_stop.set_trainer(@train#trainer)",
-            "$raagr2_monai.pruning.run_pruning(@train#trainer, @validate#evaluator, @prune_handler, @finetune_epochs)",
+            "$raagr2_monai.bundle.run_pruning(@train#trainer, @validate#evaluator, @prune_handler, @finetune_epochs)",
             (
-                "$raagr2_monai.pruning.write_pruned_bundle(@output_dir, @network, @prune_handler.result, "
+                "$raagr2_monai.bundle.write_pruned_bundle(@output_dir, @network, @prune_handler.result, "
                 "report=@prune_handler.report, best_ckpt=@ckpt_path, evaluator=@validate#evaluator, "
                 "source_bundle=@bundle_root, settings=@run_settings)"
             ),
@@ -489,12 +488,21 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
     }
 
 
+#: The versions the bundles are made and tested with: the pins of the project's ``constraints.txt`` (a test checks
+#: that the two agree). Stated here, not read from whatever happens to be installed when the bundles are generated.
+REQUIRED_VERSIONS: Dict[str, str] = {
+    "monai": "1.6.1",
+    "torch": "2.13.0",
+    "numpy": "2.4.6",
+    "nibabel": "5.4.2",
+    "pytorch-ignite": "0.5.5",
+    "torch-pruning": "1.6.1",
+    "mlflow": "3.17.2",
+}
+
+
 def metadata(variant: Variant) -> Dict[str, Any]:
     """``configs/metadata.json`` in the model zoo's schema (kept offline in ``raagr2_monai/bundle/schema.json``)."""
-    import monai
-    import numpy
-    import torch
-
     import raagr2_monai
 
     spatial = ["16*n", "16*n"]
@@ -502,12 +510,12 @@ def metadata(variant: Variant) -> Dict[str, Any]:
         "schema": "https://github.com/Project-MONAI/MONAI-extra-test-data/releases/download/0.8.1/meta_schema_20220324.json",
         "version": BUNDLE_VERSION,
         "changelog": {BUNDLE_VERSION: "first release: train, evaluate, inference and multi-GPU workflows"},
-        "monai_version": monai.__version__,
-        "pytorch_version": torch.__version__.split("+")[0],
-        "numpy_version": numpy.__version__,
+        "monai_version": REQUIRED_VERSIONS["monai"],
+        "pytorch_version": REQUIRED_VERSIONS["torch"],
+        "numpy_version": REQUIRED_VERSIONS["numpy"],
         "required_packages_version": {
             "raagr2_monai": raagr2_monai.__version__,
-            **{name: importlib.metadata.version(name) for name in ("nibabel", "pytorch-ignite", "torch-pruning", "mlflow")},
+            **{name: REQUIRED_VERSIONS[name] for name in ("nibabel", "pytorch-ignite", "torch-pruning", "mlflow")},
         },
         "name": variant.title,
         "task": "Brain tumour sub-region segmentation (TC, WT, ET) from multi-modal MRI, slice by slice",

@@ -8,7 +8,7 @@ from typing import Dict, Iterable, List, Optional
 
 from .configs import VARIANTS, bundle_files
 from .docs import bundle_readme
-from .runtime import atomic_write_text
+from raagr2_monai.utils import atomic_write_text
 
 __all__ = ["expected_files", "write_bundle", "write_bundles", "SCHEMA_PATH"]
 

@@ -1,4 +1,5 @@
-"""Functions the bundle configs call while they run: where the bundle is, loading weights, recording the run.
+"""Functions the bundle configs call while they run: where the bundle is, loading weights (re-exported from
+:mod:`raagr2_monai.networks` for the configs), recording the run.
 
 Configs name them by dotted path (``$raagr2_monai.bundle.find_bundle_root()``) so that a bundle carries no Python
 of its own (a ``scripts`` package in the working directory would shadow a bundle's own, SPEC §5).
@@ -7,30 +8,21 @@ of its own (a ``scripts`` package in the working directory would shadow a bundle
 from __future__ import annotations
 
 import ast
-import json
 import os
-import platform
 import shutil
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
 
-import torch
-from torch import nn
+from raagr2_monai.networks import load_weights
+from raagr2_monai.utils import atomic_write_json, versions
 
 __all__ = [
     "find_bundle_root",
     "checked",
     "config_files_from_argv",
     "load_weights",
-    "CheckpointMismatchError",
-    "versions",
     "record_run",
-    "atomic_save",
-    "atomic_write_text",
-    "to_jsonable",
     "handlers_for_rank",
     "log_mlflow_artifacts",
 ]
@@ -85,125 +77,6 @@ def checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise
 
 
-class CheckpointMismatchError(ValueError):
-    """A checkpoint that does not fit the network it is loaded into (another variant, a pruned model, ...)."""
-
-
-def load_weights(network: nn.Module, path: str, map_location: Any = "cpu") -> nn.Module:
-    """Load a plain state_dict (``torch.load(weights_only=True)``) into ``network``, strictly.
-
-    Args:
-        network: the network (a ``DistributedDataParallel`` wrapper is unwrapped).
-        path: the checkpoint, a plain state_dict as the bundles write it.
-        map_location: passed to ``torch.load``.
-
-    Returns:
-        ``network``, with the weights loaded.
-
-    Raises:
-        FileNotFoundError: the checkpoint does not exist.
-        CheckpointMismatchError: the checkpoint was written by another architecture; the message names the variant
-            it fits, where one does.
-    """
-    from raagr2_monai.networks import NETWORKS
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Checkpoint {path} does not exist: train the bundle first or set ckpt_path.")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise CheckpointMismatchError(f"Checkpoint {path} cannot be read as a plain state_dict: {err}") from err
-    if isinstance(state, Mapping) and "model" in state and isinstance(state["model"], Mapping):
-        state = state["model"]
-    model = network.module if hasattr(network, "module") else network
-    expected = model.state_dict()
-    mismatched = sorted(k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape))
-    if set(state) != set(expected) or mismatched:
-        keys = set(state)
-        matches = [
-            name
-            for name, cls in NETWORKS.items()
-            if set(cls(in_channels=model.in_channels, out_channels=model.out_channels).state_dict()) == keys
-        ]
-        what = f"it fits the {matches[0]!r} variant" if matches else "it fits none of the RAAGR2-Net variants"
-        detail = (
-            f"{len(keys - set(expected))} unexpected and {len(set(expected) - keys)} missing keys, "
-            f"{len(mismatched)} shape mismatches"
-        )
-        raise CheckpointMismatchError(
-            f"Checkpoint {path} does not fit {type(model).__name__} ({detail}); {what}. "
-            "Use the bundle of the variant that wrote it (or the pruned bundle, for a pruned model)."
-        )
-    model.load_state_dict(state, strict=True)
-    return network
-
-
-def versions() -> Dict[str, str]:
-    """Versions of Python, the stack and this package, and the git commit of the working tree when there is one."""
-    import ignite
-    import monai
-    import numpy
-
-    import raagr2_monai
-
-    found = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "monai": monai.__version__,
-        "pytorch-ignite": ignite.__version__,
-        "numpy": numpy.__version__,
-        "raagr2_monai": raagr2_monai.__version__,
-    }
-    for package in ("torch_pruning", "mlflow", "nibabel"):
-        try:
-            found[package] = __import__(package).__version__
-        except ImportError:
-            pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(raagr2_monai.__file__).parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        if commit.returncode == 0:
-            found["git_commit"] = commit.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        pass
-    return found
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` through a temporary file in the same folder, then rename: no half-written checkpoint."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def record_run(output_dir: str, settings: Mapping[str, Any], seed: int) -> str:
     """Record what a run was: its settings, seed, command line, versions, and a copy of its config files.
 
@@ -223,28 +96,15 @@ def record_run(output_dir: str, settings: Mapping[str, Any], seed: int) -> str:
             copies.append(target)
     record = {
         "seed": seed,
-        "settings": to_jsonable(dict(settings)),
+        "settings": dict(settings),
         "argv": sys.argv,
         "cwd": os.getcwd(),
         "config_copies": copies,
         "versions": versions(),
     }
     path = os.path.join(output_dir, "run.json")
-    atomic_write_text(path, json.dumps(record, indent=2))
+    atomic_write_json(path, record)
     return path
-
-
-def to_jsonable(value: Any) -> Any:
-    """``value`` with containers made JSON-friendly: one-element tensors as numbers, anything else unknown as text."""
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    if isinstance(value, (list, tuple)):
-        return [to_jsonable(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    return str(value)
 
 
 # Handlers that log or write files: in a multi-GPU run only rank 0 keeps them.

@@ -25,7 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .brats import CHANNELS, LABEL_SUFFIX
+from raagr2_monai.constants import CHANNELS, LABEL_SUFFIX
+from raagr2_monai.utils import parse_sequence
 
 __all__ = [
     "DEFAULT_SHAPE",
@@ -76,10 +77,9 @@ def case_grade(index: int) -> str:
 
 
 def _parse_shape(shape: Shape) -> Tuple[int, int, int]:
-    values = shape.replace("(", "").replace(")", "").split(",") if isinstance(shape, str) else list(shape)
     try:
-        dims = tuple(int(v) for v in values)
-    except (TypeError, ValueError):
+        dims = tuple(parse_sequence(shape, "shape", int))
+    except ValueError:
         raise ValueError(f"shape must be three integers X,Y,Z; got {shape!r}.") from None
     if len(dims) != 3 or min(dims) < _MIN_SIZE:
         raise ValueError(f"shape must be three integers, each >= {_MIN_SIZE}; got {shape!r}.")

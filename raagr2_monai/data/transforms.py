@@ -21,10 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-import uuid
 from typing import Any, Hashable, Mapping, Sequence
 
-import nibabel as nib
 import numpy as np
 import torch
 from monai.config import KeysCollection, PathLike
@@ -48,21 +46,16 @@ from monai.transforms import (
     Spacingd,
     SqueezeDimd,
 )
-from monai.utils import convert_to_dst_type, convert_to_tensor
 
-# CHANNELS: the network's input order, also the order assumed inside a single 4-channel file (SPEC §2).
-from .brats import CHANNELS, LABEL_VALUES, same_grid
+
+from raagr2_monai.utils import atomic_write
+
+from .labels import labelmap_to_regions, regions_to_labelmap
+from .validation import case_files, header_problems, image_channel_names, raise_first, voxel_problems
 
 __all__ = [
-    "REGIONS",
-    "SUBREGIONS",
-    "labelmap_to_regions",
-    "regions_to_labelmap",
-    "regions_to_subregions",
-    "labelmap_to_subregions",
     "ConvertToBraTSRegionsd",
     "RegionsToLabelMapd",
-    "check_brats_files",
     "LoadBraTSd",
     "CaseNameToMetad",
     "AtomicNibabelWriter",
@@ -74,11 +67,6 @@ __all__ = [
     "inference_postprocessing",
 ]
 
-#: Network output channels.
-REGIONS = ("TC", "WT", "ET")
-#: Disjoint subregions used for reporting.
-SUBREGIONS = ("NCR", "ED", "ET")
-
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
 PRED_KEY = "pred"
@@ -86,116 +74,6 @@ CASE_KEY = "case"
 
 # Modality suffixes of BraTS 2018-2021 (t1ce), BraTS 2023 (t1c, t1n, t2w, t2f) and nnU-Net style (_0000).
 _MODALITY_SUFFIX = re.compile(r"[_-](t1ce|t1gd|t1c|t1n|t1|t2w|t2f|t2|flair|0000)$", re.IGNORECASE)
-
-
-def _channel_first_label(labelmap: torch.Tensor) -> torch.Tensor:
-    if labelmap.ndim < 2 or labelmap.shape[0] != 1:
-        raise ValueError(f"Expected a channel-first label map of shape (1, *spatial), got {tuple(labelmap.shape)}.")
-    return convert_to_tensor(labelmap, track_meta=False)[0]
-
-
-def _three_channels(regions: torch.Tensor, names: Sequence[str]) -> torch.Tensor:
-    if regions.ndim < 2 or regions.shape[0] != 3:
-        raise ValueError(f"Expected channels {', '.join(names)} in a tensor (3, *spatial), got {tuple(regions.shape)}.")
-    return convert_to_tensor(regions, track_meta=False)
-
-
-def labelmap_to_regions(labelmap: torch.Tensor) -> torch.Tensor:
-    """Raw BraTS labels -> overlapping regions TC = {1, 4}, WT = {1, 2, 4}, ET = {4}.
-
-    Args:
-        labelmap: (1, *spatial) raw labels 0 / 1 / 2 / 4.
-
-    Returns:
-        (3, *spatial) float32 in the order TC, WT, ET; a MetaTensor input keeps its metadata.
-
-    Raises:
-        ValueError: when the input has no single leading channel.
-
-    Example::
-
-        >>> labelmap_to_regions(torch.tensor([[0, 1, 2, 4]]))
-        tensor([[0., 1., 0., 1.],
-                [0., 1., 1., 1.],
-                [0., 0., 0., 1.]])
-    """
-    lab = _channel_first_label(labelmap)
-    regions = torch.stack([(lab == 1) | (lab == 4), (lab == 1) | (lab == 2) | (lab == 4), lab == 4])
-    return convert_to_dst_type(regions, dst=labelmap, dtype=torch.float32)[0]
-
-
-def regions_to_labelmap(regions: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """TC / WT / ET probabilities or masks -> BraTS label map: ET -> 4, else TC -> 1, else WT -> 2, else 0.
-
-    Args:
-        regions: (3, *spatial) in the order TC, WT, ET.
-        threshold: a channel counts where its value is above this.
-
-    Returns:
-        (1, *spatial) uint8 label map; a MetaTensor input keeps its metadata.
-
-    Raises:
-        ValueError: when the input does not have three leading channels.
-
-    Example::
-
-        >>> regions_to_labelmap(torch.tensor([[0.0, 0.9, 0.1, 0.8], [0.0, 1.0, 0.7, 0.9], [0.0, 0.2, 0.0, 0.6]]))
-        tensor([[0, 1, 2, 4]], dtype=torch.uint8)
-    """
-    tc, wt, et = _three_channels(regions, REGIONS) > threshold
-    labelmap = torch.zeros_like(tc, dtype=torch.uint8)
-    labelmap[wt] = 2
-    labelmap[tc] = 1
-    labelmap[et] = 4
-    return convert_to_dst_type(labelmap[None], dst=regions, dtype=torch.uint8)[0]
-
-
-def regions_to_subregions(regions: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """TC / WT / ET -> disjoint NCR = TC - ET, ED = WT - TC, ET, for per-subregion metrics.
-
-    Args:
-        regions: (3, *spatial) in the order TC, WT, ET.
-        threshold: a channel counts where its value is above this.
-
-    Returns:
-        (3, *spatial) float32 in the order NCR, ED, ET.
-
-    Raises:
-        ValueError: when the input does not have three leading channels.
-
-    Example::
-
-        >>> regions_to_subregions(torch.tensor([[0, 1, 0, 1], [0, 1, 1, 1], [0, 0, 0, 1]]))
-        tensor([[0., 1., 0., 0.],
-                [0., 0., 1., 0.],
-                [0., 0., 0., 1.]])
-    """
-    tc, wt, et = _three_channels(regions, REGIONS) > threshold
-    subregions = torch.stack([tc & ~et, wt & ~tc, et])
-    return convert_to_dst_type(subregions, dst=regions, dtype=torch.float32)[0]
-
-
-def labelmap_to_subregions(labelmap: torch.Tensor) -> torch.Tensor:
-    """Raw BraTS labels -> disjoint NCR (1), ED (2), ET (4) masks.
-
-    Args:
-        labelmap: (1, *spatial) raw labels 0 / 1 / 2 / 4.
-
-    Returns:
-        (3, *spatial) float32 in the order NCR, ED, ET.
-
-    Raises:
-        ValueError: when the input has no single leading channel.
-
-    Example::
-
-        >>> labelmap_to_subregions(torch.tensor([[0, 1, 2, 4]]))[:, 1:]
-        tensor([[1., 0., 0.],
-                [0., 1., 0.],
-                [0., 0., 1.]])
-    """
-    lab = _channel_first_label(labelmap)
-    return convert_to_dst_type(torch.stack([lab == 1, lab == 2, lab == 4]), dst=labelmap, dtype=torch.float32)[0]
 
 
 class ConvertToBraTSRegionsd(MapTransform):
@@ -241,90 +119,14 @@ class RegionsToLabelMapd(MapTransform):
         return d
 
 
-def _open_nifti(path: PathLike, what: str) -> nib.spatialimages.SpatialImage:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} file not found: {path}")
-    try:
-        return nib.load(path)
-    except Exception as err:  # nibabel raises many types for unreadable files; all mean the same to the user
-        raise ValueError(f"{what} file {path} is not a readable NIfTI image: {err}") from err
-
-
-def check_brats_files(image: PathLike | Sequence[PathLike], label: PathLike | None = None) -> str | list[str]:
-    """Check a case's files from their headers alone, before any voxel is read.
-
-    Catches what ``LoadImaged`` would otherwise turn into obscure stacking errors or silently wrong data: a wrong
-    number of modalities, modalities of different shapes or grids, a label on another grid.
-
-    Args:
-        image: four 3D NIfTI paths (T1ce, T1, T2, FLAIR), or one 4D NIfTI path with those four channels last.
-        label: optional label NIfTI path (3D, or 4D with a single last channel).
-
-    Returns:
-        The image entry normalised for ``LoadImaged``: a list of four paths, or one path.
-
-    Raises:
-        FileNotFoundError: a file is missing (named).
-        ValueError: wrong channel count, mismatched shapes or affines, unreadable file (each naming the files).
-
-    Example::
-
-        >>> check_brats_files(["c_t1ce.nii.gz", "c_t1.nii.gz", "c_t2.nii.gz", "c_flair.nii.gz"], "c_seg.nii.gz")
-        ['c_t1ce.nii.gz', 'c_t1.nii.gz', 'c_t2.nii.gz', 'c_flair.nii.gz']
-    """
-    paths = [os.fspath(image)] if isinstance(image, (str, os.PathLike)) else [os.fspath(p) for p in image]
-    if len(paths) == 1:
-        single = _open_nifti(paths[0], "Image")
-        if len(single.shape) != 4 or single.shape[3] != len(CHANNELS):
-            raise ValueError(
-                f"Image file {paths[0]} has shape {single.shape}; a single image file must be 4D with "
-                f"{len(CHANNELS)} channels last ({', '.join(CHANNELS)}), or give four 3D files instead."
-            )
-        spatial_shape, affine, normalised = tuple(single.shape[:3]), single.affine, paths[0]
-    elif len(paths) == len(CHANNELS):
-        headers = [_open_nifti(p, f"Image ({m})") for p, m in zip(paths, CHANNELS)]
-        for path, header in zip(paths, headers):
-            if len(header.shape) != 3:
-                raise ValueError(f"Image file {path} has shape {header.shape}; each modality file must be 3D.")
-        shapes = [tuple(h.shape) for h in headers]
-        if len(set(shapes)) != 1:
-            listing = ", ".join(f"{p} {s}" for p, s in zip(paths, shapes))
-            raise ValueError(f"Modality files differ in shape: {listing}.")
-        for path, header in zip(paths[1:], headers[1:]):
-            if not same_grid(header.affine, headers[0].affine):
-                raise ValueError(
-                    f"Modality files lie on different grids: the affine of {path} differs from that of {paths[0]}."
-                )
-        spatial_shape, affine, normalised = shapes[0], headers[0].affine, paths
-    else:
-        raise ValueError(
-            f"Expected {len(CHANNELS)} image files ({', '.join(CHANNELS)}) or one 4-channel file, "
-            f"got {len(paths)}: {paths}."
-        )
-    if label is not None:
-        label_path = os.fspath(label)
-        seg = _open_nifti(label_path, "Label")
-        if not (len(seg.shape) == 3 or (len(seg.shape) == 4 and seg.shape[3] == 1)):
-            raise ValueError(f"Label file {label_path} has shape {seg.shape}; expected a 3D label map.")
-        if tuple(seg.shape[:3]) != spatial_shape:
-            raise ValueError(
-                f"Label file {label_path} has spatial shape {tuple(seg.shape[:3])}, "
-                f"the image {spatial_shape} ({paths[0]})."
-            )
-        if not same_grid(seg.affine, affine):
-            raise ValueError(f"Label file {label_path} lies on a different grid (affine) than the image {paths[0]}.")
-    return normalised
-
-
 class LoadBraTSd(MapTransform):
-    """Load a BraTS case channel-first, with every input check in one place.
+    """Load a BraTS case channel-first, checked by :mod:`raagr2_monai.data.validation` (the first problem raises).
 
-    Before reading voxels it runs :func:`check_brats_files` (counts, shapes, grids); then ``LoadImaged`` (nibabel,
-    four files stacked as channels or one 4D file) and ``EnsureChannelFirstd``; then it checks the voxels: no NaN or
-    infinite value (naming the file, and the channel of a 4D file), a nonzero image, label values within 0 / 1 / 2 / 4.
-    The checks and the loading share one transform because a shape mismatch must be caught before ``LoadImaged``
-    stacks the files, and the voxel checks need the file names that loading replaces by tensors.
+    The headers are checked before any voxel is read (file count, dimensions, shapes, grids), so that a mismatch is
+    reported instead of an obscure stacking error; then ``LoadImaged`` (nibabel, four files stacked as channels or
+    one 4D file) and ``EnsureChannelFirstd``; then the voxels are checked on the loaded tensors (NaN or infinite
+    values naming the file, and the channel of a 4D file; an image zero everywhere; label values outside
+    0 / 1 / 2 / 4). The voxel check needs the file names that loading replaces by tensors, hence one transform.
 
     Args:
         image_key: key of the image entry.
@@ -332,13 +134,13 @@ class LoadBraTSd(MapTransform):
 
     Raises:
         KeyError: the entry lacks the image or the label.
-        FileNotFoundError / ValueError: bad input, see :func:`check_brats_files` and above.
+        FileNotFoundError: a file does not exist.
+        raagr2_monai.data.validation.BraTSDataError: any other problem, naming the case, the file and the problem.
 
     Example::
 
-        >>> d = LoadBraTSd()({"case": "c", "image": "c.nii.gz", "label": "c_seg.nii.gz"})
-        >>> d["image"].shape, d["label"].shape
-        (torch.Size([4, 240, 240, 155]), torch.Size([1, 240, 240, 155]))
+        d = LoadBraTSd()({"case": "c", "image": "c.nii.gz", "label": "c_seg.nii.gz"})
+        d["image"].shape, d["label"].shape  # (4, 240, 240, 155), (1, 240, 240, 155)
     """
 
     def __init__(self, image_key: str = IMAGE_KEY, label_key: str | None = LABEL_KEY) -> None:
@@ -352,34 +154,23 @@ class LoadBraTSd(MapTransform):
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
-        case = f" of case {d[CASE_KEY]!r}" if CASE_KEY in d else ""
         for key in self.keys:
             if key not in d:
+                case = f" of case {d[CASE_KEY]!r}" if CASE_KEY in d else ""
                 raise KeyError(f"Datalist entry{case} has no {key!r}: {sorted(map(str, d))}.")
-        label_path = None if self.label_key is None else os.fspath(d[self.label_key])
-        d[self.image_key] = check_brats_files(d[self.image_key], label_path)
-        files = d[self.image_key]
+        entry = {"image": d[self.image_key]}
+        if self.label_key is not None:
+            entry["label"] = d[self.label_key]
+        if CASE_KEY in d:
+            entry["case"] = d[CASE_KEY]
+        raise_first(header_problems(entry))
+        paths, label_path = case_files(entry)
+        case = str(d.get(CASE_KEY) or os.path.basename(paths[0]))
+        d[self.image_key] = paths if len(paths) > 1 else paths[0]
         d = self.loader(d)
-        image = d[self.image_key]
-        for channel, modality in enumerate(CHANNELS):
-            bad = int((~torch.isfinite(image[channel])).sum())
-            if bad:
-                source = files[channel] if isinstance(files, list) else f"{files} (channel {channel}, {modality})"
-                raise ValueError(f"Image file {source} has {bad} NaN or infinite voxels.")
-        if not bool((image != 0).any()):
-            source = files[0] if isinstance(files, list) else files
-            raise ValueError(f"Image{case} ({source}) is zero everywhere: no brain to centre the crop on.")
-        if label_path is not None:
-            label = d[self.label_key]
-            if not bool(torch.isfinite(label).all()):
-                raise ValueError(f"Label file {label_path} has NaN or infinite voxels.")
-            values = {int(v) if float(v).is_integer() else v for v in torch.unique(label).tolist()}
-            unexpected = sorted(values - set(LABEL_VALUES))
-            if unexpected:
-                raise ValueError(
-                    f"Label file {label_path} has values {unexpected} outside the BraTS labels {list(LABEL_VALUES)} "
-                    "(BraTS 2023 marks ET with 3: remap it to 4 first)."
-                )
+        images = list(zip(image_channel_names(paths), d[self.image_key]))
+        label = (label_path, d[self.label_key]) if self.label_key is not None else None
+        raise_first(voxel_problems(case, images, label))
         return d
 
 
@@ -458,16 +249,9 @@ class AtomicNibabelWriter(NibabelWriter):
 
     def write(self, filename: PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
         target = os.fspath(filename)
-        directory, name = os.path.split(target)
-        stem, ext = (name[: -len(".nii.gz")], ".nii.gz") if name.endswith(".nii.gz") else os.path.splitext(name)
-        # nibabel picks the format and compression from the extension, so the temporary name keeps it.
-        temporary = os.path.join(directory, f".{stem}.{uuid.uuid4().hex}{ext}")
-        try:
-            super().write(temporary, verbose=False, **obj_kwargs)
-            os.replace(temporary, target)
-        finally:
-            if os.path.exists(temporary):
-                os.remove(temporary)
+        # nibabel picks the format and compression from the extension, so the temporary name keeps it
+        ext = ".nii.gz" if target.endswith(".nii.gz") else os.path.splitext(target)[1]
+        atomic_write(target, lambda tmp: super(AtomicNibabelWriter, self).write(tmp, verbose=False, **obj_kwargs), ext)
         if verbose:
             logging.getLogger(self.__class__.__name__).info(f"writing: {target}")
 

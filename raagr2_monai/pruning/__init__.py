@@ -1,13 +1,15 @@
 """Pruning of RAAGR2-Net (SPEC §4): magnitude and SNIP masks (:mod:`.unstructured`), DepGraph channel pruning
-(:mod:`.structured`), one entry point for all three (:mod:`.methods`), persistence of pruned networks
-(:mod:`.persist`), Ignite handlers (:mod:`.handlers`) and pruned bundles (:mod:`.bundle`).
+(:mod:`.structured`), one entry point for all three with its report (:mod:`.methods`), persistence of pruned networks
+(:mod:`.persist`) and the optimizer after pruning (:mod:`.optimizer`).
+
+The Ignite handlers that prune inside a training run are in :mod:`raagr2_monai.handlers`; pruned bundles are written by
+:mod:`raagr2_monai.bundle.pruned`.
 """
 
 from __future__ import annotations
 
-from .bundle import check_prune_settings, prepare_output_dir, pruned_network_def, run_pruning, write_pruned_bundle
-from .handlers import MaskHandler, PruneHandler, load_masks, pruning_report, rebind_optimizer
-from .methods import METHODS, PruneResult, prune
+from .methods import METHODS, PruneResult, check_method, prune, pruning_report
+from .optimizer import rebind_optimizer
 from .persist import HISTORY_FORMAT, build_pruned_network, load_pruned, read_history, save_pruned
 from .structured import (
     SeparableConvPruner,
@@ -19,7 +21,9 @@ from .structured import (
 from .unstructured import (
     MaskSet,
     check_ratio,
+    check_scope,
     from_sparse_state_dict,
+    load_masks,
     magnitude_masks,
     masks_from_scores,
     prunable_weights,
@@ -33,9 +37,14 @@ from .unstructured import (
 __all__ = [
     "METHODS",
     "PruneResult",
+    "check_method",
     "prune",
+    "pruning_report",
+    "rebind_optimizer",
     "MaskSet",
     "check_ratio",
+    "check_scope",
+    "load_masks",
     "prunable_weights",
     "magnitude_masks",
     "snip_scores",
@@ -55,14 +64,4 @@ __all__ = [
     "read_history",
     "build_pruned_network",
     "load_pruned",
-    "PruneHandler",
-    "MaskHandler",
-    "load_masks",
-    "pruning_report",
-    "rebind_optimizer",
-    "check_prune_settings",
-    "prepare_output_dir",
-    "run_pruning",
-    "pruned_network_def",
-    "write_pruned_bundle",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -13,10 +13,21 @@ from raagr2_monai.networks import count_flops, count_parameters
 from .structured import default_example_inputs, depgraph_prune
 from .unstructured import MaskSet, check_ratio, check_scope, magnitude_masks, snip_masks
 
-__all__ = ["METHODS", "PruneResult", "prune"]
+__all__ = ["METHODS", "PruneResult", "check_method", "prune", "pruning_report"]
 
 #: Pruning methods by name: two unstructured (masks), one structured (channels removed).
 METHODS = ("magnitude", "snip", "depgraph")
+
+
+def check_method(method: Any) -> str:
+    """``method`` if it names one of :data:`METHODS`.
+
+    Raises:
+        ValueError: naming the valid methods.
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown pruning method {method!r}; valid methods: {', '.join(METHODS)}.")
+    return method
 
 
 @dataclass
@@ -86,8 +97,7 @@ def prune(
         >>> round(result.param_reduction, 2) > 0
         True
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown pruning method {method!r}; valid methods: {', '.join(METHODS)}.")
+    check_method(method)
     ratio = check_ratio(ratio)
     check_scope(scope)
     params_before = count_parameters(model)
@@ -120,3 +130,41 @@ def prune(
         masks=masks,
         sparsity=masks.sparsity(model),
     )
+
+
+def pruning_report(
+    result: PruneResult, network: nn.Module, flops_shape: Sequence[int], flops_before: Optional[int] = None
+) -> Dict[str, Any]:
+    """What a pruning did, as JSON-serialisable facts: method, requested and achieved ratio, parameters, FLOPs.
+
+    Args:
+        result: :func:`raagr2_monai.pruning.prune`'s result.
+        network: the pruned network.
+        flops_shape: the input shape FLOPs are counted at, ``(1, C, H, W)``.
+        flops_before: FLOPs of the network before pruning; taken from ``result`` or, for mask methods (which leave
+            the dense FLOPs unchanged), counted on ``network``.
+
+    Returns:
+        ``method``, ``requested_ratio``, ``achieved`` (what ``requested_ratio`` is compared with: ``sparsity`` for
+        mask methods, ``param_reduction`` for DepGraph), ``sparsity`` (mask methods), ``param_reduction``,
+        ``params_before``/``params_after`` (for mask methods, non-zero parameters after), ``flops_shape``,
+        ``flops_before``/``flops_after`` (dense convolution FLOPs; masks do not lower them).
+    """
+    shape = [int(s) for s in flops_shape]
+    flops_after = count_flops(network, tuple(shape))
+    if flops_before is None:
+        flops_before = result.flops_before if result.flops_before is not None else flops_after
+    achieved = result.sparsity if result.masks is not None else result.param_reduction
+    return {
+        "method": result.method,
+        "requested_ratio": result.requested_ratio,
+        "achieved": achieved,
+        "achieved_kind": "sparsity of the prunable weights" if result.masks is not None else "parameter reduction",
+        "sparsity": result.sparsity,
+        "param_reduction": result.param_reduction,
+        "params_before": result.params_before,
+        "params_after": result.params_after,
+        "flops_shape": shape,
+        "flops_before": int(flops_before),
+        "flops_after": int(flops_after),
+    }

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from raagr2_monai.networks import get_network, variant_of
+from raagr2_monai.utils import atomic_save, atomic_write_text
 
 from .structured import build_dependency_graph
 
@@ -26,17 +27,6 @@ HISTORY_FORMAT = "raagr2_monai.pruning_history/1"
 
 PathLike = Union[str, os.PathLike]
 History = List[List[Any]]
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_pruned(
@@ -77,8 +67,8 @@ def save_pruned(
     text = json.dumps(document, indent=1)
     state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
     model_path, history_path = directory / model_name, directory / history_name
-    _atomic_write(model_path, lambda tmp: torch.save(state, tmp))
-    _atomic_write(history_path, lambda tmp: tmp.write_text(text))
+    atomic_save(state, model_path)
+    atomic_write_text(history_path, text)
     return model_path, history_path
 
 

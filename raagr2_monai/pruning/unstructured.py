@@ -14,7 +14,8 @@ from __future__ import annotations
 import io
 import math
 import numbers
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
+import os
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -24,7 +25,9 @@ from raagr2_monai.networks.blocks import DepthwiseKernel
 __all__ = [
     "check_ratio",
     "prunable_weights",
+    "check_scope",
     "MaskSet",
+    "load_masks",
     "magnitude_masks",
     "snip_scores",
     "snip_masks",
@@ -456,3 +459,20 @@ def serialized_nbytes(obj: Any) -> int:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     return buffer.getbuffer().nbytes
+
+
+def load_masks(path: Union[str, os.PathLike]) -> MaskSet:
+    """Read a :class:`MaskSet` saved with ``torch.save(masks.state_dict(), path)``.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        ValueError: when the file is not a dict of boolean tensors.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Mask file {path} does not exist.")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or not state or not all(
+        isinstance(v, torch.Tensor) and v.dtype == torch.bool for v in state.values()
+    ):
+        raise ValueError(f"{path} holds no masks: expected a dict of parameter name -> boolean tensor.")
+    return MaskSet.from_state_dict(state)

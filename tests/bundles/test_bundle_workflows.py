@@ -13,7 +13,7 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from raagr2_monai.bundle import CheckpointMismatchError
+from raagr2_monai.networks import CheckpointMismatchError
 from raagr2_monai.data import load_split
 from raagr2_monai.networks import get_network
 

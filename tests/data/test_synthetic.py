@@ -14,7 +14,8 @@ import pytest
 
 from raagr2_monai import cli
 from raagr2_monai.data import synthetic
-from raagr2_monai.data.brats import CHANNELS, build_datalist
+from raagr2_monai.constants import CHANNELS
+from raagr2_monai.data import build_datalist
 from raagr2_monai.data.synthetic import (
     DEFAULT_CASES,
     DEFAULT_SHAPE,

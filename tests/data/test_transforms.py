@@ -10,7 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from raagr2_monai.data.brats import CHANNELS
+from raagr2_monai.constants import CHANNELS
+from raagr2_monai.data import BraTSDataError
+from raagr2_monai.data.labels import (
+    labelmap_to_regions,
+    labelmap_to_subregions,
+    regions_to_labelmap,
+    regions_to_subregions,
+)
 from raagr2_monai.data.transforms import (
     AtomicNibabelWriter,
     ConvertToBraTSRegionsd,
@@ -19,10 +26,6 @@ from raagr2_monai.data.transforms import (
     brats_case_name_formatter,
     inference_postprocessing,
     inference_transforms,
-    labelmap_to_regions,
-    labelmap_to_subregions,
-    regions_to_labelmap,
-    regions_to_subregions,
     train_transforms,
     val_transforms,
 )
@@ -334,7 +337,7 @@ def test_three_files_rejected(tmp_path):
     entry["image"] = entry["image"][:3]
     with pytest.raises(RuntimeError) as excinfo:
         val_transforms((32, 32))(entry)
-    _assert_error(excinfo, ValueError, "Expected 4 image files .* got 3")
+    _assert_error(excinfo, BraTSDataError, "expected 4 image files .* got 3")
 
 
 def test_three_channel_file_rejected(tmp_path):
@@ -343,7 +346,7 @@ def test_three_channel_file_rejected(tmp_path):
     entry["image"] = path
     with pytest.raises(RuntimeError) as excinfo:
         inference_transforms((32, 32))(entry)
-    _assert_error(excinfo, ValueError, rf"{path} has shape \(40, 36, 12, 3\).*4D with 4 channels")
+    _assert_error(excinfo, BraTSDataError, rf"{path}: shape \(40, 36, 12, 3\).*4D with 4 channels")
 
 
 def test_mismatched_modality_shapes_rejected(tmp_path):
@@ -351,7 +354,7 @@ def test_mismatched_modality_shapes_rejected(tmp_path):
     small = _write(tmp_path / "c001_t2.nii.gz", _patterns()[2][:, :, :10], RAS_AFFINE)
     with pytest.raises(RuntimeError) as excinfo:
         val_transforms((32, 32))(entry)
-    _assert_error(excinfo, ValueError, rf"differ in shape.*{small} \(40, 36, 10\)")
+    _assert_error(excinfo, BraTSDataError, rf"{small}: shape \(40, 36, 10\) differs from c001_t1ce.nii.gz's")
 
 
 def test_label_shape_mismatch_rejected(tmp_path):
@@ -359,7 +362,7 @@ def test_label_shape_mismatch_rejected(tmp_path):
     _write(Path(entry["label"]), _label()[:, :30], RAS_AFFINE)
     with pytest.raises(RuntimeError) as excinfo:
         val_transforms((32, 32))(entry)
-    _assert_error(excinfo, ValueError, r"Label file .*c001_seg.nii.gz has spatial shape \(40, 30, 12\)")
+    _assert_error(excinfo, BraTSDataError, r"c001_seg.nii.gz: shape \(40, 30, 12\) differs")
 
 
 @pytest.mark.parametrize("four_d", [False, True])
@@ -371,13 +374,13 @@ def test_nan_voxels_rejected_naming_file(tmp_path, four_d):
         images = _patterns()
         images[3] = flair
         entry["image"] = _write(tmp_path / "c001.nii.gz", np.stack(images, axis=-1), RAS_AFFINE)
-        expected = r"c001.nii.gz \(channel 3, flair\) has 1 NaN"
+        expected = r"c001.nii.gz \(channel 3, flair\): 1 NaN"
     else:
         _write(Path(entry["image"][3]), flair, RAS_AFFINE)
-        expected = r"c001_flair.nii.gz has 1 NaN"
+        expected = r"c001_flair.nii.gz: 1 NaN"
     with pytest.raises(RuntimeError) as excinfo:
         train_transforms((32, 32))(entry)
-    _assert_error(excinfo, ValueError, expected)
+    _assert_error(excinfo, BraTSDataError, expected)
 
 
 def test_unexpected_label_value_rejected(tmp_path):
@@ -387,7 +390,7 @@ def test_unexpected_label_value_rejected(tmp_path):
     _write(Path(entry["label"]), label, RAS_AFFINE)
     with pytest.raises(RuntimeError) as excinfo:
         val_transforms((32, 32))(entry)
-    _assert_error(excinfo, ValueError, r"c001_seg.nii.gz has values \[3\]")
+    _assert_error(excinfo, BraTSDataError, r"c001_seg.nii.gz: label values \{3\} outside")
 
 
 def test_missing_file_rejected(tmp_path):

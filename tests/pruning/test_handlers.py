@@ -8,7 +8,8 @@ from monai.engines import SupervisedTrainer
 
 from raagr2_monai.losses import RAAGR2Loss
 from raagr2_monai.networks import count_parameters, get_network
-from raagr2_monai.pruning import MaskHandler, PruneHandler, load_masks, magnitude_masks, rebind_optimizer
+from raagr2_monai.handlers import MaskHandler, PruneHandler
+from raagr2_monai.pruning import load_masks, magnitude_masks, rebind_optimizer
 
 
 

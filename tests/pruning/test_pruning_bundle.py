@@ -10,7 +10,7 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
 
-from raagr2_monai.bundle import load_weights
+from raagr2_monai.networks import load_weights
 from raagr2_monai.bundle.generate import expected_files
 from raagr2_monai.data.synthetic import generate
 from raagr2_monai.networks import count_parameters, get_network
@@ -148,7 +148,7 @@ def test_magnitude_bundle_keeps_its_masks_and_a_smaller_sparse_copy(bundle, data
     assert report["model_bytes"] == (models / "model.pt").stat().st_size
     assert report["model_sparse_bytes"] == (models / "model_sparse.pt").stat().st_size < report["model_bytes"]
     train = json.loads((out / "configs" / "train.json").read_text())
-    assert train["train"]["handlers"][0]["_target_"] == "raagr2_monai.pruning.MaskHandler"
+    assert train["train"]["handlers"][0]["_target_"] == "raagr2_monai.handlers.MaskHandler"
 
     # saved and loaded through the bundle's own network_def, the masks are intact
     assert MaskSet.from_model(_network_from_config(out)).masks.keys() == masks.masks.keys()

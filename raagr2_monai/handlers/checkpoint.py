@@ -1,4 +1,4 @@
-"""Ignite handlers the bundles attach to MONAI's engines.
+"""Ignite handlers that load and save weights.
 
 - :class:`WeightsLoader`: load a plain state_dict into the network when the engine starts, with a clear error for a
   checkpoint of another variant.
@@ -16,7 +16,8 @@ from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
 from torch import nn
 
-from .bundle.runtime import atomic_save, load_weights
+from raagr2_monai.networks import load_weights
+from raagr2_monai.utils import atomic_save, unwrap
 
 __all__ = ["WeightsLoader", "TrainingCheckpoint"]
 
@@ -32,8 +33,8 @@ class WeightsLoader:
         map_location: passed to ``torch.load``.
 
     Raises (at engine start):
-        FileNotFoundError, raagr2_monai.bundle.CheckpointMismatchError: see
-        :func:`raagr2_monai.bundle.load_weights`.
+        FileNotFoundError, raagr2_monai.networks.CheckpointMismatchError: see
+        :func:`raagr2_monai.networks.load_weights`.
     """
 
     def __init__(self, load_path: str, network: nn.Module, map_location: Any = "cpu") -> None:
@@ -73,7 +74,7 @@ class TrainingCheckpoint:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def _objects(self) -> dict:
-        return {k: (v.module if hasattr(v, "module") and isinstance(v, nn.Module) else v) for k, v in self.save_dict.items()}
+        return {k: (unwrap(v) if isinstance(v, nn.Module) else v) for k, v in self.save_dict.items()}
 
     def load(self, engine: Engine) -> None:
         if not (self.resume and os.path.isfile(self.path)):

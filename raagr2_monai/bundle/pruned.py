@@ -18,15 +18,21 @@ from typing import Any, Dict, Mapping, Optional, Union
 from ignite.engine import Engine
 from torch import nn
 
-from raagr2_monai.bundle.configs import VARIANTS, Variant, bundle_configs, config_files
-from raagr2_monai.bundle.runtime import atomic_save, atomic_write_text, load_weights, to_jsonable
-from raagr2_monai.networks import variant_of
+from raagr2_monai.handlers import PruneHandler
+from raagr2_monai.networks import load_weights, variant_of
+from raagr2_monai.pruning import (
+    PruneResult,
+    check_method,
+    check_ratio,
+    check_scope,
+    pruning_report,
+    save_pruned,
+    serialized_nbytes,
+    to_sparse_state_dict,
+)
+from raagr2_monai.utils import atomic_save, atomic_write_json, atomic_write_text, to_jsonable, unwrap
 
-from .methods import METHODS, PruneResult
-from .persist import save_pruned
-from .unstructured import check_ratio, serialized_nbytes, to_sparse_state_dict
-from .handlers import PruneHandler, pruning_report
-from .unstructured import check_scope
+from .configs import VARIANTS, Variant, bundle_configs, config_files
 
 __all__ = [
     "check_prune_settings",
@@ -59,8 +65,7 @@ def check_prune_settings(
 
         >>> check_prune_settings("depgraph", 0.2, "global", 20, False)
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown pruning method {method!r}; valid methods: {', '.join(METHODS)}.")
+    check_method(method)
     check_ratio(ratio)
     check_scope(scope)
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
@@ -140,7 +145,7 @@ def _pruned_configs(variant: Variant, report: Mapping[str, Any], in_channels: in
     if method != "depgraph":
         # retraining this bundle keeps its sparsity pattern
         configs["train"]["train"]["handlers"].insert(
-            0, {"_target_": "raagr2_monai.pruning.MaskHandler", "masks": "$@bundle_root + '/models/masks.pt'"}
+            0, {"_target_": "raagr2_monai.handlers.MaskHandler", "masks": "$@bundle_root + '/models/masks.pt'"}
         )
     percent = round(report["requested_ratio"] * 100)
     meta = configs["metadata"]
@@ -197,7 +202,7 @@ def write_pruned_bundle(
         >>> write_pruned_bundle("bundles/baseline/pruned/depgraph-20", net, result)
     """
     out = Path(output_dir)
-    model = network.module if hasattr(network, "module") and isinstance(network, nn.Module) else network
+    model = unwrap(network)
     variant = VARIANTS[variant_of(model)]
     if best_ckpt is not None and os.path.isfile(best_ckpt):
         load_weights(model, str(best_ckpt))
@@ -241,7 +246,7 @@ def write_pruned_bundle(
     files["docs/README.md"] = pruned_bundle_readme(variant, report, out)
     for rel, text in files.items():
         atomic_write_text(str(out / rel), text)
-    atomic_write_text(str(out / "pruning.json"), json.dumps(report, indent=4) + "\n")
+    atomic_write_json(out / "pruning.json", report, indent=4)
     license_file = Path(source_bundle) / "LICENSE" if source_bundle is not None else None
     if license_file is not None and license_file.is_file():
         atomic_write_text(str(out / "LICENSE"), license_file.read_text())
@@ -324,7 +329,7 @@ def pruned_bundle_readme(variant: Variant, report: Mapping[str, Any], root: Path
             "- `models/model_sparse.pt`: the same weights compressed (`raagr2_monai.pruning.from_sparse_state_dict`).\n"
         )
         rebuilds = "is the variant's own class (the masks keep the shapes; the pruned weights are zeros)"
-        retrain_note = ", with the masks kept in force (`raagr2_monai.pruning.MaskHandler`)"
+        retrain_note = ", with the masks kept in force (`raagr2_monai.handlers.MaskHandler`)"
     else:
         model_files = (
             "- `models/pruning_history.json`: the channels removed, from which `network_def` rebuilds the network.\n"

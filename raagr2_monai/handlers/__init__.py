@@ -1,0 +1,24 @@
+"""Every Ignite handler of the package, for MONAI's engines (bundle configs name them by dotted path, e.g.
+``raagr2_monai.handlers.TrainingCheckpoint``):
+
+- :mod:`.checkpoint`: :class:`WeightsLoader` (plain state_dict at start), :class:`TrainingCheckpoint` (resumable
+  training state after every epoch);
+- :mod:`.metrics`: :class:`BraTSMeanDice` (validation key metric), :class:`BraTSMetricsWriter` (per-subject CSVs);
+- :mod:`.pruning`: :class:`PruneHandler` (prune at start, keep it in force), :class:`MaskHandler` (keep masks);
+- :mod:`.history`: :class:`EpochHistory` (a training run's curves as JSON).
+"""
+
+from .checkpoint import TrainingCheckpoint, WeightsLoader
+from .history import EpochHistory
+from .metrics import BraTSMeanDice, BraTSMetricsWriter
+from .pruning import MaskHandler, PruneHandler
+
+__all__ = [
+    "WeightsLoader",
+    "TrainingCheckpoint",
+    "BraTSMeanDice",
+    "BraTSMetricsWriter",
+    "PruneHandler",
+    "MaskHandler",
+    "EpochHistory",
+]

@@ -1,0 +1,102 @@
+"""Per-subject metric rows as tables: summary statistics and CSV files."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from raagr2_monai.utils import atomic_write_text
+
+__all__ = ["summarise", "write_metrics_csv"]
+
+
+def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Mean, sample standard deviation, median and count of every numeric column, ignoring NaN.
+
+    A column is numeric when every row holds an ``int`` or ``float`` there (``bool`` and strings such as the case id are
+    skipped). A column whose values are all NaN gets NaN statistics and count 0; ``std`` is the sample standard
+    deviation (n - 1) and needs two values.
+
+    Args:
+        rows: per-subject rows, e.g. from :class:`BraTSMetricsWriter`.
+
+    Returns:
+        ``{"mean": {column: value}, "std": {...}, "median": {...}, "count": {...}}``.
+
+    Example:
+        >>> rows = [{"case": "a", "dice_TC": 0.5}, {"case": "b", "dice_TC": 1.0}, {"case": "c", "dice_TC": math.nan}]
+        >>> s = summarise(rows)
+        >>> s["mean"]["dice_TC"], s["median"]["dice_TC"], s["count"]["dice_TC"]
+        (0.75, 0.75, 2.0)
+    """
+    columns: list[str] = []
+    for row in rows:
+        columns.extend(key for key in row if key not in columns)
+    numeric = [
+        key
+        for key in columns
+        if all(
+            key in row and isinstance(row[key], (int, float)) and not isinstance(row[key], bool) for row in rows
+        )
+    ]
+    summary: dict[str, dict[str, float]] = {"mean": {}, "std": {}, "median": {}, "count": {}}
+    for key in numeric:
+        values = torch.tensor([float(row[key]) for row in rows], dtype=torch.float64)
+        values = values[~torch.isnan(values)]
+        count = values.numel()
+        summary["count"][key] = float(count)
+        summary["mean"][key] = float(values.mean()) if count else math.nan
+        summary["std"][key] = float(values.std(correction=1)) if count > 1 else math.nan
+        # torch.median picks the lower middle value; the usual median averages the two middle ones
+        summary["median"][key] = float(values.quantile(0.5)) if count else math.nan
+    return summary
+
+
+def write_metrics_csv(
+    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, fieldnames: Sequence[str] | None = None
+) -> Path:
+    """Write rows to a CSV file atomically (a temporary file in the same folder, then renamed over ``path``).
+
+    Args:
+        rows: one mapping per line.
+        path: destination; missing parent folders are created.
+        fieldnames: column order; None = the keys of all rows, in order of first appearance.
+
+    Returns:
+        the written path.
+
+    Raises:
+        ValueError: if there are neither rows nor ``fieldnames``, or a row has a key outside ``fieldnames``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> p = write_metrics_csv([{"case": "a", "dice_TC": 0.5}], pathlib.Path(tempfile.mkdtemp()) / "m.csv")
+        >>> p.read_text().splitlines()
+        ['case,dice_TC', 'a,0.5']
+    """
+    target = Path(path)
+    if fieldnames is None:
+        if not rows:
+            raise ValueError(f"write_metrics_csv: no rows and no fieldnames for {target}.")
+        columns: list[str] = []
+        for row in rows:
+            columns.extend(key for key in row if key not in columns)
+    else:
+        columns = list(fieldnames)
+        for i, row in enumerate(rows):
+            extra = set(row) - set(columns)
+            if extra:
+                raise ValueError(f"write_metrics_csv: row {i} for {target} has keys {sorted(extra)} not in fieldnames.")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(target, buffer.getvalue(), newline="")
+    return target

@@ -1,0 +1,22 @@
+"""Helpers every part of the package uses: atomic file writing and JSON (:mod:`.io`), recorded versions
+(:mod:`.versions`), a network's device and DDP unwrapping (:mod:`.modules`), list-valued settings (:mod:`.parsing`)."""
+
+from .io import atomic_save, atomic_write, atomic_write_json, atomic_write_text, to_jsonable
+from .modules import is_wrapped, model_device, unwrap
+from .parsing import parse_sequence
+from .versions import PACKAGES, package_version, versions
+
+__all__ = [
+    "atomic_write",
+    "atomic_write_text",
+    "atomic_write_json",
+    "atomic_save",
+    "to_jsonable",
+    "is_wrapped",
+    "model_device",
+    "unwrap",
+    "parse_sequence",
+    "PACKAGES",
+    "package_version",
+    "versions",
+]

@@ -1,0 +1,48 @@
+"""Command-line and config values that come as text or as sequences: ``"1,8"``, ``(1, 8)`` (as Fire parses
+``1,8``), ``"(0.7,0.15,0.15)"``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, List, Sequence, TypeVar
+
+__all__ = ["parse_sequence"]
+
+T = TypeVar("T")
+
+
+def parse_sequence(value: Any, what: str, convert: Callable[[Any], T] = str, length: int | None = None) -> List[T]:
+    """A list from ``"a,b"``, ``"(a, b)"``, a sequence, a single value, or ``None`` (an empty list).
+
+    Args:
+        value: the value as given.
+        what: the setting's name, for error messages.
+        convert: applied to every item (``int``, ``float``, ``str``).
+        length: the number of items required, if any.
+
+    Raises:
+        ValueError: an empty item, an item ``convert`` refuses, or the wrong number of items; the message names
+            ``what`` and the value.
+
+    Example::
+
+        >>> parse_sequence("(96, 96, 64)", "shape", int, length=3)
+        [96, 96, 64]
+    """
+    if value is None:
+        items: Sequence[Any] = []
+    elif isinstance(value, str):
+        text = value.strip().strip("()[]")
+        items = [part.strip() for part in text.split(",")] if text else []
+        if any(not item for item in items):
+            raise ValueError(f"{what}: empty entry in {value!r}.")
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        items = [value]
+    try:
+        out = [convert(item) for item in items]
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: cannot read {value!r} as a list of {getattr(convert, '__name__', 'values')}.") from None
+    if length is not None and len(out) != length:
+        raise ValueError(f"{what} needs {length} values; got {value!r}.")
+    return out
