@@ -11,7 +11,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Mapping, Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
+
+from raagr2_monai.data.chains import (
+    preprocessing_spec,
+    slice_inferer_spec,
+    train_spec,
+    validation_postprocessing_spec,
+    writeback_spec,
+)
 
 __all__ = ["Variant", "VARIANTS", "BUNDLE_VERSION", "REQUIRED_VERSIONS", "train_config", "evaluate_config", "inference_config",
            "multi_gpu_config", "prune_config", "metadata", "LOGGING_CONF", "bundle_files"]
@@ -65,8 +73,12 @@ VARIANTS: Dict[str, Variant] = {
 
 _IMPORTS = ["$import os", "$import time", "$import torch", "$import monai", "$import raagr2_monai"]
 
-# first step of every workflow: a missing dataset_dir or datalist is reported before anything is built
-_CHECK_DATA = "$raagr2_monai.bundle.checked(raagr2_monai.data.check_data_source, @dataset_dir, @datalist)"
+# first steps of every workflow: bad settings and a missing dataset_dir or datalist are reported before anything is
+# built
+_CHECKS = [
+    "$raagr2_monai.bundle.checked(raagr2_monai.data.chains.check_roi_size, @roi_size)",
+    "$raagr2_monai.bundle.checked(raagr2_monai.data.check_data_source, @dataset_dir, @datalist)",
+]
 
 _DEVICE = "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')"
 
@@ -86,10 +98,15 @@ def _common(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> D
         "seed": 0,
         "roi_size": [96, 96],
         "batch_size": 8,
+        "sw_batch_size": 8,
+        "overlap": 0.25,
+        "blend_mode": "gaussian",
+        "threshold": 0.5,
         "num_workers": 0,
         "device": _DEVICE,
         "amp": True,
-        "use_amp": "$bool(@amp) and @device.type == 'cuda'",
+        # torch.device(): MONAI Label sets device to a plain string such as "cpu"
+        "use_amp": "$bool(@amp) and torch.device(@device).type == 'cuda'",
         "network_def": (
             dict(network_def)
             if network_def is not None
@@ -100,24 +117,10 @@ def _common(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> D
     }
 
 
-def _val_postprocessing(keep_probabilities: bool) -> Dict[str, Any]:
-    """Binarise ``pred`` and split TC/WT/ET for the per-region Dice; optionally keep the probabilities as
-    ``pred_prob`` (evaluation's thesis-style pooled Dice is computed on soft predictions)."""
-    transforms = [
-        {"_target_": "AsDiscreted", "keys": "pred", "threshold": 0.5},
-        {"_target_": "SplitDimd", "keys": ["pred", "label"], "dim": 0, "output_postfixes": ["tc", "wt", "et"]},
-    ]
-    if keep_probabilities:
-        transforms.insert(0, {"_target_": "CopyItemsd", "keys": "pred", "names": "pred_prob"})
-    return {"_target_": "Compose", "transforms": transforms}
-
-
-def _slice_inferer() -> Dict[str, Any]:
-    return {"_target_": "SliceInferer", "roi_size": "@roi_size", "spatial_dim": 2, "sw_batch_size": "@batch_size"}
-
-
 def _train_handlers(checkpoint_path: str) -> List[Dict[str, Any]]:
-    """The trainer's handlers: validation every ``val_interval`` epochs, loss logging, the resumable checkpoint."""
+    """The trainer's handlers: validation every ``val_interval`` epochs, loss logging, the resumable checkpoint, and
+    the final weights as ``model.pt`` when there is nothing to validate on (the best validated model is written by
+    the validator's saver otherwise; MONAI Label trains on one or two studies with an empty validation split)."""
     return [
         {
             "_target_": "ValidationHandler",
@@ -135,6 +138,14 @@ def _train_handlers(checkpoint_path: str) -> List[Dict[str, Any]]:
             "path": checkpoint_path,
             "save_dict": {"network": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler"},
             "resume": "@resume",
+        },
+        {
+            "_target_": "CheckpointSaver",
+            "_disabled_": "$len(@validate#dataset#data) > 0",
+            "save_dir": "@ckpt_dir",
+            "save_dict": {"model": "@network"},
+            "save_final": True,
+            "final_filename": "model.pt",
         },
     ]
 
@@ -170,10 +181,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
             },
             "train": {
                 "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'training', @datalist, @seed)",
-                "preprocessing": (
-                    "$raagr2_monai.data.transforms.train_transforms(roi_size=@roi_size, "
-                    "tumour_fraction=@tumour_fraction, num_samples=@num_samples)"
-                ),
+                "preprocessing": train_spec(),
                 "dataset": {
                     "_target_": "CacheDataset",
                     "data": "@train#datalist",
@@ -206,7 +214,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
             },
             "validate": {
                 "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'validation', @datalist, @seed)",
-                "preprocessing": "$raagr2_monai.data.transforms.val_transforms(roi_size=@roi_size)",
+                "preprocessing": preprocessing_spec(with_label=True),
                 "dataset": {
                     "_target_": "CacheDataset",
                     "data": "@validate#datalist",
@@ -222,8 +230,8 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                     "shuffle": False,
                     "num_workers": "@num_workers",
                 },
-                "inferer": _slice_inferer(),
-                "postprocessing": _val_postprocessing(keep_probabilities=False),
+                "inferer": slice_inferer_spec(),
+                "postprocessing": validation_postprocessing_spec(),
                 "key_metric": {
                     "val_mean_dice": {
                         "_target_": "raagr2_monai.handlers.BraTSMeanDice",
@@ -280,15 +288,21 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "variant": "@variant",
                 "dataset_dir": "@dataset_dir",
                 "datalist": "@datalist",
-                "epochs": "@epochs",
+                # what ran, also when MONAI Label replaces the data and the epochs
+                "epochs": "@train#trainer#max_epochs",
+                "training_cases": "$len(@train#dataset#data)",
+                "validation_cases": "$len(@validate#dataset#data)",
                 "batch_size": "@batch_size",
                 "learning_rate": "@learning_rate",
                 "roi_size": "@roi_size",
+                "overlap": "@overlap",
+                "blend_mode": "@blend_mode",
+                "threshold": "@threshold",
                 "device": "$str(@device)",
                 "amp": "@use_amp",
             },
             "initialize": [
-                _CHECK_DATA,
+                *_CHECKS,
                 "$monai.utils.set_determinism(seed=@seed)",
                 "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed)",
             ],
@@ -297,31 +311,43 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "$@train#trainer.run()",
                 "$raagr2_monai.bundle.log_mlflow_artifacts(@tracking_uri, @experiment_name, @run_name, [@ckpt_path])",
             ],
-            "training": ["$@initialize", "$@run"],
+            # `monai.bundle run training` runs `initialize`, then this, then `finalize`
+            "training": "$@run",
         }
     )
     return config
 
 
 def evaluate_config(variant: Variant) -> Dict[str, Any]:
-    """``configs/evaluate.json``, merged after train.json: per-subject metrics of ``models/model.pt`` on a split."""
+    """``configs/evaluate.json``, merged after train.json: per-subject metrics of ``models/model.pt`` on a split.
+
+    The evaluator runs the validation chain and inferer, then the inference write-back: every prediction is
+    inverted onto its input's grid, written as a label map to ``<output_dir>/predictions/``, and scored from that
+    very label map against the case's seg file, in the input's voxel spacing (``BraTSMetricsWriter``).
+    """
     return {
         "output_dir": "$@bundle_root + '/runs/evaluate'",
+        "prediction_dir": "$@output_dir + '/predictions'",
+        "output_postfix": "pred",
         "eval_section": "testing",
         "validate#datalist": "$raagr2_monai.data.load_split(@dataset_dir, @eval_section, @datalist, @seed)",
-        "validate#postprocessing": _val_postprocessing(keep_probabilities=True),
+        "validate#postprocessing": writeback_spec(
+            "@validate#preprocessing", keep_probabilities=True, output_dir="@prediction_dir"
+        ),
+        "validate#key_metric": None,
+        "validate#additional_metrics": None,
         "validate#handlers": [
             {"_target_": "raagr2_monai.handlers.WeightsLoader", "load_path": "@ckpt_path", "network": "@network"},
             {"_target_": "StatsHandler", "iteration_log": False},
             {
                 "_target_": "raagr2_monai.handlers.BraTSMetricsWriter",
                 "output_dir": "@output_dir",
-                "pred_key": "pred_prob",
+                "prob_key": "pred_prob",
             },
         ],
         "run_settings#eval_section": "@eval_section",
         "run": ["$@validate#evaluator.run()"],
-        "evaluating": ["$@initialize", "$@run"],
+        "evaluating": "$@run",
     }
 
 
@@ -333,10 +359,18 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
     config = _common(variant, network_def)
     config.update(
         {
+            # the settings MONAI Label shows its users (scalars: its clients turn lists into choices); the ids below
+            # read them, so the command line can set either
+            "displayable_configs": {"roi_size": config["roi_size"][0], "overlap": config["overlap"],
+                                    "threshold": config["threshold"]},
+            "roi_size": "$[int(@displayable_configs#roi_size)] * 2",
+            "overlap": "$float(@displayable_configs#overlap)",
+            "threshold": "$float(@displayable_configs#threshold)",
             "output_dir": "$@bundle_root + '/runs/inference'",
             "datalist_section": "testing",
             "data": "$raagr2_monai.data.inference_cases(@dataset_dir, @datalist, @datalist_section)",
-            "preprocessing": "$raagr2_monai.data.transforms.inference_transforms(roi_size=@roi_size)",
+            "output_postfix": "pred",
+            "preprocessing": preprocessing_spec(with_label=False),
             "dataset": {"_target_": "Dataset", "data": "@data", "transform": "@preprocessing"},
             "dataloader": {
                 "_target_": "DataLoader",
@@ -345,10 +379,8 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                 "shuffle": False,
                 "num_workers": "@num_workers",
             },
-            "inferer": _slice_inferer(),
-            "postprocessing": (
-                "$raagr2_monai.data.transforms.inference_postprocessing(@preprocessing, output_dir=@output_dir)"
-            ),
+            "inferer": slice_inferer_spec(),
+            "postprocessing": writeback_spec("@preprocessing"),
             "handlers": [
                 {"_target_": "raagr2_monai.handlers.WeightsLoader", "load_path": "@ckpt_path", "network": "@network"},
                 {"_target_": "StatsHandler", "iteration_log": False},
@@ -363,9 +395,9 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                 "val_handlers": "@handlers",
                 "amp": "@use_amp",
             },
-            "initialize": [_CHECK_DATA],
+            "initialize": list(_CHECKS),
             "run": ["$@evaluator.run()"],
-            "inferring": ["$@run"],
+            "inferring": "$@run",
         }
     )
     return config
@@ -385,7 +417,7 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
         "network": {
             "_target_": "torch.nn.parallel.DistributedDataParallel",
             "module": "$@network_def.to(@device)",
-            "device_ids": "$[@device] if @device.type == 'cuda' else None",
+            "device_ids": "$[@device] if torch.device(@device).type == 'cuda' else None",
         },
         "train#sampler": {
             "_target_": "DistributedSampler",
@@ -405,14 +437,14 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
         "initialize": [
             "$import torch.distributed as dist",
             "$dist.is_initialized() or dist.init_process_group(backend=@backend)",
-            "$torch.cuda.set_device(@device) if @device.type == 'cuda' else None",
-            _CHECK_DATA,
+            "$torch.cuda.set_device(@device) if torch.device(@device).type == 'cuda' else None",
+            *_CHECKS,
             "$monai.utils.set_determinism(seed=@seed)",
             "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed) if dist.get_rank() == 0 else None",
         ],
         "run": ["$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
         "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
-        "training": ["$@initialize", "$@run", "$@finalize"],
+        "training": "$@run",
     }
 
 
@@ -469,7 +501,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
                 "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_prune_settings, "
                 "@method, @ratio, @scope, @finetune_epochs, @from_scratch)"
             ),
-            _CHECK_DATA,
+            *_CHECKS,
             "$raagr2_monai.bundle.prepare_output_dir(@output_dir, @overwrite)",
             "$monai.utils.set_determinism(seed=@seed)",
             "$raagr2_monai.bundle.record_run(@run_dir, @run_settings, @seed)",
@@ -484,7 +516,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
                 "source_bundle=@bundle_root, settings=@run_settings)"
             ),
         ],
-        "pruning": ["$@initialize", "$@run"],
+        "pruning": "$@run",
     }
 
 
@@ -530,13 +562,15 @@ def metadata(variant: Variant) -> Dict[str, Any]:
         "image_classes": "4 channel data, T1ce, T1, T2, FLAIR, z-scored over brain voxels, 1x1x1 mm",
         "label_classes": "3 channel data: channel 0 tumour core (labels 1, 4), 1 whole tumour (1, 2, 4), 2 enhancing "
         "tumour (4)",
-        "pred_classes": "3 channel data, same as label_classes",
-        "eval_metrics": {"val_mean_dice": None},
+        "pred_classes": "the network: 3 sigmoid channels TC, WT, ET; what is written (and what channel_def of pred "
+        "lists, as MONAI Label reads its labels there): a label map 0 background, 1 NCR, 2 ED, 4 ET, with ET inside TC "
+        "inside WT",
         "intended_use": "Research on model compression; not for clinical or diagnostic use",
         "references": [
             "Rehman M.U. et al. RAAGR2-Net: A brain tumor segmentation network using parallel processing of "
             "multiple spatial frames. Computers in Biology and Medicine, 2023.",
-            "Master's thesis: compressing RAAGR2-Net by weight sharing and pruning (shared/seed in this project).",
+            "Atiene J. Slim Models Creation using Pruning and Sharing Weights on RAAGR2-Net Models. MSc thesis, "
+            "De Montfort University, Leicester, 2025.",
         ],
         "network_data_format": {
             "inputs": {
@@ -561,7 +595,8 @@ def metadata(variant: Variant) -> Dict[str, Any]:
                     "dtype": "float32",
                     "value_range": [0, 1],
                     "is_patch_data": False,
-                    "channel_def": {"0": "TC", "1": "WT", "2": "ET"},
+                    # label values of the written map, not channel indices: MONAI Label names its labels from here
+                    "channel_def": {"0": "background", "1": "NCR", "2": "ED", "4": "ET"},
                 }
             },
         },

@@ -107,8 +107,10 @@ def record_run(output_dir: str, settings: Mapping[str, Any], seed: int) -> str:
     return path
 
 
-# Handlers that log or write files: in a multi-GPU run only rank 0 keeps them.
-_RANK_ZERO_ONLY = ("StatsHandler", "CheckpointSaver", "TrainingCheckpoint", "MLFlowHandler", "BraTSMetricsWriter")
+# Handlers that only log or write files: in a multi-GPU run only rank 0 keeps them. TrainingCheckpoint (every rank
+# loads it on resume) and BraTSMetricsWriter (every rank takes part in gathering the rows) stay on every rank and write
+# on rank 0 themselves.
+_RANK_ZERO_ONLY = ("StatsHandler", "CheckpointSaver", "MLFlowHandler")
 
 
 def handlers_for_rank(handlers: Optional[Iterable[Any]]) -> List[Any]:

@@ -15,7 +15,26 @@ from monai.utils import convert_to_dst_type, convert_to_tensor
 
 from raagr2_monai.constants import REGIONS
 
-__all__ = ["labelmap_to_regions", "regions_to_labelmap", "regions_to_subregions", "labelmap_to_subregions"]
+__all__ = [
+    "binarise",
+    "labelmap_to_regions",
+    "regions_to_labelmap",
+    "nest_regions",
+    "regions_to_subregions",
+    "labelmap_to_subregions",
+]
+
+
+def binarise(values: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """The one threshold rule of the package: a region is present where its probability is at or above
+    ``threshold`` (MONAI's ``AsDiscrete`` rule). Booleans are returned as they are.
+
+    Example::
+
+        >>> binarise(torch.tensor([0.2, 0.5, 0.9])).tolist()
+        [False, True, True]
+    """
+    return values if values.dtype == torch.bool else values >= threshold
 
 
 def _channel_first_label(labelmap: torch.Tensor) -> torch.Tensor:
@@ -61,7 +80,7 @@ def regions_to_labelmap(regions: torch.Tensor, threshold: float = 0.5) -> torch.
 
     Args:
         regions: (3, *spatial) in the order TC, WT, ET.
-        threshold: a channel counts where its value is above this.
+        threshold: a channel counts where its value is at or above this (:func:`binarise`).
 
     Returns:
         (1, *spatial) uint8 label map; a MetaTensor input keeps its metadata.
@@ -74,12 +93,34 @@ def regions_to_labelmap(regions: torch.Tensor, threshold: float = 0.5) -> torch.
         >>> regions_to_labelmap(torch.tensor([[0.0, 0.9, 0.1, 0.8], [0.0, 1.0, 0.7, 0.9], [0.0, 0.2, 0.0, 0.6]]))
         tensor([[0, 1, 2, 4]], dtype=torch.uint8)
     """
-    tc, wt, et = _three_channels(regions, 0) > threshold
+    tc, wt, et = binarise(_three_channels(regions, 0), threshold)
     labelmap = torch.zeros_like(tc, dtype=torch.uint8)
     labelmap[wt] = 2
     labelmap[tc] = 1
     labelmap[et] = 4
     return convert_to_dst_type(labelmap[None], dst=regions, dtype=torch.uint8)[0]
+
+
+def nest_regions(regions: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Binarised TC / WT / ET as the written label map has them: ET inside TC inside WT.
+
+    A multi-label network may predict ET outside its TC, or TC outside its WT; the label map written to disk
+    (:func:`regions_to_labelmap`) nests them (ET counts as TC and WT, TC as WT). Scoring these regions scores what a
+    user receives.
+
+    Args:
+        regions: (3, *spatial) probabilities or masks, TC, WT, ET.
+        threshold: see :func:`binarise`.
+
+    Returns:
+        (3, *spatial) float32 0/1, TC = TC or ET, WT = WT or TC or ET, ET; a MetaTensor keeps its metadata.
+
+    Example::
+
+        >>> nest_regions(torch.tensor([[0.0, 0.9], [0.0, 0.1], [0.8, 0.0]])).tolist()  # ET alone, TC outside WT
+        [[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]]
+    """
+    return labelmap_to_regions(regions_to_labelmap(regions, threshold))
 
 
 def regions_to_subregions(regions: torch.Tensor, threshold: float = 0.5, dim: int = 0) -> torch.Tensor:
@@ -90,7 +131,7 @@ def regions_to_subregions(regions: torch.Tensor, threshold: float = 0.5, dim: in
     Args:
         regions: TC, WT, ET along dimension ``dim`` (``(3, *spatial)``, or ``(B, 3, *spatial)`` with ``dim=1``):
             probabilities, 0/1 masks or booleans.
-        threshold: a channel counts where its value is above this (booleans are taken as they are).
+        threshold: a channel counts where its value is at or above this (:func:`binarise`).
         dim: the channel dimension.
 
     Returns:
@@ -106,9 +147,7 @@ def regions_to_subregions(regions: torch.Tensor, threshold: float = 0.5, dim: in
                 [0, 0, 1, 0],
                 [0, 0, 0, 1]])
     """
-    values = _three_channels(regions, dim)
-    binary = values if values.dtype == torch.bool else values > threshold
-    tc, wt, et = binary.unbind(dim)
+    tc, wt, et = binarise(_three_channels(regions, dim), threshold).unbind(dim)
     subregions = torch.stack([tc & ~et, wt & ~tc, et], dim=dim)
     return convert_to_dst_type(subregions, dst=regions, dtype=regions.dtype)[0]
 

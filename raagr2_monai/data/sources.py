@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from raagr2_monai.constants import SECTIONS
 
@@ -73,6 +73,20 @@ def load_split(
     return build_datalist(resolve_dataset_dir(dataset_dir), seed, split, check=check)[section]
 
 
+def _dataset_path(dataset_dir: Optional[str]) -> Tuple[str, bool]:
+    """The absolute folder and whether it is the built-in synthetic set (``None`` or its folder)."""
+    default = default_dataset_dir()
+    path = os.path.abspath(os.path.expanduser(str(dataset_dir))) if dataset_dir else default
+    return path, os.path.realpath(path) == os.path.realpath(default)
+
+
+def _missing(path: str) -> FileNotFoundError:
+    return FileNotFoundError(
+        f"dataset_dir {path} does not exist; pass a BraTS folder or leave it at the default to use the "
+        f"built-in synthetic set ({default_dataset_dir()})."
+    )
+
+
 def resolve_dataset_dir(dataset_dir: Optional[str]) -> str:
     """The absolute path of a bundle's ``dataset_dir``; the built-in synthetic set (``None`` or its folder) is
     generated when absent.
@@ -80,21 +94,18 @@ def resolve_dataset_dir(dataset_dir: Optional[str]) -> str:
     Raises:
         FileNotFoundError: any other folder that does not exist.
     """
-    default = default_dataset_dir()
-    path = os.path.abspath(os.path.expanduser(str(dataset_dir))) if dataset_dir else default
-    if os.path.realpath(path) == os.path.realpath(default):
+    path, synthetic = _dataset_path(dataset_dir)
+    if synthetic:
         ensure_synthetic(path)  # cheap when present: it only reads the set's synthetic.json
     if not os.path.isdir(path):
-        raise FileNotFoundError(
-            f"dataset_dir {path} does not exist; pass a BraTS folder or leave it at the default to use the "
-            f"built-in synthetic set ({default})."
-        )
+        raise _missing(path)
     return path
 
 
 def check_data_source(dataset_dir: Optional[str], datalist: Optional[str] = None) -> str:
     """Check a workflow's data settings before anything is loaded: the datalist file when one is given, else the
-    folder (the built-in synthetic set is generated when it is the one asked for).
+    folder. The built-in synthetic set is not generated here but when its cases are first asked for, so that a run
+    whose data comes from elsewhere (MONAI Label replaces the datasets) never makes it.
 
     Returns:
         The datalist's or the folder's absolute path.
@@ -107,7 +118,10 @@ def check_data_source(dataset_dir: Optional[str], datalist: Optional[str] = None
         if not os.path.isfile(path):
             raise FileNotFoundError(f"datalist {path} does not exist; write one with `raagr2 datalist`.")
         return path
-    return resolve_dataset_dir(dataset_dir)
+    path, synthetic = _dataset_path(dataset_dir)
+    if not synthetic and not os.path.isdir(path):
+        raise _missing(path)
+    return path
 
 
 def inference_cases(dataset_dir: Optional[str], datalist: Optional[str] = None, section: str = "testing") -> List[dict]:

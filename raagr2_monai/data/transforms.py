@@ -1,4 +1,6 @@
-"""BraTS transform chains (train / validation / inference / write-back) and the label conversions.
+"""The package's own dictionary transforms for BraTS cases; MONAI's do the rest. The chains built from them are in
+:mod:`raagr2_monai.data.chains`, and bundle configs name these classes by dotted path
+(``raagr2_monai.data.transforms.LoadBraTSd``).
 
 Datalist entries (SPEC §2) are dictionaries::
 
@@ -7,73 +9,40 @@ Datalist entries (SPEC §2) are dictionaries::
                                        # or one 4D NIfTI path whose 4th axis holds T1ce, T1, T2, FLAIR
                                        # (Medical Segmentation Decathlon / MONAI Label datastore style)
      "label": seg}                     # raw BraTS labels 0 / 1 / 2 / 4
-
-Every chain starts with :func:`preprocessing_transforms`: checked loading, RAS orientation, 1 mm spacing, z-score
-over brain voxels, and an in-plane crop or pad to ``roi_size`` centred on the brain (z kept whole). All its spatial
-steps are invertible, so :func:`inference_postprocessing` maps a prediction back onto the input's own grid.
-
-The functions are meant to be named from bundle configs, e.g.
-``"$raagr2_monai.data.transforms.train_transforms(roi_size=@roi_size)"``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import re
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Hashable, Mapping
 
 import numpy as np
 import torch
-from monai.config import KeysCollection, PathLike
-from monai.data import MetaTensor, NibabelWriter
-from monai.transforms import (
-    Compose,
-    CropForegroundd,
-    EnsureChannelFirstd,
-    EnsureTyped,
-    Invertd,
-    LoadImaged,
-    MapTransform,
-    NormalizeIntensityd,
-    Orientationd,
-    RandCropByPosNegLabeld,
-    RandFlipd,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
-    ResizeWithPadOrCropd,
-    SaveImaged,
-    Spacingd,
-    SqueezeDimd,
-)
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, MapTransform, Spacingd
 
-
-from raagr2_monai.utils import atomic_write
-
-from .labels import labelmap_to_regions, regions_to_labelmap
+from .labels import labelmap_to_regions, nest_regions, regions_to_labelmap
 from .validation import case_files, header_problems, image_channel_names, raise_first, voxel_problems
 
 __all__ = [
+    "IMAGE_KEY",
+    "LABEL_KEY",
+    "PRED_KEY",
+    "CASE_KEY",
+    "LoadBraTSd",
     "ConvertToBraTSRegionsd",
     "RegionsToLabelMapd",
-    "LoadBraTSd",
+    "NestRegionsd",
     "CaseNameToMetad",
-    "AtomicNibabelWriter",
-    "brats_case_name_formatter",
-    "preprocessing_transforms",
-    "train_transforms",
-    "val_transforms",
-    "inference_transforms",
-    "inference_postprocessing",
+    "SpacingKeepPathsd",
+    "brain_columns",
 ]
 
 IMAGE_KEY = "image"
 LABEL_KEY = "label"
 PRED_KEY = "pred"
 CASE_KEY = "case"
-
-# Modality suffixes of BraTS 2018-2021 (t1ce), BraTS 2023 (t1c, t1n, t2w, t2f) and nnU-Net style (_0000).
-_MODALITY_SUFFIX = re.compile(r"[_-](t1ce|t1gd|t1c|t1n|t1|t2w|t2f|t2|flair|0000)$", re.IGNORECASE)
 
 
 class ConvertToBraTSRegionsd(MapTransform):
@@ -99,7 +68,7 @@ class RegionsToLabelMapd(MapTransform):
 
     Args:
         keys: keys of the (3, *spatial) region tensors.
-        threshold: a channel counts where its value is above this.
+        threshold: a channel counts where its value is at or above this.
         allow_missing_keys: don't raise when a key is missing.
 
     Example::
@@ -116,6 +85,32 @@ class RegionsToLabelMapd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             d[key] = regions_to_labelmap(d[key], self.threshold)
+        return d
+
+
+class NestRegionsd(MapTransform):
+    """Dictionary transform: TC / WT / ET probabilities -> 0/1 regions nested as the written label map nests them
+    (:func:`~raagr2_monai.data.labels.nest_regions`), so that validation scores what inference writes.
+
+    Args:
+        keys: keys of the (3, *spatial) region tensors.
+        threshold: a channel counts where its value is at or above this.
+        allow_missing_keys: don't raise when a key is missing.
+
+    Example::
+
+        >>> NestRegionsd("pred")({"pred": torch.tensor([[0.1], [0.2], [0.9]])})["pred"].flatten().tolist()
+        [1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, keys: KeysCollection, threshold: float = 0.5, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.threshold = threshold
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = nest_regions(d[key], self.threshold)
         return d
 
 
@@ -203,253 +198,47 @@ class CaseNameToMetad(MapTransform):
         return d
 
 
-def brats_case_name_formatter(metadict: Mapping[str, Any] | None, saver: Any) -> dict[str, Any]:
-    """``SaveImaged`` name formatter: the subject is the case id, so the file is ``<case>_<postfix><ext>``.
+class SpacingKeepPathsd(Spacingd):
+    """MONAI's ``Spacingd`` that leaves plain values under ``<key>_*`` names alone.
 
-    The case id is ``metadict["case"]`` (see :class:`CaseNameToMetad`), else the source file's name without its
-    extension and modality suffix (``BraTS2021_00000_t1ce.nii.gz`` -> ``BraTS2021_00000``).
-
-    Args:
-        metadict: the saved tensor's metadata.
-        saver: the calling ``SaveImage`` (unused; part of MONAI's formatter signature).
-
-    Returns:
-        Keyword arguments for ``FolderLayout.filename``.
-
-    Raises:
-        ValueError: when the metadata names neither a case nor a source file.
+    monai 1.6.1's ``Spacingd`` takes every entry whose name starts with ``<key>_`` for a metadata dictionary of
+    ``<key>`` and updates it, which fails on the file path MONAI Label passes as ``image_path`` ("'str' object has no
+    attribute 'update'"). Such plain entries are set aside while resampling and put back unchanged; MONAI Label's
+    writer needs ``image_path`` later. Arguments are ``Spacingd``'s.
 
     Example::
 
-        >>> brats_case_name_formatter({"filename_or_obj": "/d/c7/c7_t1ce.nii.gz"}, None)
-        {'subject': 'c7.nii.gz', 'idx': None}
-    """
-    metadict = metadict or {}
-    case = metadict.get(CASE_KEY)
-    if not case:
-        source = metadict.get("filename_or_obj")
-        if not source:
-            raise ValueError("Cannot name the output file: its metadata has neither a 'case' nor a source file name.")
-        name = os.path.basename(os.fspath(source))
-        name = re.sub(r"\.nii(\.gz)?$", "", name, flags=re.IGNORECASE)
-        case = _MODALITY_SUFFIX.sub("", name)
-    # FolderLayout strips one extension; giving it ours keeps dots inside case ids intact.
-    return {"subject": f"{case}.nii.gz", "idx": None}
-
-
-class AtomicNibabelWriter(NibabelWriter):
-    """``NibabelWriter`` that writes to a hidden temporary file beside the target, then renames it into place.
-
-    A reader never sees a half-written segmentation, and an interrupted run leaves no truncated ``*_seg.nii.gz``.
-
-    Example::
-
-        >>> SaveImaged("pred", writer=AtomicNibabelWriter)  # doctest: +SKIP
+        >>> image = MetaTensor(torch.ones(1, 4, 4, 4))
+        >>> out = SpacingKeepPathsd("image", pixdim=(2.0, 2.0, 2.0))({"image": image, "image_path": "c.nii.gz"})
+        >>> tuple(out["image"].shape), out["image_path"]
+        ((1, 2, 2, 2), 'c.nii.gz')
     """
 
-    def write(self, filename: PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
-        target = os.fspath(filename)
-        # nibabel picks the format and compression from the extension, so the temporary name keeps it
-        ext = ".nii.gz" if target.endswith(".nii.gz") else os.path.splitext(target)[1]
-        atomic_write(target, lambda tmp: super(AtomicNibabelWriter, self).write(tmp, verbose=False, **obj_kwargs), ext)
-        if verbose:
-            logging.getLogger(self.__class__.__name__).info(f"writing: {target}")
+    def __call__(self, data: Mapping[Hashable, Any], lazy: bool | None = None) -> dict[Hashable, Any]:
+        d = dict(data)
+        prefixes = tuple(f"{key}_" for key in self.keys)
+        plain = {
+            name: d.pop(name)
+            for name in list(d)
+            if isinstance(name, str) and name.startswith(prefixes) and not isinstance(d[name], Mapping)
+        }
+        out = super().__call__(d, lazy=lazy)
+        out.update(plain)
+        return out
 
 
-def _in_plane_size(roi_size: Sequence[int]) -> tuple[int, int]:
-    size = tuple(int(s) for s in roi_size)
-    if len(size) != 2 or any(s <= 0 or s % 16 for s in size):
-        raise ValueError(
-            "roi_size must be two positive in-plane sizes divisible by 16 (the networks pool four times), "
-            f"got {roi_size}."
-        )
-    return size  # type: ignore[return-value]
-
-
-def _brain_columns(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+def brain_columns(image: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
     """Foreground selector for ``CropForegroundd``: the brain's (x, y) footprint repeated over all z.
 
-    The bounding box then spans the whole z axis, so only the in-plane axes get cropped.
+    The bounding box then spans the whole z axis, so only the in-plane axes are cropped, and only to the brain: every
+    voxel where any modality is positive stays.
+
+    Example::
+
+        >>> image = torch.zeros(1, 4, 4, 2); image[0, 1, 2, 0] = 1.0
+        >>> brain_columns(image)[0, 1, 2].tolist()
+        [True, True]
     """
     if isinstance(image, torch.Tensor):
         return (image > 0).any(dim=-1, keepdim=True).expand_as(image)
     return np.broadcast_to((image > 0).any(axis=-1, keepdims=True), image.shape)
-
-
-def preprocessing_transforms(roi_size: Sequence[int] = (192, 192), with_label: bool = True) -> Compose:
-    """The deterministic chain every other chain starts with.
-
-    ``LoadBraTSd`` (checked loading) -> ``Orientationd`` RAS -> ``Spacingd`` 1 mm (bilinear image, nearest label; a
-    no-op on BraTS) -> ``CropForegroundd`` to the brain's in-plane box, z whole -> ``NormalizeIntensityd`` z-score
-    per channel over nonzero (brain) voxels -> ``ResizeWithPadOrCropd`` to ``roi_size`` in-plane (centred crop or
-    symmetric zero pad) -> label to float32 TC / WT / ET. The spatial steps are invertible (``Invertd``).
-
-    Args:
-        roi_size: in-plane (H, W), each divisible by 16.
-        with_label: load and convert the label too.
-
-    Returns:
-        Image (4, H, W, Z) float32 and, with the label, label (3, H, W, Z) float32.
-
-    Raises:
-        ValueError: for a bad ``roi_size``.
-
-    Example::
-
-        >>> preprocessing_transforms((32, 32))({"image": [t1ce, t1, t2, flair], "label": seg})["image"].shape
-        torch.Size([4, 32, 32, 155])
-    """
-    height, width = _in_plane_size(roi_size)
-    keys = [IMAGE_KEY, LABEL_KEY] if with_label else [IMAGE_KEY]
-    steps: list[Any] = [
-        LoadBraTSd(IMAGE_KEY, LABEL_KEY if with_label else None),
-        Orientationd(keys, axcodes="RAS", labels=(("L", "R"), ("P", "A"), ("I", "S"))),
-        Spacingd(keys, pixdim=(1.0, 1.0, 1.0), mode=("bilinear", "nearest")[: len(keys)]),
-        CropForegroundd(
-            keys, source_key=IMAGE_KEY, select_fn=_brain_columns, start_coord_key=None, end_coord_key=None
-        ),
-        # Between the two crops: the statistics cover the whole brain, whatever part roi_size keeps.
-        NormalizeIntensityd(IMAGE_KEY, nonzero=True, channel_wise=True),
-        ResizeWithPadOrCropd(keys, spatial_size=(height, width, -1)),
-        EnsureTyped(IMAGE_KEY, dtype=torch.float32),
-    ]
-    if with_label:
-        steps.append(ConvertToBraTSRegionsd(LABEL_KEY))
-    return Compose(steps)
-
-
-def train_transforms(
-    roi_size: Sequence[int] = (192, 192), tumour_fraction: float = 0.5, num_samples: int = 4
-) -> Compose:
-    """Training chain: preprocessing, then ``num_samples`` random axial slices per volume, flips and intensity jitter.
-
-    Slices are drawn by ``RandCropByPosNegLabeld`` with a (H, W, 1) window: a share ``tumour_fraction`` of them is
-    centred on a tumour voxel (so it contains tumour whenever the case has any), the rest on a brain voxel outside
-    the tumour. Then random flips along both in-plane axes, ``RandScaleIntensityd`` and ``RandShiftIntensityd``
-    (0.1 each).
-
-    Args:
-        roi_size: in-plane (H, W), each divisible by 16.
-        tumour_fraction: share of slices centred on tumour, in [0, 1].
-        num_samples: slices drawn per volume.
-
-    Returns:
-        A chain giving a list of ``num_samples`` dictionaries with image (4, H, W) and label (3, H, W) float32
-        plain tensors.
-
-    Raises:
-        ValueError: for a bad ``roi_size``, ``tumour_fraction`` or ``num_samples``.
-
-    Example::
-
-        >>> samples = train_transforms((32, 32), num_samples=2)(entry)
-        >>> samples[0]["image"].shape, samples[0]["label"].shape
-        (torch.Size([4, 32, 32]), torch.Size([3, 32, 32]))
-    """
-    if not 0.0 <= tumour_fraction <= 1.0:
-        raise ValueError(f"tumour_fraction must lie in [0, 1], got {tumour_fraction}.")
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
-    height, width = _in_plane_size(roi_size)
-    keys = [IMAGE_KEY, LABEL_KEY]
-    return Compose(
-        [
-            *preprocessing_transforms((height, width), with_label=True).transforms,
-            RandCropByPosNegLabeld(
-                keys,
-                label_key=LABEL_KEY,
-                spatial_size=(height, width, 1),
-                pos=tumour_fraction,
-                neg=1.0 - tumour_fraction,
-                num_samples=num_samples,
-                image_key=IMAGE_KEY,
-                image_threshold=0.0,
-            ),
-            SqueezeDimd(keys, dim=3),
-            RandFlipd(keys, prob=0.5, spatial_axis=0),
-            RandFlipd(keys, prob=0.5, spatial_axis=1),
-            RandScaleIntensityd(IMAGE_KEY, factors=0.1, prob=1.0),
-            RandShiftIntensityd(IMAGE_KEY, offsets=0.1, prob=1.0),
-            EnsureTyped(keys, dtype=torch.float32, track_meta=False),
-        ]
-    )
-
-
-def val_transforms(roi_size: Sequence[int] = (192, 192)) -> Compose:
-    """Validation chain: whole volumes for a ``SliceInferer`` over axial slices.
-
-    Args:
-        roi_size: in-plane (H, W), each divisible by 16.
-
-    Returns:
-        Image (4, H, W, Z) and label (3, H, W, Z), float32 MetaTensors.
-
-    Example::
-
-        >>> val_transforms((32, 32))(entry)["label"].shape
-        torch.Size([3, 32, 32, 155])
-    """
-    return preprocessing_transforms(roi_size, with_label=True)
-
-
-def inference_transforms(roi_size: Sequence[int] = (192, 192)) -> Compose:
-    """Inference chain: the image alone, whole volume, its metadata and applied operations kept for ``Invertd``.
-
-    Args:
-        roi_size: in-plane (H, W), each divisible by 16.
-
-    Returns:
-        Image (4, H, W, Z) float32 MetaTensor.
-
-    Example::
-
-        >>> pre = inference_transforms((32, 32))
-        >>> post = inference_postprocessing(pre, "out")
-    """
-    return preprocessing_transforms(roi_size, with_label=False)
-
-
-def inference_postprocessing(preprocessing: Compose, output_dir: PathLike, threshold: float = 0.5) -> Compose:
-    """Write-back chain: a (3, H, W, Z) TC / WT / ET prediction -> ``<output_dir>/<case>_seg.nii.gz``.
-
-    ``Invertd`` maps ``pred`` through the inverse of ``preprocessing`` onto the input's own grid (shape and affine);
-    the regions are thresholded and turned into the BraTS label map 0 / 1 / 2 / 4 (uint8), and ``SaveImaged`` writes
-    one file per case, no sub-folders, atomically (:class:`AtomicNibabelWriter`). ``<case>`` is the datalist's
-    ``case`` if present, else the first image file's name without its modality suffix.
-
-    Args:
-        preprocessing: the chain that produced the network input (e.g. :func:`inference_transforms`).
-        output_dir: folder for the segmentations (created when missing).
-        threshold: a region counts where its probability is above this.
-
-    Returns:
-        A chain over decollated dictionaries holding ``image`` (as preprocessed) and ``pred``.
-
-    Example::
-
-        >>> pre = inference_transforms((32, 32))
-        >>> d = pre(entry)
-        >>> d["pred"] = torch.sigmoid(network_output)
-        >>> inference_postprocessing(pre, "out")(d)  # writes out/<case>_seg.nii.gz
-    """
-    return Compose(
-        [
-            # A network's output may arrive as a plain tensor; Invertd only takes the image's history onto a MetaTensor.
-            EnsureTyped(PRED_KEY, track_meta=True),
-            Invertd(PRED_KEY, transform=preprocessing, orig_keys=IMAGE_KEY, nearest_interp=False, to_tensor=True),
-            RegionsToLabelMapd(PRED_KEY, threshold=threshold),
-            CaseNameToMetad(PRED_KEY),
-            SaveImaged(
-                PRED_KEY,
-                output_dir=os.fspath(output_dir),
-                output_postfix="seg",
-                output_ext=".nii.gz",
-                output_dtype=np.uint8,
-                resample=False,
-                separate_folder=False,
-                print_log=False,
-                writer=AtomicNibabelWriter,
-                output_name_formatter=brats_case_name_formatter,
-            ),
-        ]
-    )

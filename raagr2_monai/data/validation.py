@@ -5,7 +5,8 @@ A case is ``{"case": id, "image": [t1ce, t1, t2, flair] | one 4D path, "label": 
 two stages so that a loader can read the voxels only once:
 
 1. :func:`header_problems`: files exist and have readable NIfTI headers; four 3D modality files, or one 4D file with
-   four channels last; a 3D label (or 4D with one channel); every file on the same grid (shape and affine).
+   four channels last; a 3D label (or 4D with one channel); invertible affines; every file on the same grid (shape
+   and affine).
 2. :func:`voxel_problems`: on the voxel arrays: no NaN or infinite value (naming the file, and the channel of a 4D
    file), an image that is not zero everywhere, and label values within the BraTS labels.
 
@@ -36,6 +37,7 @@ __all__ = [
     "check_cases",
     "raise_first",
     "image_channel_names",
+    "read_label_file",
 ]
 
 # Affines of one case may differ by float32 rounding of the header fields; 1e-3 mm is far below a voxel.
@@ -167,6 +169,10 @@ def header_problems(entry: Mapping) -> Iterator[Problem]:
             yield Problem(case, path, f"expected a 3D volume, got shape {shape}")
             continue
         affine = np.asarray(headers[path].affine)
+        if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+            yield Problem(case, path, f"the affine is not invertible (voxel axes {affine[:3, :3].tolist()}): "
+                                      "the file does not say where its voxels are")
+            continue
         if reference is None:
             reference = (os.path.basename(path), shape, affine)
         elif shape != reference[1]:
@@ -289,3 +295,37 @@ def check_cases(entries: Iterable[Mapping], read_voxels: bool = True, context: s
     problems = [p for entry in entries for p in case_problems(entry, read_voxels)]
     if problems:
         raise BraTSDataError(problems, context)
+
+
+def read_label_file(path: PathLike, case: str = "-") -> Tuple[np.ndarray, Tuple[float, ...]]:
+    """A checked label map read from disk on its own grid, with its voxel spacing (mm, in the array's axis order).
+
+    Args:
+        path: the seg file (3D, or 4D with one channel).
+        case: the case id, for error messages.
+
+    Returns:
+        The (X, Y, Z) label array and the spacing from the header.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        BraTSDataError: unreadable, not 3D, NaN voxels or label values outside the BraTS labels.
+
+    Example::
+
+        labels, spacing = read_label_file("BraTS2021_00000/BraTS2021_00000_seg.nii.gz")
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(str(Problem(case, path, "file does not exist", missing=True)))
+    try:
+        image = _header(path)
+        array = _read(path)
+    except _Unreadable as err:
+        raise BraTSDataError([Problem(case, path, str(err))], "bad label file") from None
+    if array.ndim == 4 and array.shape[3] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise BraTSDataError([Problem(case, path, f"expected a 3D label map, got shape {array.shape}")], "bad label file")
+    raise_first(voxel_problems(case, [], (path, array)), "bad label file")
+    return np.asarray(array), tuple(float(z) for z in image.header.get_zooms()[:3])

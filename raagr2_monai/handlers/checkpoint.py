@@ -11,6 +11,7 @@ import logging
 import os
 from typing import Any, Mapping
 
+import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
 from ignite.handlers import Checkpoint
@@ -54,8 +55,10 @@ class TrainingCheckpoint:
     """Save the training state after every epoch and resume from it after an interruption.
 
     The state (network, optimizer, LR scheduler, any other object with a ``state_dict``, and the epoch/iteration of
-    the engine it is attached to, saved as ``"trainer"``) goes to one file, written to a temporary name and renamed. With ``resume=True`` an existing file
-    is loaded when training starts, so a run killed in epoch 7 restarts at epoch 7 instead of 1.
+    the engine it is attached to, saved as ``"trainer"``) goes to one file, written to a temporary name and renamed.
+    With ``resume=True`` an existing file is loaded when training starts, so a run killed in epoch 7 restarts at
+    epoch 7 instead of 1. In a multi-process run every rank attaches it: all ranks load the same file on resume (so
+    replicas and epoch counters agree), and only rank 0 writes it.
 
     Args:
         path: the checkpoint file, e.g. ``<output_dir>/last.pt``.
@@ -91,4 +94,6 @@ class TrainingCheckpoint:
         logger.info("Resumed from %s at epoch %d", self.path, engine.state.epoch)
 
     def save(self, engine: Engine) -> None:
-        atomic_save({k: v.state_dict() for k, v in self._objects().items()}, self.path)
+        # every rank holds the same state (DDP keeps replicas in step); one writer is enough and avoids a race
+        if idist.get_rank() == 0:
+            atomic_save({k: v.state_dict() for k, v in self._objects().items()}, self.path)

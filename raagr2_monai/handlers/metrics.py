@@ -16,9 +16,12 @@ from monai.data import MetaTensor, decollate_batch
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import DiceMetric
 
+from raagr2_monai.data.labels import labelmap_to_regions
+from raagr2_monai.data.layouts import strip_extension
+from raagr2_monai.data.validation import read_label_file
 from raagr2_monai.metrics import METRIC_COLUMNS, brats_metrics, mean_iou, pooled_dice, summarise, write_metrics_csv
 
-__all__ = ["BraTSMeanDice", "BraTSMetricsWriter"]
+__all__ = ["BraTSMeanDice", "BraTSMetricsWriter", "score_label_maps"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,71 +57,52 @@ class BraTSMeanDice(IgniteMetricHandler):
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=save_details)
 
 
-def _case_from_meta(item: Mapping[str, Any], keys: Sequence[str]) -> str | None:
-    for key in keys:
-        value = item.get(key)
-        if isinstance(value, MetaTensor) and "filename_or_obj" in value.meta:
-            name = value.meta["filename_or_obj"]
-            if isinstance(name, (list, tuple)):
-                name = name[0]
-            base = Path(str(name)).name
-            for suffix in (".nii.gz", ".nii", ".nrrd", ".mha"):
-                if base.endswith(suffix):
-                    return base[: -len(suffix)]
-            return base
-    return None
-
-
 class BraTSMetricsWriter:
-    """Ignite handler computing every per-subject metric of an evaluation and writing them as two CSV files.
+    """Ignite handler scoring every evaluated subject from the label map that inference writes, on the input's own
+    grid, against the case's seg file, and writing the scores as two CSV files.
 
-    On ``ITERATION_COMPLETED`` it reads ``engine.state.output``, the list of per-subject dicts that MONAI's engines
-    produce after ``decollate_batch`` (a still-batched dict is decollated here), each with a ``pred_key`` tensor
-    (3, H, W, D) of probabilities or a binary mask, and a ``label_key`` tensor of the same shape. The prediction is
-    binarised with ``pred >= threshold`` (a binary mask is unchanged) for Dice, HD95 and mean IoU; the thesis-style
-    pooled Dice uses the prediction as it arrives, so it is soft only if the postprocessing left it soft.
+    Each output item of the evaluator (after the write-back postprocessing of
+    :func:`raagr2_monai.data.chains.writeback_spec`) holds ``pred_key``: the (1, X, Y, Z) label map 0/1/2/4 on the
+    input's grid, as written; optionally ``prob_key``: the (3, X, Y, Z) probabilities on that grid; and
+    ``label_key``: the label MetaTensor of the working grid, whose ``meta["filename_or_obj"]`` names the seg file.
+    That file is read as it is on disk (:func:`raagr2_monai.data.validation.read_label_file`) and both label maps are
+    turned into the regions TC, WT, ET the same way, so the scores are those of the written segmentation; distances
+    are in mm, from the seg file's voxel spacing.
 
     The case id comes from, in order: the ``case_key`` entry of the output item, of the matching
-    ``engine.state.batch`` item (put a ``"case"`` key in the datalist: MONAI carries extra keys through), the file
-    name of the label/image ``MetaTensor`` (``meta["filename_or_obj"]`` without extension), or ``case_<n>``.
-    Voxel spacing is ``spacing`` if given, else the label's ``MetaTensor.pixdim``, else 1.
+    ``engine.state.batch`` item, the seg file's name, or ``case_<n>``.
 
     On ``STARTED`` the rows are cleared (an evaluator runs once per validation round); on ``COMPLETED`` the rows of
-    all processes are gathered and rank 0 writes ``<output_dir>/metrics_per_subject.csv`` (a ``case`` column then
-    :data:`METRIC_COLUMNS`) and ``<output_dir>/metrics_summary.csv`` (a ``statistic`` column, rows mean, std, median,
-    count, then the same metric columns).
+    all processes are gathered (every rank must attach this handler) and rank 0 writes
+    ``<output_dir>/metrics_per_subject.csv`` (a ``case`` column then :data:`~raagr2_monai.metrics.METRIC_COLUMNS`,
+    one row per subject, sorted by case) and ``<output_dir>/metrics_summary.csv`` (a ``statistic`` column, rows mean,
+    std, median, count, then the same metric columns).
 
     Args:
         output_dir: folder of the two CSV files.
-        threshold: binarisation threshold of the predictions.
-        pred_key: key of the prediction in each output item.
-        label_key: key of the label in each output item.
+        pred_key: key of the written label map in each output item.
+        prob_key: key of the probabilities (for the thesis-style pooled Dice), or ``None``.
+        label_key: key of the label MetaTensor naming the seg file.
         case_key: key of the case id in the output or batch items.
-        spacing: voxel size per spatial dimension; None = from the label's metadata.
-        max_hd95: HD95 of a region present in only one of prediction and label; None = volume diagonal.
 
-    Example:
-        >>> writer = BraTSMetricsWriter("eval")  # doctest: +SKIP
-        >>> writer.attach(evaluator)  # doctest: +SKIP
+    Example::
+
+        BraTSMetricsWriter("runs/evaluate", prob_key="pred_prob").attach(evaluator)
     """
 
     def __init__(
         self,
         output_dir: str | os.PathLike,
-        threshold: float = 0.5,
         pred_key: str = "pred",
+        prob_key: str | None = None,
         label_key: str = "label",
         case_key: str = "case",
-        spacing: Sequence[float] | None = None,
-        max_hd95: float | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
-        self.threshold = threshold
         self.pred_key = pred_key
+        self.prob_key = prob_key
         self.label_key = label_key
         self.case_key = case_key
-        self.spacing = spacing
-        self.max_hd95 = max_hd95
         self.rows: list[dict[str, Any]] = []
 
     def attach(self, engine: Engine) -> None:
@@ -135,7 +119,7 @@ class BraTSMetricsWriter:
         """Forget the rows of a previous run."""
         self.rows = []
 
-    def _case_id(self, engine: Engine, item: Mapping[str, Any], index: int) -> str:
+    def _case_id(self, engine: Engine, item: Mapping[str, Any], index: int, seg_path: str) -> str:
         if self.case_key in item:
             return str(item[self.case_key])
         batch = engine.state.batch
@@ -144,61 +128,43 @@ class BraTSMetricsWriter:
                 return str(batch[index][self.case_key])
         elif isinstance(batch, Mapping) and self.case_key in batch:
             return str(batch[self.case_key][index])
-        from_meta = _case_from_meta(item, (self.label_key, "image", self.pred_key))
-        return from_meta if from_meta is not None else f"case_{len(self.rows)}"
+        return strip_extension(os.path.basename(seg_path)) or f"case_{len(self.rows)}"
 
-    def _spacing(self, label: torch.Tensor) -> Sequence[float] | None:
-        if self.spacing is not None:
-            return self.spacing
-        if isinstance(label, MetaTensor):
-            return [float(s) for s in label.pixdim]
-        return None
-
-    def subject_row(self, pred: torch.Tensor, label: torch.Tensor, case: str) -> dict[str, Any]:
-        """All metrics of one subject.
-
-        Args:
-            pred: prediction (3, H, W, D), probabilities or binary.
-            label: binary label of the same shape.
-            case: the case id.
-
-        Returns:
-            ``{"case": case, <every column of METRIC_COLUMNS>: float}``.
-
-        Raises:
-            ValueError: on mismatched shapes, a channel count other than 3, or a non-binary label.
-        """
-        spacing = self._spacing(label)
-        pred_t = torch.as_tensor(pred).detach()[None]
-        label_t = torch.as_tensor(label).detach()[None]
-        binary = pred_t >= self.threshold
-        metrics = brats_metrics(binary, label_t, spacing=spacing, max_hd95=self.max_hd95)
-        row: dict[str, Any] = {"case": case}
-        row.update({key: float(value[0]) for key, value in metrics.items()})
-        row["thesis_pooled_dice"] = float(pooled_dice(pred_t, label_t))
-        row["mean_iou"] = float(mean_iou(binary, label_t)[0])
-        return {key: row[key] for key in ("case", *METRIC_COLUMNS)}
+    def _seg_path(self, item: Mapping[str, Any], index: int) -> str:
+        label = item.get(self.label_key)
+        name = label.meta.get("filename_or_obj") if isinstance(label, MetaTensor) else None
+        if isinstance(name, (list, tuple)):
+            name = name[0]
+        if not name:
+            raise ValueError(
+                f"BraTSMetricsWriter: output item {index} names no seg file: {self.label_key!r} must be the loaded "
+                "label MetaTensor (its meta['filename_or_obj'] is the file scored against)."
+            )
+        return os.fspath(name)
 
     def iteration_completed(self, engine: Engine) -> None:
         """Score every subject of the current iteration's output.
 
         Raises:
-            ValueError: if an output item lacks the prediction or label key.
+            ValueError: an output item lacks the prediction or names no seg file, or the written label map and the
+                seg file differ in shape (then the prediction was not inverted onto the input's grid).
         """
         output = engine.state.output
         items = decollate_batch(output, detach=True) if isinstance(output, Mapping) else output
         for index, item in enumerate(items):
-            missing = [key for key in (self.pred_key, self.label_key) if key not in item]
-            if missing:
+            if self.pred_key not in item:
                 raise ValueError(
-                    f"BraTSMetricsWriter: engine output item {index} has no {missing} (keys: {sorted(item)})."
+                    f"BraTSMetricsWriter: engine output item {index} has no {self.pred_key!r} (keys: {sorted(item)})."
                 )
-            case = self._case_id(engine, item, index)
-            self.rows.append(self.subject_row(item[self.pred_key], item[self.label_key], case))
+            seg_path = self._seg_path(item, index)
+            case = self._case_id(engine, item, index, seg_path)
+            truth, spacing = read_label_file(seg_path, case)
+            prob = item.get(self.prob_key) if self.prob_key else None
+            self.rows.append(score_label_maps(item[self.pred_key], torch.as_tensor(truth)[None], case, spacing, prob))
 
     def completed(self, engine: Engine | None = None) -> None:
         """Gather the rows of all processes; rank 0 writes the per-subject and summary CSV files."""
-        rows = [row for part in idist.all_gather(self.rows) for row in part]
+        rows = sorted((row for part in idist.all_gather(self.rows) for row in part), key=lambda row: row["case"])
         if idist.get_rank() != 0:
             return
         per_subject = write_metrics_csv(
@@ -213,3 +179,45 @@ class BraTSMetricsWriter:
             summary_rows, self.output_dir / "metrics_summary.csv", fieldnames=("statistic", *METRIC_COLUMNS)
         )
         logger.info("BraTS metrics of %d subjects written to %s and %s", len(rows), per_subject, summary)
+
+
+def score_label_maps(
+    pred: torch.Tensor,
+    truth: torch.Tensor,
+    case: str,
+    spacing: Sequence[float] | None = None,
+    prob: torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """Every per-subject metric of a predicted label map against the true one, both (1, X, Y, Z) with raw labels.
+
+    Args:
+        pred: the predicted label map 0/1/2/4.
+        truth: the true label map on the same grid.
+        case: the case id.
+        spacing: voxel size in mm per axis; ``None`` = 1.
+        prob: the (3, X, Y, Z) region probabilities the label map came from, for the thesis-style pooled Dice
+            (NaN without).
+
+    Returns:
+        ``{"case": case, <every column of METRIC_COLUMNS>: float}``.
+
+    Raises:
+        ValueError: when the two label maps differ in shape.
+    """
+    pred_t = torch.as_tensor(pred).detach()
+    truth_t = torch.as_tensor(truth).detach()
+    if tuple(pred_t.shape) != tuple(truth_t.shape):
+        raise ValueError(
+            f"Case {case}: the predicted label map has shape {tuple(pred_t.shape)}, the seg file "
+            f"{tuple(truth_t.shape)}: the prediction must be inverted onto the input's grid before scoring."
+        )
+    pred_regions = labelmap_to_regions(pred_t)[None].bool()
+    true_regions = labelmap_to_regions(truth_t)[None].bool()
+    metrics = brats_metrics(pred_regions, true_regions, spacing=spacing)
+    row: dict[str, Any] = {"case": case}
+    row.update({key: float(value[0]) for key, value in metrics.items()})
+    row["thesis_pooled_dice"] = (
+        float(pooled_dice(torch.as_tensor(prob).detach()[None], true_regions.float())) if prob is not None else math.nan
+    )
+    row["mean_iou"] = float(mean_iou(pred_regions, true_regions)[0])
+    return {key: row[key] for key in ("case", *METRIC_COLUMNS)}

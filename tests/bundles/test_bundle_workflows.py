@@ -13,25 +13,24 @@ import pytest
 import torch
 from monai.bundle import ConfigWorkflow
 
-from raagr2_monai.networks import CheckpointMismatchError
 from raagr2_monai.data import load_split
-from raagr2_monai.networks import get_network
+from raagr2_monai.networks import CheckpointMismatchError, get_network
 
 from .conftest import BUNDLES, REPO, TINY
 
 pytestmark = pytest.mark.slow
 
 
-def workflow(variant: str, configs, workflow_type, **override) -> ConfigWorkflow:
+def workflow(bundle: str, configs, workflow_type, **override) -> ConfigWorkflow:
     """Build and initialise a bundle workflow; a typed one (train / infer) must have the model zoo's properties."""
-    folder = BUNDLES / variant / "configs"
+    folder = BUNDLES / bundle / "configs"
     files = [str(folder / f"{c}.json") for c in ([configs] if isinstance(configs, str) else configs)]
     wf = ConfigWorkflow(
         config_file=files,
         meta_file=str(folder / "metadata.json"),
         logging_file=str(folder / "logging.conf"),
         workflow_type=workflow_type,
-        bundle_root=str(BUNDLES / variant),
+        bundle_root=str(BUNDLES / bundle),
         **override,
     )
     wf.initialize()
@@ -140,10 +139,10 @@ def test_inference_writes_label_maps_in_the_input_geometry(trained, tiny_dataset
     )
     wf.run()
     cases = sorted(p.name for p in Path(tiny_dataset).iterdir() if p.is_dir())
-    assert sorted(p.name for p in out.iterdir()) == [f"{c}_seg.nii.gz" for c in cases]
+    assert sorted(p.name for p in out.iterdir()) == [f"{c}_pred.nii.gz" for c in cases]
     for case in cases:
         source = _labels_of(Path(tiny_dataset) / case)
-        written = nib.load(str(out / f"{case}_seg.nii.gz"))
+        written = nib.load(str(out / f"{case}_pred.nii.gz"))
         assert written.shape == source.shape
         np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
         assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2, 4}
@@ -162,7 +161,7 @@ def test_inference_on_a_four_channel_volume(trained, tiny_dataset, tmp_path):
         ckpt_path=str(trained / "models" / "model.pt"), roi_size=[32, 32],
     )
     wf.run()
-    written = nib.load(str(out / "patient7_seg.nii.gz"))
+    written = nib.load(str(out / "patient7_pred.nii.gz"))
     assert written.shape == images[0].shape
 
 
@@ -208,20 +207,60 @@ def test_training_command_with_mlflow_tracking(tiny_dataset, tmp_path):
     assert artifacts == {"model/model.pt"}
 
 
-def test_two_process_ddp_training_on_cpu(tiny_dataset, tmp_path):
+def test_two_processes_train_resume_and_evaluate_on_cpu(tiny_dataset, tmp_path):
+    """torchrun with two gloo processes: train one epoch, resume to two (every rank restores the checkpoint), then
+    evaluate with each rank scoring its share of the test subjects into one CSV."""
     out = tmp_path / "ddp"
     torchrun = Path(sys.executable).with_name("torchrun")
-    result = _bundle_cli(
-        str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", "training",
-        "--config_file", "['bundles/encdec/configs/train.json','bundles/encdec/configs/multi_gpu_train.json']",
+    configs = "['bundles/encdec/configs/train.json','bundles/encdec/configs/multi_gpu_train.json']"
+    common = [
         "--dataset_dir", tiny_dataset, "--output_dir", str(out), "--ckpt_dir", str(out / "models"),
-        "--roi_size", "[32,32]", "--epochs", "1", "--batch_size", "4", "--num_samples", "2",
-        env={"OMP_NUM_THREADS": "1"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+        "--roi_size", "[32,32]", "--batch_size", "4", "--num_samples", "2",
+    ]
+
+    def run(run_id, config_file, *args):
+        result = _bundle_cli(
+            str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run", run_id,
+            "--config_file", config_file, *common, *args, env={"OMP_NUM_THREADS": "1"},
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    run("training", configs, "--epochs", "1")
     state = torch.load(out / "models" / "model.pt", weights_only=True)
     assert set(state) == set(get_network("encdec").state_dict()), "rank 0 saves the unwrapped network"
     assert json.loads((out / "run.json").read_text())["settings"]["variant"] == "encdec"
+    first = torch.load(out / "last.pt", weights_only=True)["trainer"]
+
+    log = run("training", configs, "--epochs", "2", "--resume", "true")
+    assert log.count("Resumed from") == 2, "both ranks restore the checkpoint"
+    last = torch.load(out / "last.pt", weights_only=True)["trainer"]
+    assert last["iteration"] == 2 * first["epoch_length"]  # two epochs, the first one not redone
+
+    evaluate = configs[:-1] + ",'bundles/encdec/configs/evaluate.json']"
+    run("evaluating", evaluate, "--output_dir", str(tmp_path / "eval"))
+    with open(tmp_path / "eval" / "metrics_per_subject.csv") as f:
+        cases = [row["case"] for row in csv.DictReader(f)]
+    assert cases == [e["case"] for e in load_split(tiny_dataset, "testing")]  # every subject once, in order
+    assert len(cases) == 2 and len(list((tmp_path / "eval" / "predictions").iterdir())) == 2
+
+
+def test_each_workflow_initialises_once(tiny_dataset, tmp_path, monkeypatch):
+    """``monai.bundle run`` calls ``initialize`` itself: the run ids must not run it again."""
+    import raagr2_monai.bundle
+
+    calls = []
+    real = raagr2_monai.bundle.record_run
+    monkeypatch.setattr(raagr2_monai.bundle, "record_run", lambda *a, **k: calls.append(a) or real(*a, **k))
+    wf = ConfigWorkflow(
+        config_file=str(BUNDLES / "depthwise" / "configs" / "train.json"), run_id="training", workflow_type=None,
+        bundle_root=str(BUNDLES / "depthwise"), dataset_dir=tiny_dataset, output_dir=str(tmp_path),
+        ckpt_dir=str(tmp_path / "models"), **TINY,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    assert len(calls) == 1
 
 
 def test_missing_dataset_dir_on_the_command_line_ends_with_one_message(tmp_path):

@@ -18,21 +18,14 @@ from raagr2_monai.data.labels import (
     regions_to_labelmap,
     regions_to_subregions,
 )
-from raagr2_monai.data.transforms import (
-    AtomicNibabelWriter,
-    ConvertToBraTSRegionsd,
-    LoadBraTSd,
-    RegionsToLabelMapd,
-    brats_case_name_formatter,
-    inference_postprocessing,
-    inference_transforms,
-    train_transforms,
-    val_transforms,
-)
+from raagr2_monai.data.chains import inference_postprocessing, inference_transforms, train_transforms, val_transforms
+from raagr2_monai.data.transforms import ConvertToBraTSRegionsd, LoadBraTSd, RegionsToLabelMapd
+from raagr2_monai.data.writing import AtomicNibabelWriter, brats_case_name_formatter
 
 SHAPE = (40, 36, 12)
 # The brain occupies x 6..33, y 5..30 on every slice: a 28 x 26 in-plane box.
 BRAIN = (slice(6, 34), slice(5, 31), slice(None))
+BRAIN_SIZE = (28, 26)
 # 1 mm voxels, RAS axes, off-origin.
 RAS_AFFINE = np.array([[1.0, 0, 0, -20.5], [0, 1.0, 0, -17.0], [0, 0, 1.0, 30.0], [0, 0, 0, 1]])
 # LPS: x and y stored reversed, as ITK / DICOM-derived files often are.
@@ -75,6 +68,11 @@ def _write_case(
     else:
         image = [_write(folder / f"{case}_{m}.nii.gz", a, affine) for m, a in zip(CHANNELS, images)]
     return {"case": case, "image": image, "label": label}
+
+
+def _padded_size(roi: Sequence[int]) -> tuple:
+    """The in-plane size the network sees: the brain's box padded to at least roi and to a multiple of 16."""
+    return tuple(-(-max(r, b) // 16) * 16 for r, b in zip(roi, BRAIN_SIZE))
 
 
 def _centre_fit(array: np.ndarray, roi: Sequence[int]) -> np.ndarray:
@@ -130,9 +128,11 @@ def test_label_conversions_round_trip_on_volume():
 
 def test_regions_to_labelmap_precedence_and_threshold():
     # Inconsistent channels still follow ET -> 4, else TC -> 1, else WT -> 2.
-    probs = torch.tensor([[0.2, 0.9, 0.6, 0.1, 0.4], [0.7, 0.1, 0.1, 0.2, 0.5], [0.1, 0.1, 0.8, 0.9, 0.5]])
-    assert regions_to_labelmap(probs).tolist() == [[2, 1, 4, 4, 0]]
-    assert regions_to_labelmap(probs, threshold=0.3).tolist() == [[2, 1, 4, 4, 4]]
+    probs = torch.tensor([[0.2, 0.9, 0.6, 0.1, 0.4], [0.7, 0.1, 0.1, 0.2, 0.5], [0.1, 0.1, 0.8, 0.9, 0.45]])
+    # a probability equal to the threshold counts (MONAI's AsDiscrete rule, used everywhere in the package)
+    assert regions_to_labelmap(probs).tolist() == [[2, 1, 4, 4, 2]]
+    assert regions_to_labelmap(probs, threshold=0.4).tolist() == [[2, 1, 4, 4, 4]]
+    assert regions_to_labelmap(probs, threshold=0.55).tolist() == [[2, 1, 4, 4, 0]]
 
 
 def test_label_dictionary_transforms_keep_metadata():
@@ -167,19 +167,21 @@ def test_loading_keeps_channel_order(tmp_path):
     np.testing.assert_array_equal(loaded["label"][0].numpy(), _label())
 
 
-@pytest.mark.parametrize("roi", [(32, 32), (16, 16), (48, 48)], ids=["pad-brain", "crop", "pad-volume"])
+@pytest.mark.parametrize("roi", [(32, 32), (16, 16), (48, 48)], ids=["pad-brain", "brain-wider-than-roi", "pad-volume"])
 def test_val_transforms_values(tmp_path, roi):
-    """Exact network input: channel order, z-score over brain voxels, in-plane fit centred on the brain, z whole."""
+    """Exact network input: channel order, z-score over brain voxels, the whole brain centred in a slice padded to
+    at least roi and to a multiple of 16 (never cropped), z whole."""
     out = val_transforms(roi)(_write_case(tmp_path))
     image, label = out["image"], out["label"]
-    assert image.shape == (4, *roi, SHAPE[2]) and label.shape == (3, *roi, SHAPE[2])
+    size = _padded_size(roi)
+    assert image.shape == (4, *size, SHAPE[2]) and label.shape == (3, *size, SHAPE[2])
     assert image.dtype == torch.float32 and label.dtype == torch.float32
     for channel, pattern in enumerate(_patterns()):
-        expected = _centre_fit(_zscore_in_brain(pattern), roi)
+        expected = _centre_fit(_zscore_in_brain(pattern), size)
         np.testing.assert_allclose(image[channel].numpy(), expected, atol=1e-5, err_msg=CHANNELS[channel])
     expected_regions = labelmap_to_regions(torch.from_numpy(_label()[BRAIN])[None]).numpy()
     for channel in range(3):
-        np.testing.assert_array_equal(label[channel].numpy(), _centre_fit(expected_regions[channel], roi))
+        np.testing.assert_array_equal(label[channel].numpy(), _centre_fit(expected_regions[channel], size))
 
 
 def test_four_channel_file_matches_four_files(tmp_path):
@@ -246,14 +248,14 @@ def _infer_with_true_label(entry: Dict[str, object], roi: Sequence[int], out_dir
         ((48, 48), LPS_AFFINE, False),
         ((32, 32), LPS_AFFINE, True),
     ],
-    ids=["pad", "crop", "lps-pad", "lps-4d"],
+    ids=["pad", "brain-wider-than-roi", "lps-pad", "lps-4d"],
 )
 def test_inference_round_trip_is_exact(tmp_path, roi, affine, four_d):
     entry = _write_case(tmp_path / "in", affine=affine, four_d=four_d)
     out_dir = tmp_path / "out"
     _infer_with_true_label(entry, roi, out_dir)
-    assert os.listdir(out_dir) == ["c001_seg.nii.gz"]  # one file, no sub-folder, no temporary left
-    written = nib.load(str(out_dir / "c001_seg.nii.gz"))
+    assert os.listdir(out_dir) == ["c001_pred.nii.gz"]  # one file, no sub-folder, no temporary left
+    written = nib.load(str(out_dir / "c001_pred.nii.gz"))
     original = nib.load(str(entry["label"]))
     assert written.shape == original.shape
     np.testing.assert_allclose(written.affine, original.affine, atol=1e-6)
@@ -268,7 +270,7 @@ def test_output_named_from_file_without_case(tmp_path, four_d):
     entry = _write_case(tmp_path / "in", four_d=four_d)
     del entry["case"]
     _infer_with_true_label(entry, (32, 32), tmp_path / "out")
-    assert os.listdir(tmp_path / "out") == ["c001_seg.nii.gz"]
+    assert os.listdir(tmp_path / "out") == ["c001_pred.nii.gz"]
 
 
 def test_batched_slice_inference_writes_each_case(tmp_path):
@@ -288,9 +290,9 @@ def test_batched_slice_inference_writes_each_case(tmp_path):
         batch["pred"] = inferer(batch["image"], lambda x: (x[:, :3] > 0.5).float())
         for item in decollate_batch(batch):
             post(item)
-    assert sorted(os.listdir(tmp_path / "out")) == ["caseA_seg.nii.gz", "caseB_seg.nii.gz"]
+    assert sorted(os.listdir(tmp_path / "out")) == ["caseA_pred.nii.gz", "caseB_pred.nii.gz"]
     for entry in entries:
-        written = nib.load(str(tmp_path / "out" / f"{entry['case']}_seg.nii.gz"))
+        written = nib.load(str(tmp_path / "out" / f"{entry['case']}_pred.nii.gz"))
         original = nib.load(str(entry["label"]))
         assert written.shape == original.shape
         np.testing.assert_allclose(written.affine, original.affine, atol=1e-6)
@@ -302,7 +304,7 @@ def test_case_field_names_the_output(tmp_path):
     entry = _write_case(tmp_path / "in")
     entry["case"] = "BraTS2021.v2_00042"
     _infer_with_true_label(entry, (32, 32), tmp_path / "out")
-    assert os.listdir(tmp_path / "out") == ["BraTS2021.v2_00042_seg.nii.gz"]
+    assert os.listdir(tmp_path / "out") == ["BraTS2021.v2_00042_pred.nii.gz"]
 
 
 @pytest.mark.parametrize(

@@ -122,7 +122,7 @@ def test_depgraph_bundle_rebuilds_verifies_exports_and_infers(bundle, dataset):
     )
     infer.initialize()
     infer.run()
-    seg = nib.load(str(out / "runs" / "inference" / f"{case.name}_seg.nii.gz"))
+    seg = nib.load(str(out / "runs" / "inference" / f"{case.name}_pred.nii.gz"))
     assert seg.shape == (48, 48, 16)
     assert set(torch.unique(torch.as_tensor(seg.get_fdata())).tolist()) <= {0.0, 1.0, 2.0, 4.0}
 
