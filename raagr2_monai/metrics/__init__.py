@@ -1,7 +1,48 @@
-"""BraTS metrics as plain functions on tensors (:mod:`.functional`) and their tables (:mod:`.table`); the Ignite
-handlers that compute them during evaluation are in :mod:`raagr2_monai.handlers`."""
+"""BraTS metrics as plain functions on arrays: global Dice and HD95 (:mod:`.functional`, :mod:`.surface`), lesion-wise
+scores (:mod:`.lesionwise`), the named scoring conventions (:mod:`.conventions`) and their tables (:mod:`.table`). The
+Ignite handlers that compute them during evaluation are in :mod:`raagr2_monai.handlers`."""
 
-from .functional import METRIC_COLUMNS, brats_metrics, mean_iou, pooled_dice
+from .conventions import BRATS_HD95_PENALTY, CONVENTIONS, Convention, get_convention
+from .functional import METRIC_COLUMNS, brats_metrics, dice_hd95, mean_iou, pooled_dice, scored_regions
+from .lesionwise import (
+    LESIONWISE_COLUMNS,
+    LESIONWISE_PRESETS,
+    LESIONWISE_STATS,
+    MATCHINGS,
+    LesionwiseResult,
+    gt_lesions,
+    lesionwise_metrics,
+    lesionwise_region,
+)
+from .masks import as_mask, bounding_box, check_spacing
+from .surface import hd95, mask_border, surface_distances
 from .table import summarise, write_metrics_csv
 
-__all__ = ["METRIC_COLUMNS", "brats_metrics", "mean_iou", "pooled_dice", "summarise", "write_metrics_csv"]
+__all__ = [
+    "BRATS_HD95_PENALTY",
+    "CONVENTIONS",
+    "Convention",
+    "get_convention",
+    "METRIC_COLUMNS",
+    "brats_metrics",
+    "dice_hd95",
+    "mean_iou",
+    "pooled_dice",
+    "scored_regions",
+    "LESIONWISE_COLUMNS",
+    "LESIONWISE_PRESETS",
+    "LESIONWISE_STATS",
+    "MATCHINGS",
+    "LesionwiseResult",
+    "gt_lesions",
+    "lesionwise_metrics",
+    "lesionwise_region",
+    "as_mask",
+    "bounding_box",
+    "check_spacing",
+    "hd95",
+    "mask_border",
+    "surface_distances",
+    "summarise",
+    "write_metrics_csv",
+]

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import math
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from raagr2_monai.utils import atomic_write_text
@@ -20,12 +22,13 @@ __all__ = ["summarise", "write_metrics_csv"]
 def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     """Mean, sample standard deviation, median and count of every numeric column, ignoring NaN.
 
-    A column is numeric when every row holds an ``int`` or ``float`` there (``bool`` and strings such as the case id are
-    skipped). A column whose values are all NaN gets NaN statistics and count 0; ``std`` is the sample standard
-    deviation (n - 1) and needs two values.
+    A column is numeric when every row holds a real number there (Python or numpy; booleans and strings such as the
+    case id are skipped). NaN values, e.g. the both-empty regions of the ``"brats"`` convention, are left out, so
+    ``count`` is the number of subjects that entered each mean; a column whose values are all NaN gets NaN statistics
+    and count 0. ``std`` is the sample standard deviation (n - 1) and needs two values.
 
     Args:
-        rows: per-subject rows, e.g. from :class:`BraTSMetricsWriter`.
+        rows: per-subject rows, e.g. from :class:`~raagr2_monai.handlers.BraTSMetricsWriter`.
 
     Returns:
         ``{"mean": {column: value}, "std": {...}, "median": {...}, "count": {...}}``.
@@ -43,7 +46,8 @@ def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
         key
         for key in columns
         if all(
-            key in row and isinstance(row[key], (int, float)) and not isinstance(row[key], bool) for row in rows
+            key in row and isinstance(row[key], numbers.Real) and not isinstance(row[key], (bool, np.bool_))
+            for row in rows
         )
     ]
     summary: dict[str, dict[str, float]] = {"mean": {}, "std": {}, "median": {}, "count": {}}
