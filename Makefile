@@ -4,7 +4,13 @@ VENV ?= .venv
 PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test clean
+# MONAI Label 0.8.5 and this project in their own environment: monailabel needs jsonschema<4 (via pydicom-seg) and
+# pydicom<3, and installs a torchvision stand-in (tools/torchvision-stub), none of which belongs in .venv.
+ML_VENV ?= .venv-monailabel
+ML_PIP := $(ML_VENV)/bin/pip
+ML_PIN := -c constraints-monailabel.txt --build-constraint constraints-monailabel.txt
+
+.PHONY: install demo test clean monailabel
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,5 +26,15 @@ demo: install
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
+# sam2 (a monailabel dependency) compiles optional CUDA kernels unless SAM2_BUILD_CUDA=0.
+$(ML_VENV)/.installed: setup.cfg pyproject.toml constraints.txt constraints-monailabel.txt tools/torchvision-stub/pyproject.toml
+	$(PYTHON) -m venv $(ML_VENV)
+	$(ML_PIP) install -q --upgrade pip
+	$(ML_PIP) install -q $(ML_PIN) ./tools/torchvision-stub
+	SAM2_BUILD_CUDA=0 $(ML_PIP) install -q $(ML_PIN) monailabel==0.8.5 -e . pytest
+	touch $@
+
+monailabel: $(ML_VENV)/.installed
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(ML_VENV) build *.egg-info

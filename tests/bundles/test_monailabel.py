@@ -1,0 +1,269 @@
+"""The four bundles driven the way MONAI Label 0.8.5's ``monaibundle`` app drives them.
+
+MONAI Label's ``BundleInferTask`` and ``BundleTrainTask`` (``monailabel/tasks/{infer,train}/bundle.py``) use a bundle
+like this:
+
+- inference: ``inference.json`` parsed with ``bundle_root`` set to the bundle's folder and ``device`` replaced by a
+  plain string (``"cpu"``); the network from ``network_def`` with ``models/model.pt`` loaded (``checkpoint.get("model",
+  checkpoint)``, not strict); the transforms from ``preprocessing`` then ``pre_transforms`` and ``postprocessing``
+  then ``post_transforms`` (a ``Compose`` is taken apart, the later id wins), ``SaveImaged`` dropped, a top-level
+  ``LoadImaged`` switched to ``image_only=False``, and MONAI Label's own ``Restored(keys=<first output>,
+  ref_image=<first input>)`` appended; the inferer from ``inferer``; the data a dictionary holding ``image`` *and*
+  ``image_path`` (the same path) besides the request; the network output stored under ``pred``. The label names
+  shown by ``/info`` are the first output's ``channel_def`` (name -> int(key), "background" left out).
+- training: ``monai.bundle.run("run", init_id=None, final_id=None, ...)`` on ``train.json`` with the overrides
+  ``bundle_root``, ``train#trainer#max_epochs``, ``train#dataset#data``, ``device`` (a plain string),
+  ``train#handlers`` (the config's list with a ``CheckpointLoader`` of ``models/model.pt`` put first) and
+  ``validate#dataset#data``: the datastore's studies split 80/20, so one or two labelled studies leave the
+  validation list empty. The weights must land in ``models/model.pt``, which the inference task reads.
+
+The tests below do the same on a small synthetic 4D study (one NIfTI holding T1ce, T1, T2, FLAIR on a grid that is
+neither RAS nor 1 mm in z), once with plain MONAI and, where ``monailabel`` is installed (``make monailabel``), once
+with MONAI Label's own classes. The weights give a known answer: the network's last 1x1 convolution is zeroed and its
+bias set so that every voxel it sees is predicted as one BraTS label, so the label map must hold that label exactly on
+the brain's in-plane bounding box (all slices; roi 32 exceeds the brain) and 0 elsewhere, on the input's grid.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import monai.bundle
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor, partition_dataset
+from monai.transforms import Compose, LoadImaged, Resize, SaveImaged
+
+from raagr2_monai.data import make_case
+from raagr2_monai.networks import get_network
+
+from .conftest import BUNDLES, VARIANT_NAMES
+
+pytestmark = pytest.mark.slow
+
+DEVICE = "cpu"  # what MONAI Label puts in the config: a string, not a torch.device
+SHAPE = (40, 32, 16)  # synthesised; brain extents stay below 32 in-plane, so the roi 32 window only pads
+SLICES = slice(4, 12)  # eight of its slices are kept: 15 after resampling to 1 mm, for a fast slice-by-slice pass
+# x and y reversed (not RAS), 2 mm slices (Spacingd resamples z), an offset origin
+AFFINE = np.array([[-1.0, 0.0, 0.0, 20.0], [0.0, -1.0, 0.0, 15.0], [0.0, 0.0, 2.0, -8.0], [0.0, 0.0, 0.0, 1.0]])
+# head bias per variant -> the BraTS label every voxel gets: TC+WT -> 1 (NCR), WT only -> 2 (ED), all three -> 4 (ET)
+HEAD_BIAS = {
+    "baseline": ((10.0, 10.0, -10.0), 1),
+    "depthwise": ((-10.0, 10.0, -10.0), 2),
+    "paired": ((10.0, 10.0, 10.0), 4),
+    "encdec": ((10.0, 10.0, -10.0), 1),
+}
+
+
+def _save_nifti(array: np.ndarray, path: Path) -> None:
+    img = nib.Nifti1Image(array, AFFINE)
+    img.set_qform(AFFINE, code=1)
+    img.set_sform(AFFINE, code=1)
+    nib.save(img, str(path))
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory) -> Path:
+    """A MONAI Label datastore with one labelled 4D study: ``<root>/study.nii.gz``, ``<root>/labels/final/...``."""
+    root = tmp_path_factory.mktemp("datastore")
+    images, seg, _ = make_case(0, seed=5, shape=SHAPE)
+    volume = np.stack([images[m] for m in ("t1ce", "t1", "t2", "flair")], axis=-1)[:, :, SLICES]
+    _save_nifti(volume, root / "study.nii.gz")
+    (root / "labels" / "final").mkdir(parents=True)
+    _save_nifti(seg[:, :, SLICES], root / "labels" / "final" / "study.nii.gz")
+    return root
+
+
+def expected_labelmap(studies: Path, value: int) -> np.ndarray:
+    """``value`` on the brain's in-plane bounding box over all slices, 0 elsewhere, on the input's voxel grid."""
+    volume = np.asarray(nib.load(str(studies / "study.nii.gz")).dataobj)
+    brain = (volume > 0).any(axis=(2, 3))
+    xs, ys = np.nonzero(brain.any(axis=1))[0], np.nonzero(brain.any(axis=0))[0]
+    assert xs.size <= 32 and ys.size <= 32  # the premise: roi 32 pads, never crops
+    expected = np.zeros(volume.shape[:3], np.uint8)
+    expected[xs.min() : xs.max() + 1, ys.min() : ys.max() + 1, :] = value
+    return expected
+
+
+def _head_state(variant: str) -> dict:
+    network = get_network(variant)
+    heads = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 3]
+    with torch.no_grad():
+        heads[-1].weight.zero_()
+        heads[-1].bias.copy_(torch.tensor(HEAD_BIAS[variant][0]))
+    return network.state_dict()
+
+
+@pytest.fixture
+def bundle(variant, studies, tmp_path) -> Path:
+    """A copy of the bundle as MONAI Label holds it (``<app>/model/<name>``), with ``models/model.pt``.
+
+    Edited only where a user would edit a copy for speed: roi 32, small batches. ``dataset_dir`` points at the
+    datastore because MONAI Label does not override it, and the training ``initialize`` checks it (the default is
+    the built-in synthetic set, which would be generated first: 24 volumes of 96x96x64).
+    """
+    root = tmp_path / "model" / variant
+    shutil.copytree(BUNDLES / variant, root, ignore=shutil.ignore_patterns("runs", "models", "pruned"))
+    for name in ("inference.json", "train.json"):
+        path = root / "configs" / name
+        config = json.loads(path.read_text())
+        config.update(roi_size=[32, 32], batch_size=8, num_samples=2, num_workers=0, dataset_dir=str(studies))
+        path.write_text(json.dumps(config, indent=4))
+    (root / "models").mkdir()
+    torch.save(_head_state(variant), root / "models" / "model.pt")
+    return root
+
+
+def _first_io(root: Path) -> tuple:
+    """What BundleInferTask reads from metadata.json: first input key, first output key and its channel_def."""
+    metadata = json.loads((root / "configs" / "metadata.json").read_text())
+    key_image, _ = next(iter(metadata["network_data_format"]["inputs"].items()))
+    key_pred, pred = next(iter(metadata["network_data_format"]["outputs"].items()))
+    return key_image, key_pred, pred.get("channel_def", {})
+
+
+def _parsed_chain(parser: ConfigParser, ids) -> list:
+    chain: list = []
+    for k in ids:  # the later id wins, as in BundleInferTask
+        if parser.get(k):
+            c = parser.get_parsed_content(k, instantiate=True)
+            chain = list(c.transforms) if isinstance(c, Compose) else list(c)
+    return chain
+
+
+def _restored(d: dict, key: str, ref_image: str) -> dict:
+    """``monailabel.transform.post.Restored(keys=key, ref_image=ref_image)`` with its defaults (0.8.5), for an
+    environment without monailabel: resize back to the loaded image's spatial shape if it differs, drop a single
+    channel, and give the label the loaded image's original affine (what the writer then uses)."""
+    meta = d[ref_image].meta if isinstance(d.get(ref_image), MetaTensor) else d.get(f"{ref_image}_meta_dict", {})
+    result = d[key]
+    current = tuple(result.shape[1:])
+    spatial = tuple(meta.get("spatial_shape", current))[-len(current) :]
+    if np.any(np.not_equal(current, spatial)):
+        result = Resize(spatial_size=spatial, mode="nearest")(result)
+    d[key] = result if result.ndim <= 3 else result[0] if result.shape[0] == 1 else result
+    d.setdefault(f"{key}_meta_dict", {})["affine"] = meta.get("original_affine")
+    return d
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_info_names_labels_by_written_value(variant, bundle):
+    key_image, key_pred, channel_def = _first_io(bundle)
+    assert (key_image, key_pred) == ("image", "pred")  # MONAI Label feeds "image" and stores the output as "pred"
+    labels = {v.lower(): int(k) for k, v in channel_def.items() if v.lower() != "background"}
+    assert sorted(labels.values()) == [1, 2, 4]
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_infer_as_bundle_infer_task(variant, bundle, studies):
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser.config.update({"bundle_root": str(bundle), "device": DEVICE})
+    key_image, key_pred, _ = _first_io(bundle)
+
+    network = parser.get_parsed_content("network_def", instantiate=True).to(torch.device(DEVICE))
+    checkpoint = torch.load(bundle / "models" / "model.pt", map_location=DEVICE, weights_only=True)
+    state = checkpoint.get("model", checkpoint)
+    assert set(state) == set(network.state_dict())
+    network.load_state_dict(state, strict=False)
+    network.eval()
+
+    path = str(studies / "study.nii.gz")
+    data = {"model": variant, "image": path, "image_path": path, "device": DEVICE, "result_extension": ".nii.gz"}
+    pre = _parsed_chain(parser, ["preprocessing", "pre_transforms"])
+    for t in pre:
+        if isinstance(t, LoadImaged):
+            t._loader.image_only = False
+    for t in pre:
+        data = t(data)
+
+    inferer = parser.get_parsed_content("inferer", instantiate=True)
+    with torch.no_grad():
+        data["pred"] = inferer(data["image"][None].to(torch.device(DEVICE)), network)[0]
+
+    post = [t for t in _parsed_chain(parser, ["postprocessing", "post_transforms"]) if not isinstance(t, SaveImaged)]
+    for t in post:
+        data = t(data)
+    data = _restored(data, key_pred, key_image)
+
+    label = np.asarray(data["pred"])
+    np.testing.assert_array_equal(label, expected_labelmap(studies, HEAD_BIAS[variant][1]))
+    np.testing.assert_allclose(np.asarray(data["pred_meta_dict"]["affine"]), AFFINE, atol=1e-5)
+    assert not list(bundle.rglob("*.nii.gz")), "nothing is written into the bundle: MONAI Label writes the result"
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_train_as_bundle_train_task(variant, bundle, studies):
+    model_pt = bundle / "models" / "model.pt"
+    before = _weights(model_pt)
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "train.json"))
+    handlers = parser.get("train#handlers", [])
+    handlers.insert(0, {"_target_": "CheckpointLoader", "load_path": str(model_pt), "load_dict": {"model": "$@network"},
+                        "strict": False})
+    datalist = [{"image": str(studies / "study.nii.gz"), "label": str(studies / "labels" / "final" / "study.nii.gz")}]
+    train_ds, val_ds = partition_dataset(datalist, ratios=[0.8, 0.2], shuffle=False)
+    assert (len(train_ds), len(val_ds)) == (1, 0)  # what MONAI Label's default val_split gives one study
+
+    monai.bundle.run(
+        run_id="run",
+        init_id=None,
+        final_id=None,
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        config_file=str(bundle / "configs" / "train.json"),
+        **{
+            "bundle_root": str(bundle),
+            "train#trainer#max_epochs": 1,
+            "train#dataset#data": train_ds,
+            "device": DEVICE,
+            "train#handlers": handlers,
+            "validate#dataset#data": val_ds,
+        },
+    )
+
+    after = _weights(model_pt)
+    assert set(after) == set(before)  # a plain state_dict that BundleInferTask loads
+    assert any(not torch.equal(after[k], before[k]) for k in before), "models/model.pt holds the trained weights"
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_monailabel_infer_task(variant, bundle, studies):
+    bundle_infer = pytest.importorskip("monailabel.tasks.infer.bundle")
+    task = bundle_infer.BundleInferTask(str(bundle), {})
+    assert task.is_valid()
+
+    result_file, result = task({"image": str(studies / "study.nii.gz"), "device": DEVICE})
+    try:
+        written = nib.load(result_file)
+        np.testing.assert_array_equal(np.asarray(written.dataobj), expected_labelmap(studies, HEAD_BIAS[variant][1]))
+        np.testing.assert_allclose(written.affine, AFFINE, atol=1e-5)
+    finally:
+        Path(result_file).unlink(missing_ok=True)
+    assert result["label_names"] == task.labels
+    assert sorted(task.labels.values()) == [1, 2, 4]  # what /info shows
+
+
+@pytest.mark.parametrize("variant", VARIANT_NAMES)
+def test_monailabel_train_task(variant, bundle, studies):
+    bundle_train = pytest.importorskip("monailabel.tasks.train.bundle")
+    from monailabel.datastore.local import LocalDatastore
+
+    model_pt = bundle / "models" / "model.pt"
+    before = _weights(model_pt)
+    task = bundle_train.BundleTrainTask(str(bundle), {})
+    assert task.is_valid()
+    datastore = LocalDatastore(str(studies), extensions=["*.nii.gz"], auto_reload=False)
+    assert len(datastore.datalist()) == 1
+
+    task({"model": variant, "max_epochs": 1, "device": DEVICE, "multi_gpu": False}, datastore)
+
+    after = _weights(model_pt)
+    assert set(after) == set(before)
+    assert any(not torch.equal(after[k], before[k]) for k in before), "models/model.pt holds the trained weights"
