@@ -330,6 +330,9 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         "prediction_dir": "$@output_dir + '/predictions'",
         "output_postfix": "pred",
         "eval_section": "testing",
+        # "brats": the official BraTS evaluation's rules; "thesis": both-empty regions score 1 (see the docs)
+        "metric_convention": "brats",
+        "lesionwise": "brats2023-gli",
         "validate#datalist": "$raagr2_monai.data.load_split(@dataset_dir, @eval_section, @datalist, @seed)",
         "validate#postprocessing": writeback_spec(
             "@validate#preprocessing", keep_probabilities=True, output_dir="@prediction_dir"
@@ -343,9 +346,13 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
                 "_target_": "raagr2_monai.handlers.BraTSMetricsWriter",
                 "output_dir": "@output_dir",
                 "prob_key": "pred_prob",
+                "convention": "@metric_convention",
+                "lesionwise": "@lesionwise",
             },
         ],
         "run_settings#eval_section": "@eval_section",
+        "run_settings#metric_convention": "@metric_convention",
+        "run_settings#lesionwise": "@lesionwise",
         "run": ["$@validate#evaluator.run()"],
         "evaluating": "$@run",
     }

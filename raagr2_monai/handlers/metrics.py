@@ -16,23 +16,32 @@ from monai.data import MetaTensor, decollate_batch
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import DiceMetric
 
-from raagr2_monai.data.labels import labelmap_to_regions
 from raagr2_monai.data.layouts import strip_extension
 from raagr2_monai.data.validation import read_label_file
-from raagr2_monai.metrics import METRIC_COLUMNS, brats_metrics, mean_iou, pooled_dice, summarise, write_metrics_csv
+from raagr2_monai.metrics import (
+    SUBJECT_COLUMNS,
+    get_convention,
+    lesionwise_options,
+    score_subject,
+    summarise,
+    write_metrics_csv,
+)
+from raagr2_monai.utils import atomic_write_json
 
-__all__ = ["BraTSMeanDice", "BraTSMetricsWriter", "score_label_maps"]
+__all__ = ["BraTSMeanDice", "BraTSMetricsWriter"]
 
 logger = logging.getLogger(__name__)
 
 
 class BraTSMeanDice(IgniteMetricHandler):
-    """Mean Dice over TC, WT, ET with the BraTS empty-case convention, as an Ignite metric for the evaluator.
+    """Mean Dice over TC, WT, ET for validation during training (model selection, LR schedule, early stopping).
 
     ``monai.handlers.MeanDice`` has no ``ignore_empty`` argument and scores an empty label as NaN, leaving such
     subjects out of the mean; this handler wraps ``DiceMetric(include_background=True, ignore_empty=False)`` so that
-    an empty region scores 1 when the prediction is empty too and 0 otherwise, as in :func:`brats_metrics`.
-    Predictions must be binarised by the evaluator's postprocessing (e.g. ``AsDiscreted(threshold=0.5)``).
+    an empty region scores 1 when the prediction is empty too and 0 otherwise (the ``"thesis"`` convention of
+    :mod:`raagr2_monai.metrics.conventions`): a model that wrongly predicts enhancing tumour in a case without any is
+    penalised, and no subject drops out of a small validation set. Evaluation reports the official convention.
+    Predictions must be binarised by the evaluator's postprocessing (``NestRegionsd`` in the bundles).
 
     Args:
         reduction: MONAI metric reduction; ``"mean"`` gives one number, ``"mean_batch"`` one per region.
@@ -65,25 +74,32 @@ class BraTSMetricsWriter:
     :func:`raagr2_monai.data.chains.writeback_spec`) holds ``pred_key``: the (1, X, Y, Z) label map 0/1/2/4 on the
     input's grid, as written; optionally ``prob_key``: the (3, X, Y, Z) probabilities on that grid; and
     ``label_key``: the label MetaTensor of the working grid, whose ``meta["filename_or_obj"]`` names the seg file.
-    That file is read as it is on disk (:func:`raagr2_monai.data.validation.read_label_file`) and both label maps are
-    turned into the regions TC, WT, ET the same way, so the scores are those of the written segmentation; distances
-    are in mm, from the seg file's voxel spacing.
+    That file is read as it is on disk (:func:`raagr2_monai.data.validation.read_label_file`) and the two label maps
+    are scored by :func:`raagr2_monai.metrics.score_subject` (global and lesion-wise metrics under one scoring
+    convention), so the scores are those of the written segmentation; distances are in mm, from the seg file's voxel
+    spacing.
 
     The case id comes from, in order: the ``case_key`` entry of the output item, of the matching
     ``engine.state.batch`` item, the seg file's name, or ``case_<n>``.
 
     On ``STARTED`` the rows are cleared (an evaluator runs once per validation round); on ``COMPLETED`` the rows of
     all processes are gathered (every rank must attach this handler) and rank 0 writes
-    ``<output_dir>/metrics_per_subject.csv`` (a ``case`` column then :data:`~raagr2_monai.metrics.METRIC_COLUMNS`,
-    one row per subject, sorted by case) and ``<output_dir>/metrics_summary.csv`` (a ``statistic`` column, rows mean,
-    std, median, count, then the same metric columns).
+    ``<output_dir>/metrics_per_subject.csv`` (a ``case`` column then :data:`~raagr2_monai.metrics.SUBJECT_COLUMNS`,
+    the lesion-wise ones only when computed, one row per subject, sorted by case), ``<output_dir>/metrics_summary.csv`` (a ``statistic`` column, rows mean,
+    std, median and count - the number of subjects entering each mean, those with both sides empty being left out
+    under the official convention - then the same metric columns) and ``<output_dir>/metrics_settings.json`` (the
+    scoring convention with its reference, the lesion-wise options, the number of subjects).
 
     Args:
-        output_dir: folder of the two CSV files.
+        output_dir: folder of the CSV and JSON files.
         pred_key: key of the written label map in each output item.
         prob_key: key of the probabilities (for the thesis-style pooled Dice), or ``None``.
         label_key: key of the label MetaTensor naming the seg file.
         case_key: key of the case id in the output or batch items.
+        convention: the scoring convention, ``"brats"`` (official BraTS evaluation, default) or ``"thesis"`` (the
+            former one: both-empty Dice 1; see :mod:`raagr2_monai.metrics.conventions`).
+        lesionwise: a lesion-wise preset name (``raagr2_monai.metrics.LESIONWISE_PRESETS``) or options; ``None``
+            leaves the lesion-wise columns out.
 
     Example::
 
@@ -97,7 +113,11 @@ class BraTSMetricsWriter:
         prob_key: str | None = None,
         label_key: str = "label",
         case_key: str = "case",
+        convention: str = "brats",
+        lesionwise: str | Mapping[str, Any] | None = "brats2023-gli",
     ) -> None:
+        self.convention = get_convention(convention)
+        self.lesionwise = lesionwise_options(lesionwise)
         self.output_dir = Path(output_dir)
         self.pred_key = pred_key
         self.prob_key = prob_key
@@ -160,64 +180,37 @@ class BraTSMetricsWriter:
             case = self._case_id(engine, item, index, seg_path)
             truth, spacing = read_label_file(seg_path, case)
             prob = item.get(self.prob_key) if self.prob_key else None
-            self.rows.append(score_label_maps(item[self.pred_key], torch.as_tensor(truth)[None], case, spacing, prob))
+            self.rows.append(
+                score_subject(
+                    item[self.pred_key], torch.as_tensor(truth)[None], case, spacing, prob, self.convention,
+                    self.lesionwise,
+                )
+            )
 
     def completed(self, engine: Engine | None = None) -> None:
         """Gather the rows of all processes; rank 0 writes the per-subject and summary CSV files."""
         rows = sorted((row for part in idist.all_gather(self.rows) for row in part), key=lambda row: row["case"])
         if idist.get_rank() != 0:
             return
-        per_subject = write_metrics_csv(
-            rows, self.output_dir / "metrics_per_subject.csv", fieldnames=("case", *METRIC_COLUMNS)
-        )
+        columns = [c for c in SUBJECT_COLUMNS if self.lesionwise is not None or not c.startswith("lesion_")]
+        rows = [{key: row[key] for key in ("case", *columns)} for row in rows]
+        per_subject = write_metrics_csv(rows, self.output_dir / "metrics_per_subject.csv", fieldnames=("case", *columns))
         stats = summarise(rows)
         summary_rows = []
         for name, values in stats.items():
             missing = 0.0 if name == "count" else math.nan
-            summary_rows.append({"statistic": name, **{key: values.get(key, missing) for key in METRIC_COLUMNS}})
+            summary_rows.append({"statistic": name, **{key: values.get(key, missing) for key in columns}})
         summary = write_metrics_csv(
-            summary_rows, self.output_dir / "metrics_summary.csv", fieldnames=("statistic", *METRIC_COLUMNS)
+            summary_rows, self.output_dir / "metrics_summary.csv", fieldnames=("statistic", *columns)
+        )
+        atomic_write_json(
+            self.output_dir / "metrics_settings.json",
+            {
+                "convention": self.convention.name,
+                "convention_description": self.convention.description,
+                "lesionwise": self.lesionwise,
+                "subjects": len(rows),
+                "scored_against": "the seg file of each case, on its own grid and voxel spacing (mm)",
+            },
         )
         logger.info("BraTS metrics of %d subjects written to %s and %s", len(rows), per_subject, summary)
-
-
-def score_label_maps(
-    pred: torch.Tensor,
-    truth: torch.Tensor,
-    case: str,
-    spacing: Sequence[float] | None = None,
-    prob: torch.Tensor | None = None,
-) -> dict[str, Any]:
-    """Every per-subject metric of a predicted label map against the true one, both (1, X, Y, Z) with raw labels.
-
-    Args:
-        pred: the predicted label map 0/1/2/4.
-        truth: the true label map on the same grid.
-        case: the case id.
-        spacing: voxel size in mm per axis; ``None`` = 1.
-        prob: the (3, X, Y, Z) region probabilities the label map came from, for the thesis-style pooled Dice
-            (NaN without).
-
-    Returns:
-        ``{"case": case, <every column of METRIC_COLUMNS>: float}``.
-
-    Raises:
-        ValueError: when the two label maps differ in shape.
-    """
-    pred_t = torch.as_tensor(pred).detach()
-    truth_t = torch.as_tensor(truth).detach()
-    if tuple(pred_t.shape) != tuple(truth_t.shape):
-        raise ValueError(
-            f"Case {case}: the predicted label map has shape {tuple(pred_t.shape)}, the seg file "
-            f"{tuple(truth_t.shape)}: the prediction must be inverted onto the input's grid before scoring."
-        )
-    pred_regions = labelmap_to_regions(pred_t)[None].bool()
-    true_regions = labelmap_to_regions(truth_t)[None].bool()
-    metrics = brats_metrics(pred_regions, true_regions, spacing=spacing)
-    row: dict[str, Any] = {"case": case}
-    row.update({key: float(value[0]) for key, value in metrics.items()})
-    row["thesis_pooled_dice"] = (
-        float(pooled_dice(torch.as_tensor(prob).detach()[None], true_regions.float())) if prob is not None else math.nan
-    )
-    row["mean_iou"] = float(mean_iou(pred_regions, true_regions)[0])
-    return {key: row[key] for key in ("case", *METRIC_COLUMNS)}

@@ -1,5 +1,6 @@
 """BraTS metrics as plain functions on arrays: global Dice and HD95 (:mod:`.functional`, :mod:`.surface`), lesion-wise
-scores (:mod:`.lesionwise`), the named scoring conventions (:mod:`.conventions`) and their tables (:mod:`.table`). The
+scores (:mod:`.lesionwise`), every metric of one subject from two label maps (:mod:`.subject`), the named scoring
+conventions (:mod:`.conventions`) and their tables (:mod:`.table`). The
 Ignite handlers that compute them during evaluation are in :mod:`raagr2_monai.handlers`."""
 
 from .conventions import BRATS_HD95_PENALTY, CONVENTIONS, Convention, get_convention
@@ -15,6 +16,7 @@ from .lesionwise import (
     lesionwise_region,
 )
 from .masks import as_mask, bounding_box, check_spacing
+from .subject import SUBJECT_COLUMNS, lesionwise_options, score_subject
 from .surface import hd95, mask_border, surface_distances
 from .table import summarise, write_metrics_csv
 
@@ -40,6 +42,9 @@ __all__ = [
     "as_mask",
     "bounding_box",
     "check_spacing",
+    "SUBJECT_COLUMNS",
+    "lesionwise_options",
+    "score_subject",
     "hd95",
     "mask_border",
     "surface_distances",
