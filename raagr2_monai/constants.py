@@ -5,12 +5,16 @@ Defined once here; every other module imports them, so a table, a transform and 
 
 from __future__ import annotations
 
-from typing import Tuple
+from dataclasses import dataclass
+from typing import Dict, Tuple
 
 __all__ = [
     "CHANNELS",
     "CHANNEL_NAMES",
     "LABEL_SUFFIX",
+    "LabelConvention",
+    "LABEL_CONVENTIONS",
+    "DEFAULT_CONVENTION",
     "LABEL_VALUES",
     "LABEL_NAMES",
     "REGIONS",
@@ -26,10 +30,57 @@ CHANNELS: Tuple[str, ...] = ("t1ce", "t1", "t2", "flair")
 CHANNEL_NAMES: Tuple[str, ...] = ("T1ce", "T1", "T2", "FLAIR")
 #: Suffix of a case's label file.
 LABEL_SUFFIX = "seg"
-#: Raw BraTS 2018-2021 label values: background, NCR/NET, edema, enhancing tumour.
-LABEL_VALUES: Tuple[int, ...] = (0, 1, 2, 4)
-#: What each raw label value means.
-LABEL_NAMES = {0: "background", 1: "NCR/NET", 2: "ED", 4: "ET"}
+
+
+@dataclass(frozen=True)
+class LabelConvention:
+    """The raw label value of each tumour subregion in one family of BraTS data; 0 is the background in all.
+
+    The regions follow: TC = {ncr, et}, WT = {ncr, ed, et}, ET = {et}.
+
+    Attributes:
+        name: the convention's key in :data:`LABEL_CONVENTIONS`.
+        description: the data it belongs to.
+        ncr: necrotic (and non-enhancing) tumour core.
+        ed: edema (surrounding non-enhancing FLAIR hyperintensity).
+        et: enhancing tumour.
+    """
+
+    name: str
+    description: str
+    ncr: int
+    ed: int
+    et: int
+
+    @property
+    def values(self) -> Tuple[int, ...]:
+        """Every valid value, background first."""
+        return (0, *sorted((self.ncr, self.ed, self.et)))
+
+    @property
+    def names(self) -> Dict[int, str]:
+        """Value -> subregion name."""
+        return {0: "background", self.ncr: "NCR", self.ed: "ED", self.et: "ET"}
+
+
+#: The label conventions of the BraTS data people have.
+LABEL_CONVENTIONS: Dict[str, LabelConvention] = {
+    c.name: c
+    for c in (
+        LabelConvention("brats2021", "BraTS 2018-2021: 1 NCR/NET, 2 ED, 4 ET", ncr=1, ed=2, et=4),
+        LabelConvention("brats2023", "BraTS 2023+ (GLI, MEN, MET, PED, SSA): 1 NETC, 2 SNFH, 3 ET", ncr=1, ed=2, et=3),
+        LabelConvention(
+            "msd", "Medical Segmentation Decathlon Task01_BrainTumour: 1 edema, 2 non-enhancing tumour, 3 enhancing "
+            "tumour", ncr=2, ed=1, et=3,
+        ),
+    )
+}
+#: The convention of the bundles' metadata, the synthetic set and the thesis.
+DEFAULT_CONVENTION = "brats2021"
+#: Raw label values of the default convention: background, NCR/NET, edema, enhancing tumour.
+LABEL_VALUES: Tuple[int, ...] = LABEL_CONVENTIONS[DEFAULT_CONVENTION].values
+#: What each raw label value of the default convention means.
+LABEL_NAMES: Dict[int, str] = LABEL_CONVENTIONS[DEFAULT_CONVENTION].names
 #: The network's output channels, nested regions: tumour core {1, 4}, whole tumour {1, 2, 4}, enhancing tumour {4}.
 REGIONS: Tuple[str, ...] = ("TC", "WT", "ET")
 #: The disjoint subregions derived from them for reporting: NCR = TC - ET, ED = WT - TC, ET.

@@ -93,6 +93,8 @@ def _common(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> D
         "bundle_root": "$raagr2_monai.bundle.find_bundle_root()",
         "dataset_dir": "$raagr2_monai.data.default_dataset_dir()",
         "datalist": None,
+        # "auto": each case's labels follow its layout's convention; or brats2021, brats2023, msd for every case
+        "label_convention": "auto",
         "ckpt_dir": "$@bundle_root + '/models'",
         "ckpt_path": "$@ckpt_dir + '/model.pt'",
         "seed": 0,
@@ -180,7 +182,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "patience": 3,
             },
             "train": {
-                "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'training', @datalist, @seed)",
+                "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'training', @datalist, @seed, label_convention=@label_convention)",
                 "preprocessing": train_spec(),
                 "dataset": {
                     "_target_": "CacheDataset",
@@ -213,7 +215,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 },
             },
             "validate": {
-                "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'validation', @datalist, @seed)",
+                "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'validation', @datalist, @seed, label_convention=@label_convention)",
                 "preprocessing": preprocessing_spec(with_label=True),
                 "dataset": {
                     "_target_": "CacheDataset",
@@ -333,9 +335,9 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         # "brats": the official BraTS evaluation's rules; "thesis": both-empty regions score 1 (see the docs)
         "metric_convention": "brats",
         "lesionwise": "brats2023-gli",
-        "validate#datalist": "$raagr2_monai.data.load_split(@dataset_dir, @eval_section, @datalist, @seed)",
+        "validate#datalist": "$raagr2_monai.data.load_split(@dataset_dir, @eval_section, @datalist, @seed, label_convention=@label_convention)",
         "validate#postprocessing": writeback_spec(
-            "@validate#preprocessing", keep_probabilities=True, output_dir="@prediction_dir"
+            "@validate#preprocessing", keep_probabilities=True, output_dir="@prediction_dir", output_labels=False
         ),
         "validate#key_metric": None,
         "validate#additional_metrics": None,
@@ -375,8 +377,10 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
             "threshold": "$float(@displayable_configs#threshold)",
             "output_dir": "$@bundle_root + '/runs/inference'",
             "datalist_section": "testing",
-            "data": "$raagr2_monai.data.inference_cases(@dataset_dir, @datalist, @datalist_section)",
+            "data": "$raagr2_monai.data.inference_cases(@dataset_dir, @datalist, @datalist_section, @label_convention)",
             "output_postfix": "pred",
+            # the label values written: "input" (each case's own convention) or brats2021, brats2023, msd
+            "output_labels": "input",
             "preprocessing": preprocessing_spec(with_label=False),
             "dataset": {"_target_": "Dataset", "data": "@data", "transform": "@preprocessing"},
             "dataloader": {

@@ -167,7 +167,10 @@ def validation_postprocessing_spec() -> Dict[str, Any]:
 
 
 def writeback_spec(
-    preprocessing: str = "@preprocessing", keep_probabilities: bool = False, output_dir: str = "@output_dir"
+    preprocessing: str = "@preprocessing",
+    keep_probabilities: bool = False,
+    output_dir: str = "@output_dir",
+    output_labels: bool = True,
 ) -> Dict[str, Any]:
     """Write-back chain: a (3, H, W, Z) TC / WT / ET prediction -> ``<output_dir>/<case>_@output_postfix.nii.gz``.
 
@@ -181,6 +184,8 @@ def writeback_spec(
         keep_probabilities: keep the inverted probabilities as ``pred_prob`` (evaluation's thesis-style pooled Dice
             is computed on soft predictions).
         output_dir: reference to the folder the label maps go to.
+        output_labels: write in the convention ``@output_labels`` names (``"input"``: each case's own); when
+            ``False``, always in each case's own (evaluation scores the map against the case's seg file).
 
     Returns:
         A ``Compose`` spec over decollated dictionaries holding ``image`` (as preprocessed) and ``pred``.
@@ -200,7 +205,12 @@ def writeback_spec(
     if keep_probabilities:
         transforms.append({"_target_": "CopyItemsd", "keys": PRED_KEY, "names": "pred_prob"})
     transforms += [
-        {"_target_": f"{_TRANSFORMS}.RegionsToLabelMapd", "keys": PRED_KEY, "threshold": "@threshold"},
+        {
+            "_target_": f"{_TRANSFORMS}.RegionsToLabelMapd",
+            "keys": PRED_KEY,
+            "threshold": "@threshold",
+            "convention": "$None if @output_labels == 'input' else @output_labels" if output_labels else None,
+        },
         {"_target_": f"{_TRANSFORMS}.CaseNameToMetad", "keys": PRED_KEY, "case_key": CASE_KEY},
         {
             "_target_": "SaveImaged",
@@ -282,10 +292,15 @@ def inference_transforms(roi_size: Sequence[int] = (192, 192)) -> Compose:
 
 
 def inference_postprocessing(
-    preprocessing: Compose, output_dir: str, threshold: float = 0.5, output_postfix: str = "pred"
+    preprocessing: Compose,
+    output_dir: str,
+    threshold: float = 0.5,
+    output_postfix: str = "pred",
+    output_labels: str = "input",
 ) -> Compose:
-    """:func:`writeback_spec` instantiated: writes ``<output_dir>/<case>_<output_postfix>.nii.gz``."""
+    """:func:`writeback_spec` instantiated: writes ``<output_dir>/<case>_<output_postfix>.nii.gz`` with labels in
+    ``output_labels`` (a convention name, or ``"input"`` for each case's own)."""
     return build(
         writeback_spec(), preprocessing=preprocessing, output_dir=str(output_dir), threshold=threshold,
-        output_postfix=output_postfix,
+        output_postfix=output_postfix, output_labels=output_labels,
     )

@@ -1,21 +1,28 @@
-"""BraTS label maps and the network's regions, in both directions (SPEC §2).
+"""BraTS label maps and the network's regions, in both directions, in every label convention.
 
-Raw labels (BraTS 2018-2021): 0 background, 1 NCR/NET, 2 edema, 4 enhancing tumour. The network predicts the nested
-regions TC = {1, 4}, WT = {1, 2, 4}, ET = {4} (MONAI's ``ConvertToMultiChannelBasedOnBratsClasses`` order); reports
-also use the disjoint subregions NCR = TC - ET, ED = WT - TC and ET. A label map written back to disk nests the
-regions: ET -> 4, else TC -> 1, else WT -> 2, else 0.
+Raw labels differ by data (:data:`~raagr2_monai.constants.LABEL_CONVENTIONS`): BraTS 2018-2021 uses 1 NCR/NET,
+2 edema, 4 enhancing tumour; BraTS 2023+ 1, 2, 3; the Medical Segmentation Decathlon 1 edema, 2 non-enhancing,
+3 enhancing. The network predicts the nested regions TC = {NCR, ET}, WT = {NCR, ED, ET}, ET (MONAI's
+``ConvertToMultiChannelBasedOnBratsClasses`` order); reports also use the disjoint subregions NCR = TC - ET,
+ED = WT - TC and ET. A label map written back to disk nests the regions: ET, else TC -> NCR, else WT -> ED, else 0,
+each as its convention writes it.
 
 The functions take and return torch tensors; a MetaTensor keeps its metadata.
 """
 
 from __future__ import annotations
 
+from typing import Iterable, Optional, Union
+
+import numpy as np
 import torch
 from monai.utils import convert_to_dst_type, convert_to_tensor
 
-from raagr2_monai.constants import REGIONS
+from raagr2_monai.constants import DEFAULT_CONVENTION, LABEL_CONVENTIONS, REGIONS, LabelConvention
 
 __all__ = [
+    "get_label_convention",
+    "conventions_fitting",
     "binarise",
     "labelmap_to_regions",
     "regions_to_labelmap",
@@ -23,6 +30,43 @@ __all__ = [
     "regions_to_subregions",
     "labelmap_to_subregions",
 ]
+
+
+ConventionLike = Union[str, LabelConvention]
+
+
+def get_label_convention(convention: Optional[ConventionLike] = None) -> LabelConvention:
+    """A label convention by name (``brats2021``, ``brats2023``, ``msd``); ``None`` = the default (``brats2021``).
+
+    Raises:
+        ValueError: an unknown name, listing the valid ones.
+
+    Example::
+
+        >>> get_label_convention("brats2023").et
+        3
+    """
+    if isinstance(convention, LabelConvention):
+        return convention
+    name = DEFAULT_CONVENTION if convention is None else convention
+    try:
+        return LABEL_CONVENTIONS[name]
+    except KeyError:
+        raise ValueError(
+            f"Unknown label convention {convention!r}; valid: {', '.join(LABEL_CONVENTIONS)}."
+        ) from None
+
+
+def conventions_fitting(values: Iterable[float]) -> list:
+    """The names of the conventions whose label values include all of ``values``.
+
+    Example::
+
+        >>> conventions_fitting([0, 2, 4]), conventions_fitting([0, 3]), conventions_fitting([5])
+        (['brats2021'], ['brats2023', 'msd'], [])
+    """
+    found = set(np.asarray(list(values), dtype=float).tolist())
+    return [name for name, c in LABEL_CONVENTIONS.items() if found <= set(map(float, c.values))]
 
 
 def binarise(values: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
@@ -51,11 +95,13 @@ def _three_channels(regions: torch.Tensor, dim: int) -> torch.Tensor:
     return convert_to_tensor(regions, track_meta=False)
 
 
-def labelmap_to_regions(labelmap: torch.Tensor) -> torch.Tensor:
-    """Raw BraTS labels -> overlapping regions TC = {1, 4}, WT = {1, 2, 4}, ET = {4}.
+def labelmap_to_regions(labelmap: torch.Tensor, convention: Optional[ConventionLike] = None) -> torch.Tensor:
+    """Raw labels -> overlapping regions TC = {NCR, ET}, WT = {NCR, ED, ET}, ET (BraTS 2018-2021: {1, 4}, {1, 2, 4},
+    {4}).
 
     Args:
-        labelmap: (1, *spatial) raw labels 0 / 1 / 2 / 4.
+        labelmap: (1, *spatial) raw labels.
+        convention: the labels' convention (:func:`get_label_convention`).
 
     Returns:
         (3, *spatial) float32 in the order TC, WT, ET; a MetaTensor input keeps its metadata.
@@ -70,17 +116,23 @@ def labelmap_to_regions(labelmap: torch.Tensor) -> torch.Tensor:
                 [0., 1., 1., 1.],
                 [0., 0., 0., 1.]])
     """
+    c = get_label_convention(convention)
     lab = _channel_first_label(labelmap)
-    regions = torch.stack([(lab == 1) | (lab == 4), (lab == 1) | (lab == 2) | (lab == 4), lab == 4])
+    ncr, ed, et = lab == c.ncr, lab == c.ed, lab == c.et
+    regions = torch.stack([ncr | et, ncr | ed | et, et])
     return convert_to_dst_type(regions, dst=labelmap, dtype=torch.float32)[0]
 
 
-def regions_to_labelmap(regions: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
-    """TC / WT / ET probabilities or masks -> BraTS label map: ET -> 4, else TC -> 1, else WT -> 2, else 0.
+def regions_to_labelmap(
+    regions: torch.Tensor, threshold: float = 0.5, convention: Optional[ConventionLike] = None
+) -> torch.Tensor:
+    """TC / WT / ET probabilities or masks -> label map: ET, else TC -> NCR, else WT -> ED, else 0 (BraTS 2018-2021:
+    4, 1, 2).
 
     Args:
         regions: (3, *spatial) in the order TC, WT, ET.
         threshold: a channel counts where its value is at or above this (:func:`binarise`).
+        convention: the convention to write the labels in (:func:`get_label_convention`).
 
     Returns:
         (1, *spatial) uint8 label map; a MetaTensor input keeps its metadata.
@@ -93,11 +145,12 @@ def regions_to_labelmap(regions: torch.Tensor, threshold: float = 0.5) -> torch.
         >>> regions_to_labelmap(torch.tensor([[0.0, 0.9, 0.1, 0.8], [0.0, 1.0, 0.7, 0.9], [0.0, 0.2, 0.0, 0.6]]))
         tensor([[0, 1, 2, 4]], dtype=torch.uint8)
     """
+    c = get_label_convention(convention)
     tc, wt, et = binarise(_three_channels(regions, 0), threshold)
     labelmap = torch.zeros_like(tc, dtype=torch.uint8)
-    labelmap[wt] = 2
-    labelmap[tc] = 1
-    labelmap[et] = 4
+    labelmap[wt] = c.ed
+    labelmap[tc] = c.ncr
+    labelmap[et] = c.et
     return convert_to_dst_type(labelmap[None], dst=regions, dtype=torch.uint8)[0]
 
 
@@ -152,11 +205,12 @@ def regions_to_subregions(regions: torch.Tensor, threshold: float = 0.5, dim: in
     return convert_to_dst_type(subregions, dst=regions, dtype=regions.dtype)[0]
 
 
-def labelmap_to_subregions(labelmap: torch.Tensor) -> torch.Tensor:
-    """Raw BraTS labels -> disjoint NCR (1), ED (2), ET (4) masks.
+def labelmap_to_subregions(labelmap: torch.Tensor, convention: Optional[ConventionLike] = None) -> torch.Tensor:
+    """Raw labels -> disjoint NCR, ED, ET masks (BraTS 2018-2021: 1, 2, 4).
 
     Args:
-        labelmap: (1, *spatial) raw labels 0 / 1 / 2 / 4.
+        labelmap: (1, *spatial) raw labels.
+        convention: the labels' convention (:func:`get_label_convention`).
 
     Returns:
         (3, *spatial) float32 in the order NCR, ED, ET.
@@ -171,7 +225,8 @@ def labelmap_to_subregions(labelmap: torch.Tensor) -> torch.Tensor:
                 [0., 1., 0.],
                 [0., 0., 1.]])
     """
+    c = get_label_convention(convention)
     lab = _channel_first_label(labelmap)
-    subregions = torch.stack([lab == 1, lab == 2, lab == 4])
+    subregions = torch.stack([lab == c.ncr, lab == c.ed, lab == c.et])
     return convert_to_dst_type(subregions, dst=labelmap, dtype=torch.float32)[0]
 

@@ -7,9 +7,9 @@ import json
 import os
 from typing import List, Optional, Tuple
 
-from raagr2_monai.constants import SECTIONS
+from raagr2_monai.constants import DEFAULT_CONVENTION, SECTIONS
 
-from .layouts import EXTENSIONS, find_cases, strip_extension
+from .layouts import find_cases
 from .split import DEFAULT_SPLIT, SplitLike, build_datalist
 from .synthetic import default_dataset_dir, ensure_synthetic
 
@@ -23,6 +23,7 @@ def load_split(
     seed: int = 0,
     split: SplitLike = DEFAULT_SPLIT,
     check: bool = False,
+    label_convention: str = "auto",
 ) -> List[dict]:
     """One section of the data, for bundle configs.
 
@@ -40,6 +41,8 @@ def load_split(
         split: fractions of the in-memory split.
         check: read every volume before splitting (slow on a full BraTS set; validate once with
             ``raagr2 datalist`` instead).
+        label_convention: ``"auto"`` (each entry's own, from the layout or the datalist) or the convention every
+            entry gets.
 
     Returns:
         The section's entries.
@@ -51,9 +54,8 @@ def load_split(
 
     Example::
 
-        >>> train_files = load_split(None, "training")  # the synthetic set
-        >>> sorted(train_files[0])
-        ['case', 'grade', 'image', 'label']
+        train_files = load_split(None, "training")  # the synthetic set
+        sorted(train_files[0])  # ['case', 'grade', 'image', 'label', 'label_convention']
     """
     if section not in SECTIONS:
         raise ValueError(f"section must be one of {SECTIONS}; got {section!r}.")
@@ -66,11 +68,15 @@ def load_split(
         with open(datalist) as f:
             raw = json.load(f)[section]
         for entry, original in zip(entries, raw):
-            for key in ("case", "grade"):
+            for key in ("case", "grade", "label_convention"):
                 if key in original:
                     entry[key] = original[key]
+            entry.setdefault("label_convention", DEFAULT_CONVENTION)
+            if label_convention != "auto":
+                entry["label_convention"] = label_convention
         return entries
-    return build_datalist(resolve_dataset_dir(dataset_dir), seed, split, check=check)[section]
+    folder = resolve_dataset_dir(dataset_dir)
+    return build_datalist(folder, seed, split, check=check, label_convention=label_convention)[section]
 
 
 def _dataset_path(dataset_dir: Optional[str]) -> Tuple[str, bool]:
@@ -124,34 +130,33 @@ def check_data_source(dataset_dir: Optional[str], datalist: Optional[str] = None
     return path
 
 
-def inference_cases(dataset_dir: Optional[str], datalist: Optional[str] = None, section: str = "testing") -> List[dict]:
+def inference_cases(
+    dataset_dir: Optional[str],
+    datalist: Optional[str] = None,
+    section: str = "testing",
+    label_convention: str = "auto",
+) -> List[dict]:
     """The cases an inference run segments.
 
     With ``datalist``, its ``section`` (``testing`` by default). Otherwise every case in ``dataset_dir``, labelled or
-    not: BraTS case folders (four modality files each), and ``*.nii``/``*.nii.gz`` files lying directly in the folder,
-    each read as one 4-channel volume in the order T1ce, T1, T2, FLAIR (the Medical Segmentation Decathlon and MONAI
-    Label datastore form).
+    not, in any layout of :mod:`raagr2_monai.data.layouts` (case folders, a Decathlon ``dataset.json``, or 4D files
+    lying in the folder with channels T1ce, T1, T2, FLAIR, the MONAI Label datastore form).
 
     Returns:
-        Datalist entries with ``case`` and ``image`` (a list of four paths, or one path).
+        Datalist entries with ``case``, ``image`` (a list of four paths, or one path), ``label_convention`` (the
+        convention the written label map follows unless the bundle says otherwise) and, for a 4D file in another
+        channel order, ``channels``.
 
     Raises:
         FileNotFoundError: ``dataset_dir`` does not exist.
-        BraTSDataError: the folder holds neither BraTS cases nor 4-channel volumes, or a case misses a modality.
+        BraTSDataError: the folder holds no case, or a case misses a modality.
 
     Example::
 
-        >>> [e["case"] for e in inference_cases("/data/new_cases")]
-        ['BraTS2021_00000', 'BraTS2021_00002']
+        [e["case"] for e in inference_cases("/data/new_cases")]  # ['BraTS2021_00000', 'BraTS2021_00002']
     """
     if datalist:
-        return load_split(None, section, datalist)
-    root = resolve_dataset_dir(dataset_dir)
-    volumes = [
-        {"case": strip_extension(name), "image": os.path.join(root, name)}
-        for name in sorted(os.listdir(root))
-        if name.endswith(EXTENSIONS) and os.path.isfile(os.path.join(root, name))
-    ]
-    has_case_folders = any(os.path.isdir(os.path.join(root, n)) for n in os.listdir(root))
-    cases = find_cases(root) if has_case_folders or not volumes else []
-    return [{"case": e["case"], "image": e["image"]} for e in cases] + volumes
+        return load_split(None, section, datalist, label_convention=label_convention)
+    cases = find_cases(resolve_dataset_dir(dataset_dir), label_convention=label_convention)
+    keep = ("case", "image", "channels", "label_convention")
+    return [{k: e[k] for k in keep if k in e} for e in cases]

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from raagr2_monai.constants import CHANNEL_NAMES, LABEL_NAMES, SECTIONS
+from raagr2_monai.constants import CHANNEL_NAMES, LABEL_CONVENTIONS, SECTIONS
 from raagr2_monai.utils import atomic_write_json, parse_sequence
 
 from .layouts import scan_cases
@@ -116,18 +116,20 @@ def build_datalist(
     split: SplitLike = DEFAULT_SPLIT,
     grades_csv: Optional[str] = None,
     check: bool = True,
+    label_convention: str = "auto",
 ) -> Dict[str, List[dict]]:
     """Find, check and split the cases of a BraTS folder (absolute paths).
 
     Labelled cases are split by patient with :func:`split_cases`; cases without ``seg`` go to ``unlabelled`` only.
 
     Args:
-        data_dir: the BraTS folder (either layout).
+        data_dir: the BraTS folder (any layout of :mod:`raagr2_monai.data.layouts`).
         seed: seed of the split.
         split: training, validation and testing fractions.
         grades_csv: optional case -> grade CSV (default: ``<data_dir>/grades.csv`` if present).
         check: ``True`` reads every volume (readability, shapes, affines, NaN/inf, label values);
             ``False`` reads the file headers only (existence, dimensions, shapes, affines).
+        label_convention: ``"auto"`` (the layout's convention) or the name of the one all labels follow.
 
     Returns:
         ``{"training", "validation", "testing", "unlabelled"}`` -> lists of entries.
@@ -142,7 +144,7 @@ def build_datalist(
         >>> sorted(parts)
         ['testing', 'training', 'unlabelled', 'validation']
     """
-    root, entries, problems = scan_cases(data_dir, grades_csv)
+    root, entries, problems = scan_cases(data_dir, grades_csv, label_convention)
     problems += [p for entry in entries for p in case_problems(entry, read_voxels=check)]
     if problems:
         raise BraTSDataError(problems, f"bad BraTS data in {root}")
@@ -153,10 +155,17 @@ def build_datalist(
 
 def _relative(entry: dict, base: str) -> dict:
     out = dict(entry)
-    out["image"] = [os.path.relpath(p, base) for p in entry["image"]]
+    image = entry["image"]
+    out["image"] = os.path.relpath(image, base) if isinstance(image, str) else [os.path.relpath(p, base) for p in image]
     if "label" in entry:
         out["label"] = os.path.relpath(entry["label"], base)
     return out
+
+
+def _labels(parts: Dict[str, List[dict]]) -> Dict[str, Dict[str, str]]:
+    """Label value -> meaning, per convention found among the entries."""
+    names = sorted({e["label_convention"] for part in parts.values() for e in part})
+    return {name: {str(v): n for v, n in LABEL_CONVENTIONS[name].names.items()} for name in names}
 
 
 def write_datalist(
@@ -166,6 +175,7 @@ def write_datalist(
     split: SplitLike = DEFAULT_SPLIT,
     grades_csv: Optional[str] = None,
     check: bool = True,
+    label_convention: str = "auto",
 ) -> dict:
     """Build a datalist (see :func:`build_datalist`) and write it as Decathlon-style JSON, atomically.
 
@@ -180,7 +190,8 @@ def write_datalist(
         seed: seed of the split.
         split: training, validation and testing fractions.
         grades_csv: optional case -> grade CSV.
-        check: read every volume (``True``) or only check that files exist.
+        check: read every volume (``True``) or only the file headers.
+        label_convention: ``"auto"`` or the convention all labels follow.
 
     Returns:
         The written JSON document.
@@ -197,7 +208,7 @@ def write_datalist(
     """
     fractions = parse_split(split)
     root = os.path.abspath(os.path.expanduser(str(data_dir)))
-    parts = build_datalist(root, seed, fractions, grades_csv, check)
+    parts = build_datalist(root, seed, fractions, grades_csv, check, label_convention)
     output = os.path.abspath(os.path.expanduser(str(output)))
     base = os.path.dirname(output)
     doc: dict = {
@@ -208,7 +219,7 @@ def write_datalist(
         "seed": int(seed),
         "split": list(fractions),
         "modality": {str(i): name for i, name in enumerate(CHANNEL_NAMES)},
-        "labels": {str(value): name for value, name in LABEL_NAMES.items()},
+        "labels": _labels(parts),
         "numTraining": len(parts["training"]),
     }
     for name in SECTIONS:

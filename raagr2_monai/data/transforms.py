@@ -22,14 +22,24 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, MapTransform, Spacingd
 
+from raagr2_monai.constants import DEFAULT_CONVENTION
+
 from .labels import labelmap_to_regions, nest_regions, regions_to_labelmap
-from .validation import case_files, header_problems, image_channel_names, raise_first, voxel_problems
+from .validation import (
+    case_files,
+    file_channels,
+    header_problems,
+    image_channel_names,
+    raise_first,
+    voxel_problems,
+)
 
 __all__ = [
     "IMAGE_KEY",
     "LABEL_KEY",
     "PRED_KEY",
     "CASE_KEY",
+    "CONVENTION_KEY",
     "LoadBraTSd",
     "ConvertToBraTSRegionsd",
     "RegionsToLabelMapd",
@@ -43,48 +53,92 @@ IMAGE_KEY = "image"
 LABEL_KEY = "label"
 PRED_KEY = "pred"
 CASE_KEY = "case"
+#: The datalist key naming a case's label convention (``raagr2_monai.constants.LABEL_CONVENTIONS``).
+CONVENTION_KEY = "label_convention"
+
+
+def _convention(d: Mapping[Hashable, Any], forced: str | None, key: str) -> str | None:
+    """The label convention of one case: the one forced by the transform's setting, else the case's own."""
+    return forced if forced is not None else d.get(key)
 
 
 class ConvertToBraTSRegionsd(MapTransform):
-    """Dictionary transform: raw BraTS label map -> float32 TC / WT / ET channels (:func:`labelmap_to_regions`).
+    """Dictionary transform: raw label map -> float32 TC / WT / ET channels (:func:`labelmap_to_regions`), in the
+    case's label convention (``d["label_convention"]``; BraTS 2018-2021 when absent) or the one given.
 
     Float rather than MONAI's boolean output, because MONAI >= 1.5 ``DiceLoss(squared_pred=True)`` fails on bool.
 
+    Args:
+        keys: keys of the (1, *spatial) label maps.
+        convention: the labels' convention for every case; ``None`` = each case's own.
+        convention_key: where a case names its convention.
+        allow_missing_keys: don't raise when a key is missing.
+
     Example::
 
-        >>> ConvertToBraTSRegionsd("label")({"label": torch.tensor([[[0, 4]]])})["label"].shape
-        torch.Size([3, 1, 2])
+        >>> ConvertToBraTSRegionsd("label")({"label": torch.tensor([[[0, 4]]])})["label"][:, 0, 1].tolist()
+        [1.0, 1.0, 1.0]
+        >>> ConvertToBraTSRegionsd("label")({"label": torch.tensor([[[0, 3]]]), "label_convention": "brats2023"})[
+        ...     "label"][:, 0, 1].tolist()
+        [1.0, 1.0, 1.0]
     """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        convention: str | None = None,
+        convention_key: str = CONVENTION_KEY,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.convention = convention
+        self.convention_key = convention_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        convention = _convention(d, self.convention, self.convention_key)
         for key in self.key_iterator(d):
-            d[key] = labelmap_to_regions(d[key])
+            d[key] = labelmap_to_regions(d[key], convention)
         return d
 
 
 class RegionsToLabelMapd(MapTransform):
-    """Dictionary transform: TC / WT / ET -> uint8 BraTS label map 0 / 1 / 2 / 4 (:func:`regions_to_labelmap`).
+    """Dictionary transform: TC / WT / ET -> uint8 label map (:func:`regions_to_labelmap`), written in the case's
+    label convention (``d["label_convention"]``; BraTS 2018-2021's 0 / 1 / 2 / 4 when absent) or the one given.
 
     Args:
         keys: keys of the (3, *spatial) region tensors.
         threshold: a channel counts where its value is at or above this.
+        convention: the convention to write every case in; ``None`` = each case's own (the input's).
+        convention_key: where a case names its convention.
         allow_missing_keys: don't raise when a key is missing.
 
     Example::
 
         >>> RegionsToLabelMapd("pred")({"pred": torch.ones(3, 2, 2)})["pred"].unique()
         tensor([4], dtype=torch.uint8)
+        >>> RegionsToLabelMapd("pred")({"pred": torch.ones(3, 2, 2), "label_convention": "msd"})["pred"].unique()
+        tensor([3], dtype=torch.uint8)
     """
 
-    def __init__(self, keys: KeysCollection, threshold: float = 0.5, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self,
+        keys: KeysCollection,
+        threshold: float = 0.5,
+        convention: str | None = None,
+        convention_key: str = CONVENTION_KEY,
+        allow_missing_keys: bool = False,
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.threshold = threshold
+        self.convention = convention
+        self.convention_key = convention_key
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
+        convention = _convention(d, self.convention, self.convention_key)
         for key in self.key_iterator(d):
-            d[key] = regions_to_labelmap(d[key], self.threshold)
+            d[key] = regions_to_labelmap(d[key], self.threshold, convention)
         return d
 
 
@@ -119,9 +173,10 @@ class LoadBraTSd(MapTransform):
 
     The headers are checked before any voxel is read (file count, dimensions, shapes, grids), so that a mismatch is
     reported instead of an obscure stacking error; then ``LoadImaged`` (nibabel, four files stacked as channels or
-    one 4D file) and ``EnsureChannelFirstd``; then the voxels are checked on the loaded tensors (NaN or infinite
-    values naming the file, and the channel of a 4D file; an image zero everywhere; label values outside
-    0 / 1 / 2 / 4). The voxel check needs the file names that loading replaces by tensors, hence one transform.
+    one 4D file, whose channels are put in the network's order T1ce, T1, T2, FLAIR when ``d["channels"]`` says where
+    they are) and ``EnsureChannelFirstd``; then the voxels are checked on the loaded tensors (NaN or infinite values
+    naming the file, and the channel of a 4D file; an image zero everywhere; label values outside the case's label
+    convention). The voxel check needs the file names that loading replaces by tensors, hence one transform.
 
     Args:
         image_key: key of the image entry.
@@ -153,7 +208,7 @@ class LoadBraTSd(MapTransform):
             if key not in d:
                 case = f" of case {d[CASE_KEY]!r}" if CASE_KEY in d else ""
                 raise KeyError(f"Datalist entry{case} has no {key!r}: {sorted(map(str, d))}.")
-        entry = {"image": d[self.image_key]}
+        entry = {"image": d[self.image_key], "channels": d.get("channels")}
         if self.label_key is not None:
             entry["label"] = d[self.label_key]
         if CASE_KEY in d:
@@ -163,9 +218,12 @@ class LoadBraTSd(MapTransform):
         case = str(d.get(CASE_KEY) or os.path.basename(paths[0]))
         d[self.image_key] = paths if len(paths) > 1 else paths[0]
         d = self.loader(d)
-        images = list(zip(image_channel_names(paths), d[self.image_key]))
+        channels = file_channels(entry) if len(paths) == 1 else None
+        if channels is not None and channels != sorted(channels):
+            d[self.image_key] = d[self.image_key][channels]
+        images = list(zip(image_channel_names(paths, channels), d[self.image_key]))
         label = (label_path, d[self.label_key]) if self.label_key is not None else None
-        raise_first(voxel_problems(case, images, label))
+        raise_first(voxel_problems(case, images, label, d.get(CONVENTION_KEY, DEFAULT_CONVENTION)))
         return d
 
 

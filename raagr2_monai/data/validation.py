@@ -8,7 +8,7 @@ two stages so that a loader can read the voxels only once:
    four channels last; a 3D label (or 4D with one channel); invertible affines; every file on the same grid (shape
    and affine).
 2. :func:`voxel_problems`: on the voxel arrays: no NaN or infinite value (naming the file, and the channel of a 4D
-   file), an image that is not zero everywhere, and label values within the BraTS labels.
+   file), an image that is not zero everywhere, and label values within the case's label convention.
 
 :func:`case_problems` runs both on the files (reading every byte, so a truncated file is found); :func:`check_case`
 raises the first problem. Every problem names its case, file and nature (:class:`Problem`).
@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple,
 
 import numpy as np
 
-from raagr2_monai.constants import CHANNELS, LABEL_VALUES
+from raagr2_monai.constants import CHANNELS, DEFAULT_CONVENTION, LABEL_CONVENTIONS
 
 __all__ = [
     "Problem",
@@ -37,6 +37,7 @@ __all__ = [
     "check_cases",
     "raise_first",
     "image_channel_names",
+    "file_channels",
     "read_label_file",
 ]
 
@@ -91,6 +92,13 @@ def raise_first(problems: Iterable[Problem], context: str = "bad BraTS case") ->
 def same_grid(affine: np.ndarray, reference: np.ndarray) -> bool:
     """Whether two NIfTI affines describe one voxel grid (co-registered modalities, their label)."""
     return bool(np.allclose(affine, reference, rtol=0.0, atol=_AFFINE_ATOL))
+
+
+def file_channels(entry: Mapping) -> List[int]:
+    """The channel of a single 4D image file that holds T1ce, T1, T2, FLAIR (``entry["channels"]``; in that order
+    when absent)."""
+    channels = entry.get("channels")
+    return list(range(len(CHANNELS))) if channels is None else [int(c) for c in channels]
 
 
 def case_files(entry: Mapping) -> Tuple[List[str], Optional[str]]:
@@ -198,6 +206,7 @@ def voxel_problems(
     case: str,
     images: Sequence[Tuple[str, object]],
     label: Optional[Tuple[str, object]] = None,
+    convention: Optional[str] = None,
 ) -> Iterator[Problem]:
     """Stage 2: everything wrong with a case's voxels.
 
@@ -206,10 +215,12 @@ def voxel_problems(
         images: ``(name, array)`` per image channel, in channel order: the file name, or for a 4D file
             ``"<file> (channel i, <modality>)"``. Arrays are numpy arrays or torch tensors.
         label: ``(file name, array)`` of the label, if any.
+        convention: the label convention the values must follow (``raagr2_monai.constants.LABEL_CONVENTIONS``);
+            ``None``: any one of them.
 
     Yields:
-        NaN or infinite voxels per file or channel, an image that is zero everywhere, label values outside
-        {0, 1, 2, 4}.
+        NaN or infinite voxels per file or channel, an image that is zero everywhere, label values outside the
+        convention (or fitting none).
     """
     for name, array in images:
         bad = _nonfinite(array)
@@ -224,17 +235,26 @@ def voxel_problems(
             yield Problem(case, name, f"{bad} NaN or infinite voxel(s)")
             return
         values = _unique(array)
-        outside = values[np.isin(values, LABEL_VALUES, invert=True)]
-        if outside.size:
-            count = int(np.isin(np.asarray(array), outside).sum())
-            shown = ", ".join(f"{v:g}" for v in outside[:8]) + (", ..." if outside.size > 8 else "")
-            yield Problem(case, name, f"label values {{{shown}}} outside {{0, 1, 2, 4}} ({count} voxels)")
+        names = [convention] if convention is not None else list(LABEL_CONVENTIONS)
+        allowed = sorted({v for n in names for v in LABEL_CONVENTIONS[n].values})
+        outside = values[np.isin(values, allowed, invert=True)]
+        fitting = [n for n, c in LABEL_CONVENTIONS.items() if np.isin(values, c.values).all()]
+        if outside.size or not fitting:
+            bad = outside if outside.size else values
+            count = int(np.isin(np.asarray(array), bad).sum())
+            shown = ", ".join(f"{v:g}" for v in bad[:8]) + (", ..." if bad.size > 8 else "")
+            where = (f"{{{', '.join(map(str, allowed))}}} of the {convention} convention" if convention is not None
+                     else f"every label convention ({'; '.join(c.description for c in LABEL_CONVENTIONS.values())})")
+            hint = f"; they fit {' and '.join(fitting)}: set label_convention" if fitting else ""
+            yield Problem(case, name, f"label values {{{shown}}} outside {where} ({count} voxels){hint}")
 
 
-def image_channel_names(paths: Sequence[str]) -> List[str]:
-    """How :func:`voxel_problems` names each image channel: its file, or the 4D file with the channel."""
+def image_channel_names(paths: Sequence[str], channels: Optional[Sequence[int]] = None) -> List[str]:
+    """How :func:`voxel_problems` names each image channel (T1ce, T1, T2, FLAIR): its file, or the 4D file with the
+    file channel that holds it."""
     if len(paths) == 1:
-        return [f"{paths[0]} (channel {i}, {m})" for i, m in enumerate(CHANNELS)]
+        order = range(len(CHANNELS)) if channels is None else channels
+        return [f"{paths[0]} (channel {i}, {m})" for i, m in zip(order, CHANNELS)]
     return list(paths)
 
 
@@ -268,10 +288,12 @@ def case_problems(entry: Mapping, read_voxels: bool = True) -> List[Problem]:
     if problems:
         return problems
     if len(paths) == 1:
-        images = [(n, arrays[paths[0]][..., i]) for i, n in enumerate(image_channel_names(paths))]
+        channels = file_channels(entry)
+        images = [(n, arrays[paths[0]][..., c]) for c, n in zip(channels, image_channel_names(paths, channels))]
     else:
         images = [(p, arrays[p]) for p in paths]
-    return list(voxel_problems(case, images, (label, arrays[label]) if label is not None else None))
+    label_data = (label, arrays[label]) if label is not None else None
+    return list(voxel_problems(case, images, label_data, entry.get("label_convention", DEFAULT_CONVENTION)))
 
 
 def check_case(entry: Mapping, read_voxels: bool = True) -> None:
@@ -297,19 +319,22 @@ def check_cases(entries: Iterable[Mapping], read_voxels: bool = True, context: s
         raise BraTSDataError(problems, context)
 
 
-def read_label_file(path: PathLike, case: str = "-") -> Tuple[np.ndarray, Tuple[float, ...]]:
+def read_label_file(
+    path: PathLike, case: str = "-", convention: Optional[str] = None
+) -> Tuple[np.ndarray, Tuple[float, ...]]:
     """A checked label map read from disk on its own grid, with its voxel spacing (mm, in the array's axis order).
 
     Args:
         path: the seg file (3D, or 4D with one channel).
         case: the case id, for error messages.
+        convention: the label convention its values must follow; ``None``: any.
 
     Returns:
         The (X, Y, Z) label array and the spacing from the header.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        BraTSDataError: unreadable, not 3D, NaN voxels or label values outside the BraTS labels.
+        BraTSDataError: unreadable, not 3D, NaN voxels or label values outside the convention.
 
     Example::
 
@@ -327,5 +352,5 @@ def read_label_file(path: PathLike, case: str = "-") -> Tuple[np.ndarray, Tuple[
         array = array[..., 0]
     if array.ndim != 3:
         raise BraTSDataError([Problem(case, path, f"expected a 3D label map, got shape {array.shape}")], "bad label file")
-    raise_first(voxel_problems(case, [], (path, array)), "bad label file")
+    raise_first(voxel_problems(case, [], (path, array), convention), "bad label file")
     return np.asarray(array), tuple(float(z) for z in image.header.get_zooms()[:3])

@@ -16,7 +16,9 @@ from monai.data import MetaTensor, decollate_batch
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import DiceMetric
 
+from raagr2_monai.constants import DEFAULT_CONVENTION
 from raagr2_monai.data.layouts import strip_extension
+from raagr2_monai.data.transforms import CONVENTION_KEY
 from raagr2_monai.data.validation import read_label_file
 from raagr2_monai.metrics import (
     SUBJECT_COLUMNS,
@@ -139,15 +141,22 @@ class BraTSMetricsWriter:
         """Forget the rows of a previous run."""
         self.rows = []
 
-    def _case_id(self, engine: Engine, item: Mapping[str, Any], index: int, seg_path: str) -> str:
-        if self.case_key in item:
-            return str(item[self.case_key])
+    @staticmethod
+    def _item_value(engine: Engine, item: Mapping[str, Any], index: int, key: str) -> Any:
+        """A datalist value of the subject (``case``, ``label_convention``): from the output item or the batch."""
+        if key in item:
+            return item[key]
         batch = engine.state.batch
         if isinstance(batch, list) and index < len(batch) and isinstance(batch[index], Mapping):
-            if self.case_key in batch[index]:
-                return str(batch[index][self.case_key])
-        elif isinstance(batch, Mapping) and self.case_key in batch:
-            return str(batch[self.case_key][index])
+            return batch[index].get(key)
+        if isinstance(batch, Mapping) and key in batch:
+            return batch[key][index]
+        return None
+
+    def _case_id(self, engine: Engine, item: Mapping[str, Any], index: int, seg_path: str) -> str:
+        case = self._item_value(engine, item, index, self.case_key)
+        if case is not None:
+            return str(case)
         return strip_extension(os.path.basename(seg_path)) or f"case_{len(self.rows)}"
 
     def _seg_path(self, item: Mapping[str, Any], index: int) -> str:
@@ -178,12 +187,13 @@ class BraTSMetricsWriter:
                 )
             seg_path = self._seg_path(item, index)
             case = self._case_id(engine, item, index, seg_path)
-            truth, spacing = read_label_file(seg_path, case)
+            labels = self._item_value(engine, item, index, CONVENTION_KEY) or DEFAULT_CONVENTION
+            truth, spacing = read_label_file(seg_path, case, labels)
             prob = item.get(self.prob_key) if self.prob_key else None
             self.rows.append(
                 score_subject(
                     item[self.pred_key], torch.as_tensor(truth)[None], case, spacing, prob, self.convention,
-                    self.lesionwise,
+                    self.lesionwise, labels,
                 )
             )
 

@@ -55,6 +55,7 @@ def score_subject(
     prob: torch.Tensor | None = None,
     convention: str | Convention = "brats",
     lesionwise: str | Mapping[str, Any] | None = "brats2023-gli",
+    labels: str | None = None,
 ) -> dict[str, Any]:
     """Every per-subject metric of a predicted label map against the true one, both (1, X, Y, Z) with raw labels.
 
@@ -68,6 +69,8 @@ def score_subject(
         convention: the scoring convention of Dice and HD95 (``"brats"`` official, or ``"thesis"``).
         lesionwise: a lesion-wise preset name or options (see :func:`lesionwise_options`); ``None`` leaves the
             lesion-wise columns NaN.
+        labels: the label convention of both maps (:data:`~raagr2_monai.constants.LABEL_CONVENTIONS`);
+            ``None`` = BraTS 2018-2021.
 
     Returns:
         ``{"case": case, <every column of SUBJECT_COLUMNS>: float}``.
@@ -89,8 +92,8 @@ def score_subject(
             f"Case {case}: the predicted label map has shape {tuple(pred_t.shape)}, the true one "
             f"{tuple(truth_t.shape)}: the prediction must be on the input's grid to be scored."
         )
-    pred_regions = labelmap_to_regions(pred_t)[None].bool()
-    true_regions = labelmap_to_regions(truth_t)[None].bool()
+    pred_regions = labelmap_to_regions(pred_t, labels)[None].bool()
+    true_regions = labelmap_to_regions(truth_t, labels)[None].bool()
     row: dict[str, Any] = {"case": case}
     row.update({k: float(v[0]) for k, v in brats_metrics(pred_regions, true_regions, spacing, None, convention).items()})
     options = lesionwise_options(lesionwise)

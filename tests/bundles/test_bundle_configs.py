@@ -76,7 +76,9 @@ def test_metadata_describes_inputs_and_outputs_for_monai_label():
     image, pred = meta["network_data_format"]["inputs"], meta["network_data_format"]["outputs"]
     assert list(image) == ["image"] and list(pred) == ["pred"]
     assert image["image"]["channel_def"] == {"0": "T1ce", "1": "T1", "2": "T2", "3": "FLAIR"}
-    assert pred["pred"]["channel_def"] == {"0": "TC", "1": "WT", "2": "ET"}
+    # MONAI Label names its labels from the output channel_def: the values of the written label map
+    assert pred["pred"]["channel_def"] == {"0": "background", "1": "NCR", "2": "ED", "4": "ET"}
+    assert pred["pred"]["num_channels"] == 3  # what the network emits, checked by verify_net_in_out
     assert len(image["image"]["spatial_shape"]) == 2  # MONAI Label reads the dimension from it
 
 

@@ -240,7 +240,8 @@ BAD_CASES = {
     "label value": (
         dict(arrays={"seg": np.full(SHAPE, 3, np.uint8)}),
         None,
-        r"Bad_seg.nii.gz: label values \{3\} outside \{0, 1, 2, 4\} \(512 voxels\)",
+        r"Bad_seg.nii.gz: label values \{3\} outside \{0, 1, 2, 4\} of the brats2021 convention \(512 voxels\); "
+        r"they fit brats2023 and msd: set label_convention",
     ),
     "nan": (dict(arrays={"t1": _nan_diagonal()}), None, "Bad_t1.nii.gz: 64 NaN or infinite voxel"),
     "inf": (dict(arrays={"t1ce": np.full(SHAPE, np.inf, np.float32)}), None, "Bad_t1ce.nii.gz: 512 NaN or infinite"),
