@@ -242,8 +242,8 @@ def load_backend(
     """A bundle's network behind the chosen backend, on the CPU, ready for ``SliceInferer``.
 
     ``torch`` builds the network from ``configs/inference.json`` and loads ``models/model.pt``. ``onnxruntime`` and
-    ``openvino`` read ``models/model.onnx`` / ``models/model.xml`` (written by :func:`raagr2_monai.deploy.export_bundle`)
-    and check them against the bundle: the files must match their export record, and the exported graph's input and
+    ``openvino`` read ``models/model.onnx`` / ``models/model.xml`` (written by
+    :func:`raagr2_monai.deploy.export_bundle`) and check them against the bundle: the files must match their export record, and the exported graph's input and
     output channels, the pruning history and the weights must be the bundle's.
 
     Args:

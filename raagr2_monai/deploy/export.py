@@ -22,7 +22,7 @@ from torch import nn
 
 from raagr2_monai.utils import parse_sequence, unwrap
 
-from .backends import EXPORTED_FILES, OnnxRuntimeBackend, OpenVINOBackend
+from .backends import OnnxRuntimeBackend, OpenVINOBackend
 from .fingerprint import file_sha256
 from .record import ExportRecord, record_path
 from .source import History, ModelSource, read_bundle, source_of
@@ -51,7 +51,9 @@ PARITY_TOLERANCE = 1e-4
 
 _INPUT, _OUTPUT = "image", "pred"
 _DYNAMIC_AXES = {_INPUT: {0: "batch", 2: "height", 3: "width"}, _OUTPUT: {0: "batch", 2: "height", 3: "width"}}
-_BACKEND_OF = {"onnx": "onnxruntime", "openvino": "openvino"}
+#: Files of each format, the main one (which the record is named after) first.
+_FILES = {"onnx": ("model.onnx",), "openvino": ("model.xml", "model.bin")}
+_BACKEND_CLASS = {"onnx": OnnxRuntimeBackend, "openvino": OpenVINOBackend}
 
 
 class ExportParityError(RuntimeError):
@@ -74,7 +76,8 @@ def check_formats(formats: Any) -> List[str]:
         raise ValueError(f"formats: give at least one of {', '.join(FORMATS)}.")
     unknown = [name for name in names if name not in FORMATS]
     if unknown:
-        raise ValueError(f"Unknown export format(s) {', '.join(map(repr, unknown))}; valid formats: {', '.join(FORMATS)}.")
+        listed = ", ".join(map(repr, unknown))
+        raise ValueError(f"Unknown export format(s) {listed}; valid formats: {', '.join(FORMATS)}.")
     return names
 
 
@@ -196,37 +199,30 @@ def export_network(
     target = Path(directory)
     target.mkdir(parents=True, exist_ok=True)
     shapes = [[int(s) for s in x.shape] for x in inputs]
-    exporter = "dynamo" if dynamo else "torchscript"
     # one hidden folder beside the targets: the IR's .xml names its .bin, so both need their final names, and
-    # os.rename stays within one file system
+    # os.replace stays within one file system
     with tempfile.TemporaryDirectory(dir=target, prefix=".export-") as tmp:
         staging = Path(tmp)
-        onnx_path = staging / EXPORTED_FILES["onnxruntime"]
-        actual_opset = _export_onnx(model, inputs[0], onnx_path, opset, dynamo)
+        actual_opset = _export_onnx(model, inputs[0], staging / _FILES["onnx"][0], opset, dynamo)
         if "openvino" in names:
-            _export_openvino(onnx_path, staging / EXPORTED_FILES["openvino"])
-        files = {
-            "onnx": [onnx_path.name],
-            "openvino": [EXPORTED_FILES["openvino"], Path(EXPORTED_FILES["openvino"]).with_suffix(".bin").name],
-        }
+            _export_openvino(staging / _FILES["onnx"][0], staging / _FILES["openvino"][0])
         for name in names:
-            main = staging / files[name][0]
+            main = staging / _FILES[name][0]
             record = ExportRecord(
                 format=name,
-                files={file: file_sha256(staging / file) for file in files[name]},
+                files={file: file_sha256(staging / file) for file in _FILES[name]},
                 source=source,
                 opset=actual_opset,
-                exporter=exporter,
+                exporter="dynamo" if dynamo else "torchscript",
                 input_name=_INPUT,
                 output_name=_OUTPUT,
                 dynamic_axes=_DYNAMIC_AXES,
                 parity={"tolerance": tolerance, "shapes": shapes, "max_abs_diff": None},
             )
+            # written before the check too: the backend reads the record and checks the files against it
             record.write(record_path(main))
             # as many threads as eager PyTorch: more than the cores free would make a loaded machine crawl
-            backend = (OnnxRuntimeBackend if name == "onnx" else OpenVINOBackend)(main, torch.get_num_threads())
-            diff = _max_abs_diff(backend, inputs, references)
-            del backend
+            diff = _max_abs_diff(_BACKEND_CLASS[name](main, torch.get_num_threads()), inputs, references)
             if not diff <= tolerance:
                 raise ExportParityError(
                     f"The {name} export of {source.network_class} differs from eager PyTorch by {diff:.3g} (> "
@@ -234,19 +230,22 @@ def export_network(
                 )
             record.parity["max_abs_diff"] = diff
             record.write(record_path(main))
-        written: Dict[str, Path] = {}
-        for name in names:
-            main = files[name][0]
-            roles = [name, f"{name}_bin"] if name == "openvino" else [name]
-            # the old record goes first: between the renames no record vouches for a mix of old and new files
-            record_target = record_path(target / main)
-            if record_target.exists():
-                record_target.unlink()
-            for role, file in zip(roles, files[name]):
-                os.replace(staging / file, target / file)
-                written[role] = target / file
-            os.replace(record_path(staging / main), record_target)
-            written[f"{name}_record"] = record_target
+        return _publish(staging, target, names)
+
+
+def _publish(staging: Path, target: Path, names: Sequence[str]) -> Dict[str, Path]:
+    """Move the checked files of each format from ``staging`` into ``target``, its record last."""
+    written: Dict[str, Path] = {}
+    for name in names:
+        record = record_path(target / _FILES[name][0])
+        # the old record goes first: between the renames no record vouches for a mix of old and new files
+        if record.exists():
+            record.unlink()
+        for role, file in zip((name, f"{name}_bin"), _FILES[name]):
+            os.replace(staging / file, target / file)
+            written[role] = target / file
+        os.replace(record_path(staging / _FILES[name][0]), record)
+        written[f"{name}_record"] = record
     return written
 
 

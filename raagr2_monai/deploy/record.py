@@ -13,7 +13,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from raagr2_monai.utils import atomic_write_json, package_version, versions
 
@@ -194,7 +194,8 @@ def check_against_bundle(
             exported model and the bundle file it disagrees with.
     """
     source = bundle.source
-    for what, exported, expected in (("input", in_channels, source.in_channels), ("output", out_channels, source.out_channels)):
+    pairs = (("input", in_channels, source.in_channels), ("output", out_channels, source.out_channels))
+    for what, exported, expected in pairs:
         if exported != expected:
             raise ExportMismatchError(
                 f"{artifact} has {exported} {what} channels but the network of {bundle.config} has {expected}: it was "
@@ -204,7 +205,9 @@ def check_against_bundle(
         if source.history_sha256 is None:
             detail = f"was exported from a DepGraph-pruned network, but {bundle.config} builds an unpruned one"
         elif record.source.history_sha256 is None:
-            detail = f"was exported from an unpruned network, but the bundle replays the pruning history {bundle.history}"
+            detail = (
+                f"was exported from an unpruned network, but the bundle replays the pruning history {bundle.history}"
+            )
         else:
             detail = (
                 f"was exported with another pruning history ({record.source.history_file or 'given as steps'}) than "

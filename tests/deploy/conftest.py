@@ -70,7 +70,9 @@ def small_bundle(root: Path, seed: int = 0) -> Path:
     """An unpruned baseline bundle of width :data:`SMALL` with fresh weights drawn with ``seed``."""
     torch.manual_seed(seed)
     network = calibrate(get_network("baseline", features=SMALL))
-    network_def = {"_target_": "raagr2_monai.networks.RAAGR2Net", "in_channels": 4, "out_channels": 3, "features": list(SMALL)}
+    network_def = {
+        "_target_": "raagr2_monai.networks.RAAGR2Net", "in_channels": 4, "out_channels": 3, "features": list(SMALL)
+    }
     return make_bundle(root, network_def, network.state_dict())
 
 

@@ -122,7 +122,9 @@ def test_bad_formats_and_shapes_are_refused(tmp_path):
 
 def test_export_command_reports_each_format(tmp_path):
     bundle = small_bundle(tmp_path / "bundle")
-    text = export_command(str(bundle), formats="openvino", tolerance=1e-4)
+    # the default parity inputs go up to 96x64, where this BN-calibrated test network differs from eager by about
+    # 1.3e-4 in fp32 (with both runtimes): the tolerance here is the command's argument, not the parity under test
+    text = export_command(str(bundle), formats="openvino", tolerance=1e-3)
     assert text.startswith(f"openvino: {bundle / 'models' / 'model.xml'} (opset 17, max |difference| from eager ")
     assert "on 3 inputs" in text and "onnx:" not in text
     assert sorted(os.listdir(bundle / "models")) == ["model.bin", "model.pt", "model.xml", "model.xml.json"]
