@@ -191,7 +191,8 @@ class OnnxRuntimeBackend(_ExportedBackend):
 class OpenVINOBackend(_ExportedBackend):
     """An exported OpenVINO IR (``model.xml`` + ``model.bin``) compiled for the CPU in fp32.
 
-    fp32 is set explicitly: on CPUs with bf16 or AMX units OpenVINO would otherwise infer in bf16.
+    fp32 is set explicitly: on CPUs with bf16 or AMX units OpenVINO would otherwise infer in bf16. The backend holds
+    one infer request: call it from one thread at a time.
 
     Args:
         path: the ``.xml`` file; its ``.bin`` and its export record (``model.xml.json``) must lie beside it and match.
