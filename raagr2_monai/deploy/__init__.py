@@ -1,0 +1,63 @@
+"""Deployment of RAAGR2-Net: export to ONNX and OpenVINO IR with a parity check (:mod:`.export`), the record that
+ties an export to its bundle (:mod:`.record`, :mod:`.source`, :mod:`.fingerprint`), inference backends usable as the
+network of MONAI's inferers (:mod:`.backends`), and the ``raagr2 export`` command (:mod:`.command`)."""
+
+from __future__ import annotations
+
+from .backends import (
+    BACKENDS,
+    EXPORTED_FILES,
+    InferenceBackend,
+    OnnxRuntimeBackend,
+    OpenVINOBackend,
+    TorchBackend,
+    check_backend,
+    load_backend,
+)
+from .command import export_command
+from .export import (
+    DEFAULT_OPSET,
+    FORMATS,
+    PARITY_SHAPES,
+    PARITY_TOLERANCE,
+    ExportParityError,
+    check_formats,
+    export_bundle,
+    export_network,
+)
+from .fingerprint import file_sha256, history_sha256, state_dict_sha256
+from .record import RECORD_FORMAT, ExportMismatchError, ExportRecord, check_against_bundle, read_record, record_path
+from .source import BundleModel, ModelSource, read_bundle, source_of
+
+__all__ = [
+    "BACKENDS",
+    "EXPORTED_FILES",
+    "InferenceBackend",
+    "TorchBackend",
+    "OnnxRuntimeBackend",
+    "OpenVINOBackend",
+    "check_backend",
+    "load_backend",
+    "export_command",
+    "FORMATS",
+    "DEFAULT_OPSET",
+    "PARITY_SHAPES",
+    "PARITY_TOLERANCE",
+    "ExportParityError",
+    "check_formats",
+    "export_network",
+    "export_bundle",
+    "file_sha256",
+    "state_dict_sha256",
+    "history_sha256",
+    "RECORD_FORMAT",
+    "ExportMismatchError",
+    "ExportRecord",
+    "record_path",
+    "read_record",
+    "check_against_bundle",
+    "ModelSource",
+    "BundleModel",
+    "source_of",
+    "read_bundle",
+]

@@ -1,0 +1,281 @@
+"""Inference backends: eager PyTorch, ONNX Runtime and OpenVINO behind one callable.
+
+Each backend is a ``torch.nn.Module`` that takes a float32 tensor ``(B, C, H, W)`` and returns the network's
+``(B, out_channels, H, W)`` sigmoid probabilities on the input's device, so it serves as the ``network`` of MONAI's
+``SliceInferer`` / ``SlidingWindowInferer`` and of a ``SupervisedEvaluator`` (``.eval()`` and ``.to()`` work; the ONNX
+Runtime and OpenVINO backends compute on the CPU whatever the device). The whole batch goes to the runtime in one
+call, so the inferer's ``sw_batch_size`` is used by every backend. :func:`load_backend` builds one for a bundle and
+refuses exported files that do not belong to it.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from raagr2_monai.utils import unwrap
+
+from .record import check_against_bundle, read_record
+from .source import read_bundle
+
+__all__ = [
+    "BACKENDS",
+    "EXPORTED_FILES",
+    "InferenceBackend",
+    "TorchBackend",
+    "OnnxRuntimeBackend",
+    "OpenVINOBackend",
+    "check_backend",
+    "load_backend",
+]
+
+PathLike = Union[str, os.PathLike]
+
+#: Backend names accepted by :func:`load_backend`.
+BACKENDS = ("torch", "onnxruntime", "openvino")
+
+#: The exported model each runtime reads, under the bundle's ``models/``.
+EXPORTED_FILES = {"onnxruntime": "model.onnx", "openvino": "model.xml"}
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it is one of :data:`BACKENDS`.
+
+    Raises:
+        ValueError: naming the valid backends.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown backend {backend!r}; valid backends: {', '.join(BACKENDS)}.")
+    return backend
+
+
+def _check_threads(threads: Optional[int]) -> Optional[int]:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be an integer >= 1 (or None for the runtime's default); got {threads!r}.")
+    return threads
+
+
+class InferenceBackend(nn.Module):
+    """Common part of the backends: the input check and the conversion to and from the runtime.
+
+    Args:
+        in_channels: channels the model takes.
+        out_channels: channels it returns.
+        size_divisor: H and W must be multiples of it.
+        threads: intra-op CPU threads; ``None`` keeps the runtime's default.
+    """
+
+    name = ""
+
+    def __init__(self, in_channels: int, out_channels: int, size_divisor: int, threads: Optional[int]) -> None:
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.size_divisor = int(size_divisor)
+        self.threads = _check_threads(threads)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` unless ``x`` is ``(B, in_channels, H, W)`` with H and W multiples of the divisor.
+
+        An exported graph has the check of the eager network traced away, and a runtime would fail on such an input
+        with a message about some inner node, or not at all.
+        """
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"The {self.name} backend expects input of shape (B, {self.in_channels}, H, W); got {list(x.shape)}."
+            )
+        if x.shape[2] % self.size_divisor or x.shape[3] % self.size_divisor:
+            raise ValueError(
+                f"The {self.name} backend needs H and W to be multiples of {self.size_divisor}; got {list(x.shape)}."
+            )
+
+    def extra_repr(self) -> str:
+        return f"in_channels={self.in_channels}, out_channels={self.out_channels}, threads={self.threads}"
+
+
+class TorchBackend(InferenceBackend):
+    """Eager PyTorch, optionally in channels-last memory format.
+
+    Args:
+        network: a RAAGR2-Net (a DDP wrapper is unwrapped); used as is, so move it to the device wanted first.
+        threads: sets ``torch.set_num_threads`` (process-wide: every torch computation of the process then uses it).
+        channels_last: convert the network and each input to ``torch.channels_last`` (often faster on CPUs).
+
+    Example::
+
+        >>> from raagr2_monai.networks import get_network
+        >>> backend = TorchBackend(get_network("baseline").eval())
+        >>> backend(torch.zeros(1, 4, 32, 32)).shape
+        torch.Size([1, 3, 32, 32])
+    """
+
+    name = "torch"
+
+    def __init__(self, network: nn.Module, threads: Optional[int] = None, channels_last: bool = False) -> None:
+        model = unwrap(network)
+        super().__init__(model.in_channels, model.out_channels, model.size_divisor, threads)
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        self.channels_last = bool(channels_last)
+        self.network = model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.check_input(x)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            return self.network(x).contiguous()
+
+
+class _ExportedBackend(InferenceBackend):
+    """A backend that runs an exported model on numpy arrays, on the CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the model on ``x``; returns float32 probabilities on ``x``'s device."""
+        self.check_input(x)
+        array = np.ascontiguousarray(torch.as_tensor(x).detach().to("cpu", torch.float32).numpy())
+        return torch.from_numpy(self.run(array)).to(x.device)
+
+    @abc.abstractmethod
+    def run(self, array: np.ndarray) -> np.ndarray:
+        """Run the runtime on a contiguous float32 array; returns an array the runtime no longer uses."""
+
+
+class OnnxRuntimeBackend(_ExportedBackend):
+    """An exported ``model.onnx`` run by ONNX Runtime's CPU execution provider.
+
+    Args:
+        path: the ONNX file; its export record (``model.onnx.json``) must lie beside it and match it.
+        threads: ``intra_op_num_threads`` of the session (``inter_op_num_threads`` is 1: the graph runs sequentially).
+
+    Raises:
+        FileNotFoundError, raagr2_monai.deploy.ExportMismatchError: as :func:`~raagr2_monai.deploy.read_record`.
+
+    Example::
+
+        backend = OnnxRuntimeBackend("bundles/baseline/models/model.onnx", threads=2)
+        probabilities = backend(torch.rand(8, 4, 192, 192))
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: PathLike, threads: Optional[int] = None) -> None:
+        import onnxruntime
+
+        record = read_record(path, "onnx")
+        options = onnxruntime.SessionOptions()
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.inter_op_num_threads = 1
+        if _check_threads(threads) is not None:
+            options.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        image, prediction = session.get_inputs()[0], session.get_outputs()[0]
+        # the graph's own channel counts: what load_backend compares with the bundle
+        super().__init__(image.shape[1], prediction.shape[1], record.source.size_divisor, threads)
+        self.path = Path(path)
+        self.record = record
+        self.session = session
+        self.input_name = image.name
+
+    def run(self, array: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: array})[0]
+
+
+class OpenVINOBackend(_ExportedBackend):
+    """An exported OpenVINO IR (``model.xml`` + ``model.bin``) compiled for the CPU in fp32.
+
+    fp32 is set explicitly: on CPUs with bf16 or AMX units OpenVINO would otherwise infer in bf16. The backend holds
+    one infer request: call it from one thread at a time.
+
+    Args:
+        path: the ``.xml`` file; its ``.bin`` and its export record (``model.xml.json``) must lie beside it and match.
+        threads: ``INFERENCE_NUM_THREADS`` of the compiled model (one stream, latency hint).
+
+    Raises:
+        FileNotFoundError, raagr2_monai.deploy.ExportMismatchError: as :func:`~raagr2_monai.deploy.read_record`.
+
+    Example::
+
+        backend = OpenVINOBackend("bundles/baseline/models/model.xml", threads=2)
+        probabilities = backend(torch.rand(8, 4, 192, 192))
+    """
+
+    name = "openvino"
+
+    def __init__(self, path: PathLike, threads: Optional[int] = None) -> None:
+        import openvino as ov
+        import openvino.properties as props
+        import openvino.properties.hint as hints
+
+        record = read_record(path, "openvino")
+        config = {
+            hints.inference_precision: ov.Type.f32,
+            hints.performance_mode: hints.PerformanceMode.LATENCY,
+            props.num_streams: 1,
+        }
+        if _check_threads(threads) is not None:
+            config[props.inference_num_threads] = threads
+        core = ov.Core()
+        model = core.read_model(str(path))
+        channels = [port.get_partial_shape()[1].get_length() for port in (model.inputs[0], model.outputs[0])]
+        super().__init__(channels[0], channels[1], record.source.size_divisor, threads)
+        self.path = Path(path)
+        self.record = record
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, array: np.ndarray) -> np.ndarray:
+        self.request.infer({0: array})
+        # the output tensor is the request's own buffer, overwritten by the next call
+        return self.request.get_output_tensor(0).data.copy()
+
+
+def load_backend(
+    bundle_dir: PathLike, backend: str = "torch", threads: Optional[int] = None, channels_last: bool = False
+) -> InferenceBackend:
+    """A bundle's network behind the chosen backend, on the CPU, ready for ``SliceInferer``.
+
+    ``torch`` builds the network from ``configs/inference.json`` and loads ``models/model.pt``. ``onnxruntime`` and
+    ``openvino`` read ``models/model.onnx`` / ``models/model.xml`` (written by
+    :func:`raagr2_monai.deploy.export_bundle`) and check them against the bundle: the files must match their export record, and the exported graph's input and
+    output channels, the pruning history and the weights must be the bundle's.
+
+    Args:
+        bundle_dir: the bundle folder.
+        backend: ``torch``, ``onnxruntime`` or ``openvino``.
+        threads: intra-op CPU threads (for ``torch``, process-wide); ``None`` keeps the runtime's default.
+        channels_last: ``torch`` only: run in channels-last memory format.
+
+    Returns:
+        An :class:`InferenceBackend`.
+
+    Raises:
+        ValueError: an unknown backend, bad ``threads``, or ``channels_last`` with another backend than ``torch``.
+        FileNotFoundError: the bundle, its weights, or the exported model or its record is missing.
+        raagr2_monai.deploy.ExportMismatchError: the exported model does not belong to the bundle; the message names
+            the exported file and the bundle file it disagrees with.
+
+    Example::
+
+        network = load_backend("bundles/baseline", "onnxruntime", threads=2)
+        inferer = SliceInferer(roi_size=(192, 192), spatial_dim=2, sw_batch_size=8)
+        probabilities = inferer(image, network)
+    """
+    check_backend(backend)
+    _check_threads(threads)
+    if channels_last and backend != "torch":
+        raise ValueError(f"channels_last applies to the torch backend only, not to {backend!r}.")
+    bundle = read_bundle(bundle_dir)
+    if backend == "torch":
+        return TorchBackend(bundle.network, threads=threads, channels_last=channels_last)
+    artifact = bundle.root / "models" / EXPORTED_FILES[backend]
+    runtime = OnnxRuntimeBackend(artifact, threads) if backend == "onnxruntime" else OpenVINOBackend(artifact, threads)
+    check_against_bundle(artifact, runtime.record, bundle, runtime.in_channels, runtime.out_channels)
+    return runtime

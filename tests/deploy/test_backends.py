@@ -1,0 +1,206 @@
+"""Backends on exported bundles: label maps through SliceInferer agree with torch, and exported files that do not
+belong to the bundle are refused with a message naming both files."""
+
+import re
+import shutil
+
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.inferers import SliceInferer, SlidingWindowInferer
+
+from raagr2_monai.data.labels import regions_to_labelmap
+from raagr2_monai.deploy import (
+    BACKENDS,
+    ExportMismatchError,
+    OnnxRuntimeBackend,
+    TorchBackend,
+    export_bundle,
+    export_network,
+    load_backend,
+)
+from raagr2_monai.networks import get_network
+from raagr2_monai.pruning import prune, save_pruned
+from raagr2_monai.utils import atomic_save
+
+from .conftest import PARITY, SMALL, pruned_bundle, small_bundle
+
+EXPORTS = {"onnxruntime": ("model.onnx", "model.onnx.json"), "openvino": ("model.xml", "model.bin", "model.xml.json")}
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    """An unpruned and a DepGraph-pruned bundle, both exported to ONNX and OpenVINO IR."""
+    root = tmp_path_factory.mktemp("bundles")
+    made = {"plain": small_bundle(root / "plain"), "pruned": pruned_bundle(root / "pruned")}
+    for bundle in made.values():
+        export_bundle(bundle, parity_shapes=PARITY)
+    return made
+
+
+@pytest.fixture
+def copy_of(bundles, tmp_path):
+    def copy(name):
+        return shutil.copytree(bundles[name], tmp_path / name)
+
+    return copy
+
+
+def _volume(seed=0):
+    # a (1, 4, H, W, D) volume as LoadImaged gives it: a MetaTensor with an affine
+    generator = torch.Generator().manual_seed(seed)
+    return MetaTensor(torch.randn(1, 4, 48, 64, 6, generator=generator), affine=torch.eye(4))
+
+
+@pytest.mark.parametrize("name", ["plain", "pruned"])
+def test_label_maps_agree_with_torch(bundles, name):
+    image = _volume()
+    inferer = SliceInferer(roi_size=(32, 32), spatial_dim=2, sw_batch_size=4, overlap=0.25)
+    maps = {}
+    for backend in BACKENDS:
+        network = load_backend(bundles[name], backend, threads=1)
+        probabilities = inferer(image, network)
+        assert probabilities.shape == (1, 3, 48, 64, 6) and probabilities.dtype == torch.float32
+        maps[backend] = regions_to_labelmap(probabilities[0])
+    assert len(torch.unique(maps["torch"])) > 1  # the maps hold more than one label, so agreement says something
+    for backend in ("onnxruntime", "openvino"):
+        agreement = float((maps[backend] == maps["torch"]).float().mean())
+        assert agreement >= 0.9999, (backend, agreement)
+
+
+def test_sliding_window_batches_through_exported_backend(bundles):
+    image = _volume(1)[..., 0]  # (1, 4, 48, 64)
+    torch_net = load_backend(bundles["plain"], "torch", threads=1)
+    onnx_net = load_backend(bundles["plain"], "onnxruntime", threads=1)
+    calls = []
+    original = onnx_net.run
+    onnx_net.run = lambda array: calls.append(array.shape) or original(array)
+    inferer = SlidingWindowInferer(roi_size=(32, 32), sw_batch_size=3, overlap=0.5)
+    difference = (inferer(image, onnx_net) - inferer(image, torch_net)).abs().max()
+    assert float(difference) <= 1e-4
+    assert calls[0] == (3, 4, 32, 32)  # sw_batch_size windows in one runtime call
+
+
+def test_pruned_bundle_records_its_history(bundles):
+    network = load_backend(bundles["pruned"], "openvino", threads=1)
+    assert network.record.source.history_file == str(bundles["pruned"] / "models" / "pruning_history.json")
+    assert network.record.source.history_sha256 is not None
+
+
+@pytest.mark.parametrize("what,channels", [("input", {"in_channels": 8}), ("output", {"out_channels": 5})])
+def test_wrong_channels_are_refused_naming_both_files(copy_of, tmp_path, what, channels):
+    bundle = copy_of("plain")
+    other = small_bundle(tmp_path / "other")
+    config = other / "configs" / "inference.json"
+    text = config.read_text()
+    for key, value in channels.items():
+        text = text.replace(f'"{key}": {4 if key == "in_channels" else 3}', f'"{key}": {value}')
+    config.write_text(text)
+    atomic_save(get_network("baseline", features=SMALL, **channels).state_dict(), other / "models" / "model.pt")
+    export_bundle(other, formats="onnx", parity_shapes=((1, 16, 16),))
+    for name in EXPORTS["onnxruntime"]:
+        shutil.copy(other / "models" / name, bundle / "models" / name)
+    with pytest.raises(ExportMismatchError) as raised:
+        load_backend(bundle, "onnxruntime")
+    exported, expected = (8, 4) if what == "input" else (5, 3)
+    assert str(raised.value).startswith(
+        f"{bundle / 'models' / 'model.onnx'} has {exported} {what} channels but the network of "
+        f"{bundle / 'configs' / 'inference.json'} has {expected}"
+    )
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_unpruned_export_in_pruned_bundle_is_refused(bundles, copy_of, backend):
+    bundle = copy_of("pruned")
+    for name in EXPORTS[backend]:
+        shutil.copy(bundles["plain"] / "models" / name, bundle / "models" / name)
+    with pytest.raises(ExportMismatchError) as raised:
+        load_backend(bundle, backend)
+    assert str(raised.value).startswith(
+        f"{bundle / 'models' / EXPORTS[backend][0]} was exported from an unpruned network, but the bundle replays the "
+        f"pruning history {bundle / 'models' / 'pruning_history.json'}"
+    )
+
+
+def test_pruned_export_in_unpruned_bundle_is_refused(bundles, copy_of):
+    bundle = copy_of("plain")
+    for name in EXPORTS["onnxruntime"]:
+        shutil.copy(bundles["pruned"] / "models" / name, bundle / "models" / name)
+    with pytest.raises(ExportMismatchError, match="was exported from a DepGraph-pruned network") as raised:
+        load_backend(bundle, "onnxruntime")
+    assert str(bundle / "models" / "model.onnx") in str(raised.value)
+    assert str(bundle / "configs" / "inference.json") in str(raised.value)
+
+
+def test_other_pruning_history_is_refused(copy_of, tmp_path):
+    bundle = copy_of("pruned")
+    # another history with the same channels in and out: a small network pruned, exported with its history file
+    network = get_network("baseline", features=SMALL)
+    result = prune(network, "depgraph", 0.5, example_inputs=torch.zeros(1, 4, 32, 32))
+    _, history = save_pruned(tmp_path / "other", network, result.history)
+    export_network(network, tmp_path / "other", formats="onnx", history=history, parity_shapes=((1, 16, 16),))
+    for name in EXPORTS["onnxruntime"]:
+        shutil.copy(tmp_path / "other" / name, bundle / "models" / name)
+    with pytest.raises(ExportMismatchError) as raised:
+        load_backend(bundle, "onnxruntime")
+    assert str(raised.value).startswith(
+        f"{bundle / 'models' / 'model.onnx'} was exported with another pruning history ({history}) than the "
+        f"bundle's {bundle / 'models' / 'pruning_history.json'}"
+    )
+
+
+def test_retrained_weights_are_refused(copy_of):
+    bundle = copy_of("plain")
+    torch.manual_seed(99)
+    atomic_save(get_network("baseline", features=SMALL).state_dict(), bundle / "models" / "model.pt")
+    with pytest.raises(ExportMismatchError) as raised:
+        load_backend(bundle, "openvino")
+    assert str(raised.value).startswith(
+        f"{bundle / 'models' / 'model.xml'} was exported from other weights than {bundle / 'models' / 'model.pt'}"
+    )
+    assert isinstance(load_backend(bundle, "torch"), TorchBackend)
+
+
+def test_replaced_or_missing_files_are_refused(copy_of):
+    bundle = copy_of("plain")
+    models = bundle / "models"
+    with open(models / "model.bin", "ab") as f:
+        f.write(b"\0")
+    damaged = f"{models / 'model.bin'} is not the file exported with record {models / 'model.xml.json'}"
+    with pytest.raises(ExportMismatchError, match=re.escape(damaged)):
+        load_backend(bundle, "openvino")
+    (models / "model.onnx.json").unlink()
+    missing = f"{models / 'model.onnx'} has no export record {models / 'model.onnx.json'}"
+    with pytest.raises(FileNotFoundError, match=re.escape(missing)):
+        OnnxRuntimeBackend(models / "model.onnx")
+    (models / "model.onnx").unlink()
+    with pytest.raises(FileNotFoundError, match="does not exist: export the bundle first"):
+        load_backend(bundle, "onnxruntime")
+
+
+def test_bad_settings_and_inputs_are_refused(bundles):
+    with pytest.raises(ValueError, match="Unknown backend 'tensorrt'; valid backends: torch, onnxruntime, openvino"):
+        load_backend(bundles["plain"], "tensorrt")
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        load_backend(bundles["plain"], "openvino", threads=0)
+    with pytest.raises(ValueError, match="channels_last applies to the torch backend only"):
+        load_backend(bundles["plain"], "onnxruntime", channels_last=True)
+    network = load_backend(bundles["plain"], "onnxruntime", threads=1)
+    assert (network.in_channels, network.out_channels, network.threads) == (4, 3, 1)
+    with pytest.raises(ValueError, match=r"expects input of shape \(B, 4, H, W\); got \[1, 3, 32, 32\]"):
+        network(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"multiples of 16; got \[1, 4, 32, 40\]"):
+        network(torch.zeros(1, 4, 32, 40))
+
+
+def test_torch_backend_channels_last_and_threads(bundles):
+    threads = torch.get_num_threads()
+    try:
+        eager = load_backend(bundles["plain"], "torch", threads=2)
+        assert torch.get_num_threads() == 2
+        fast = load_backend(bundles["plain"], "torch", channels_last=True)
+    finally:
+        torch.set_num_threads(threads)
+    x = torch.randn(2, 4, 32, 48)
+    out = fast(x)
+    assert out.is_contiguous() and float((out - eager(x)).abs().max()) <= 1e-4
