@@ -351,6 +351,12 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
                 "convention": "@metric_convention",
                 "lesionwise": "@lesionwise",
             },
+            {
+                "_target_": "raagr2_monai.handlers.OverlayWriter",
+                "output_dir": "$@output_dir + '/overlays'",
+                "datalist": "@validate#datalist",
+                "convention": "@metric_convention",
+            },
         ],
         "run_settings#eval_section": "@eval_section",
         "run_settings#metric_convention": "@metric_convention",

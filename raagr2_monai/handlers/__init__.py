@@ -4,6 +4,7 @@
 - :mod:`.checkpoint`: :class:`WeightsLoader` (plain state_dict at start), :class:`TrainingCheckpoint` (resumable
   training state after every epoch);
 - :mod:`.metrics`: :class:`BraTSMeanDice` (validation key metric), :class:`BraTSMetricsWriter` (per-subject CSVs);
+- :mod:`.overlays`: :class:`OverlayWriter` (a picture per evaluated subject);
 - :mod:`.pruning`: :class:`PruneHandler` (prune at start, keep it in force), :class:`MaskHandler` (keep masks);
 - :mod:`.history`: :class:`EpochHistory` (a training run's curves as JSON).
 """
@@ -11,6 +12,7 @@
 from .checkpoint import TrainingCheckpoint, WeightsLoader
 from .history import EpochHistory
 from .metrics import BraTSMeanDice, BraTSMetricsWriter
+from .overlays import OverlayWriter
 from .pruning import MaskHandler, PruneHandler
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "TrainingCheckpoint",
     "BraTSMeanDice",
     "BraTSMetricsWriter",
+    "OverlayWriter",
     "PruneHandler",
     "MaskHandler",
     "EpochHistory",

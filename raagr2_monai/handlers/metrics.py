@@ -12,7 +12,7 @@ from typing import Any
 import ignite.distributed as idist
 import torch
 from ignite.engine import Engine, Events
-from monai.data import MetaTensor, decollate_batch
+from monai.data import decollate_batch
 from monai.handlers import IgniteMetricHandler
 from monai.metrics import DiceMetric
 
@@ -29,6 +29,8 @@ from raagr2_monai.metrics import (
     write_metrics_csv,
 )
 from raagr2_monai.utils import atomic_write_json
+
+from raagr2_monai.handlers.items import item_value, source_file
 
 __all__ = ["BraTSMeanDice", "BraTSMetricsWriter"]
 
@@ -141,35 +143,11 @@ class BraTSMetricsWriter:
         """Forget the rows of a previous run."""
         self.rows = []
 
-    @staticmethod
-    def _item_value(engine: Engine, item: Mapping[str, Any], index: int, key: str) -> Any:
-        """A datalist value of the subject (``case``, ``label_convention``): from the output item or the batch."""
-        if key in item:
-            return item[key]
-        batch = engine.state.batch
-        if isinstance(batch, list) and index < len(batch) and isinstance(batch[index], Mapping):
-            return batch[index].get(key)
-        if isinstance(batch, Mapping) and key in batch:
-            return batch[key][index]
-        return None
-
     def _case_id(self, engine: Engine, item: Mapping[str, Any], index: int, seg_path: str) -> str:
-        case = self._item_value(engine, item, index, self.case_key)
+        case = item_value(engine, item, index, self.case_key)
         if case is not None:
             return str(case)
         return strip_extension(os.path.basename(seg_path)) or f"case_{len(self.rows)}"
-
-    def _seg_path(self, item: Mapping[str, Any], index: int) -> str:
-        label = item.get(self.label_key)
-        name = label.meta.get("filename_or_obj") if isinstance(label, MetaTensor) else None
-        if isinstance(name, (list, tuple)):
-            name = name[0]
-        if not name:
-            raise ValueError(
-                f"BraTSMetricsWriter: output item {index} names no seg file: {self.label_key!r} must be the loaded "
-                "label MetaTensor (its meta['filename_or_obj'] is the file scored against)."
-            )
-        return os.fspath(name)
 
     def iteration_completed(self, engine: Engine) -> None:
         """Score every subject of the current iteration's output.
@@ -185,9 +163,14 @@ class BraTSMetricsWriter:
                 raise ValueError(
                     f"BraTSMetricsWriter: engine output item {index} has no {self.pred_key!r} (keys: {sorted(item)})."
                 )
-            seg_path = self._seg_path(item, index)
+            seg_path = source_file(item, self.label_key)
+            if seg_path is None:
+                raise ValueError(
+                    f"BraTSMetricsWriter: output item {index} names no seg file: {self.label_key!r} must be the loaded "
+                    "label MetaTensor (its meta['filename_or_obj'] is the file scored against)."
+                )
             case = self._case_id(engine, item, index, seg_path)
-            labels = self._item_value(engine, item, index, CONVENTION_KEY) or DEFAULT_CONVENTION
+            labels = item_value(engine, item, index, CONVENTION_KEY) or DEFAULT_CONVENTION
             truth, spacing = read_label_file(seg_path, case, labels)
             prob = item.get(self.prob_key) if self.prob_key else None
             self.rows.append(

@@ -11,10 +11,12 @@ from typing import Any
 from ignite.engine import Engine, Events
 from monai.data import MetaTensor, decollate_batch
 
-from raagr2_monai.constants import CHANNELS
+from raagr2_monai.constants import CHANNELS, DEFAULT_CONVENTION
 from raagr2_monai.data.layouts import strip_extension
+from raagr2_monai.data.transforms import CONVENTION_KEY
 from raagr2_monai.data.validation import BraTSDataError, read_label_file
 from raagr2_monai.metrics import get_convention
+from raagr2_monai.handlers.items import item_value, source_file
 from raagr2_monai.visualize import as_labelmap, overlay_figure, read_modalities, save_png
 
 __all__ = ["OverlayWriter"]
@@ -88,29 +90,25 @@ class OverlayWriter:
         """Register :meth:`iteration_completed` on ``engine``'s ``ITERATION_COMPLETED``."""
         engine.add_event_handler(Events.ITERATION_COMPLETED, self.iteration_completed)
 
-    @staticmethod
-    def _source(item: Mapping[str, Any], key: str) -> str | None:
-        value = item.get(key)
-        name = value.meta.get("filename_or_obj") if isinstance(value, MetaTensor) else None
-        if isinstance(name, (list, tuple)):
-            name = name[0] if name else None
-        return os.fspath(name) if name else None
-
     def _case_id(self, engine: Engine, item: Mapping[str, Any], index: int, seg_path: str | None) -> str:
-        if self.case_key in item:
-            return str(item[self.case_key])
-        batch = engine.state.batch
-        if isinstance(batch, list) and index < len(batch) and isinstance(batch[index], Mapping):
-            if self.case_key in batch[index]:
-                return str(batch[index][self.case_key])
-        elif isinstance(batch, Mapping) and self.case_key in batch:
-            return str(batch[self.case_key][index])
+        case = item_value(engine, item, index, self.case_key)
+        if case is not None:
+            return str(case)
         pred = item.get(self.pred_key)
         if isinstance(pred, MetaTensor) and pred.meta.get(self.case_key):
             return str(pred.meta[self.case_key])
         if seg_path is None:
             raise ValueError(f"OverlayWriter: output item {index} has neither a case id nor a seg file name.")
         return strip_extension(os.path.basename(seg_path))
+
+    def _file_channels(self, entry: Mapping[str, Any]) -> Sequence[str]:
+        """The modality in each channel of a 4D file: ``channels``, or the entry's own order (a Decathlon study)."""
+        if entry.get("channels") is None:
+            return self.channels
+        names = [""] * len(CHANNELS)
+        for modality, file_channel in zip(CHANNELS, entry["channels"]):
+            names[int(file_channel)] = modality
+        return names
 
     def iteration_completed(self, engine: Engine) -> None:
         """Write the overlay of every subject of the current iteration's output.
@@ -127,19 +125,20 @@ class OverlayWriter:
         for index, item in enumerate(items):
             if self.pred_key not in item:
                 raise ValueError(f"OverlayWriter: output item {index} has no {self.pred_key!r} (keys: {sorted(item)}).")
-            seg_path = self._source(item, self.label_key)
+            seg_path = source_file(item, self.label_key)
             case = self._case_id(engine, item, index, seg_path)
             entry = self.entries.get(case, {})
             seg_path = seg_path or entry.get("label")
-            image = entry.get("image") or self._source(item, self.image_key)
+            image = entry.get("image") or source_file(item, self.image_key)
             if not seg_path or not image:
                 raise ValueError(
                     f"OverlayWriter: case {case}: the seg file or the images are unknown ({self.label_key!r} and "
                     f"{self.image_key!r} must be loaded MetaTensors, or pass the datalist)."
                 )
-            truth, _ = read_label_file(seg_path, case)
+            labels = entry.get(CONVENTION_KEY) or DEFAULT_CONVENTION
+            truth, _ = read_label_file(seg_path, case, labels)
             try:
-                volumes, affine = read_modalities(image, tuple(_SHOWN), self.channels, case)
+                volumes, affine = read_modalities(image, tuple(_SHOWN), self._file_channels(entry), case)
             except BraTSDataError as err:
                 if "image" in entry:
                     raise
@@ -156,7 +155,7 @@ class OverlayWriter:
                 )
             figure = overlay_figure(
                 {_SHOWN[name]: volumes[name] for name in _SHOWN}, truth, pred, affine, title=case,
-                convention=self.convention, dpi=self.dpi,
+                convention=self.convention, dpi=self.dpi, labels=labels,
             )
             path = save_png(figure, self.output_dir / f"{case}.png")
             logger.info("overlay of case %s written to %s", case, path)

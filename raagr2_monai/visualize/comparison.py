@@ -36,6 +36,7 @@ def comparison_figure(
     radiological: bool = True,
     panel_inches: float = 3.0,
     dpi: int = 100,
+    labels: str | None = None,
 ) -> Figure:
     """One subject, one axial slice: the ground truth, then every model's prediction, each outlined per region on
     the same image, each prediction's panel titled with its per-region Dice over the whole volume.
@@ -56,6 +57,8 @@ def comparison_figure(
         radiological: the patient's right on the left of each panel.
         panel_inches: the width of one panel.
         dpi: pixels per inch.
+        labels: the label convention of every map (``raagr2_monai.constants.LABEL_CONVENTIONS``); ``None`` =
+            BraTS 2018-2021.
 
     Returns:
         The figure (save it with :func:`~.figures.save_png`).
@@ -76,7 +79,7 @@ def comparison_figure(
     if not maps or len(set(shapes.values())) != 1:
         raise ValueError(f"comparison_figure needs at least one prediction and volumes of one shape; got {shapes}.")
     view = axial_view(affine, radiological)
-    true_masks = region_masks(true_map)
+    true_masks = region_masks(true_map, labels)
     if index is None:
         index = tumour_slices(true_masks, axis=view.slice_axis, image=image)[0].index
     plane, window = view.slice(image, index), intensity_window(image)
@@ -91,7 +94,7 @@ def comparison_figure(
     draw_slice(axes[0], plane, window, view, "ground truth")
     draw_contours(axes[0], displayed_masks(true_masks, view, index))
     for ax, (name, labelmap) in zip(axes[1:], maps.items()):
-        masks = region_masks(labelmap)
+        masks = region_masks(labelmap, labels)
         dice = (scores or {}).get(name) or region_dice(masks, true_masks, convention)
         draw_slice(ax, plane, window, view, f"{name}\n{dice_text(dice)}")
         draw_contours(ax, displayed_masks(masks, view, index))

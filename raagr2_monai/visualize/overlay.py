@@ -48,6 +48,7 @@ def overlay_figure(
     radiological: bool = True,
     panel_inches: float = 3.0,
     dpi: int = 100,
+    labels: str | None = None,
 ) -> Figure:
     """One subject's overlay: a row per chosen slice, a column per modality, ground truth outlined solid and the
     prediction dashed in each region's colour (:data:`~.figures.REGION_COLOURS`), a legend, and the per-region Dice
@@ -71,6 +72,8 @@ def overlay_figure(
         panel_inches: the side of one panel.
         dpi: pixels per inch; the PNG is ``len(images) * panel_inches * dpi`` pixels wide and
             ``(len(slices) * panel_inches + 1.25) * dpi`` high (``+ 1.55`` for a single image).
+        labels: the label convention of both maps (``raagr2_monai.constants.LABEL_CONVENTIONS``); ``None`` = BraTS
+            2018-2021.
 
     Returns:
         The figure (save it with :func:`~.figures.save_png`).
@@ -90,7 +93,7 @@ def overlay_figure(
     if not images or len(set(shapes.values())) != 1:
         raise ValueError(f"overlay_figure needs at least one image and volumes of one shape; got {shapes}.")
     view = axial_view(affine, radiological)
-    true_masks, pred_masks = region_masks(true_map), region_masks(pred_map)
+    true_masks, pred_masks = region_masks(true_map, labels), region_masks(pred_map, labels)
     first = next(iter(images.values()))
     chosen = list(slices) if slices is not None else tumour_slices(true_masks, pred_masks, view.slice_axis, first)
     shown = scores if scores is not None else region_dice(pred_masks, true_masks, convention)

@@ -40,11 +40,12 @@ def as_labelmap(labelmap: np.ndarray | torch.Tensor, name: str = "label map") ->
     return array
 
 
-def region_masks(labelmap: np.ndarray | torch.Tensor) -> np.ndarray:
+def region_masks(labelmap: np.ndarray | torch.Tensor, labels: str | None = None) -> np.ndarray:
     """The regions TC, WT, ET of a label map as boolean masks.
 
     Args:
-        labelmap: raw BraTS labels, (X, Y, Z) or (1, X, Y, Z).
+        labelmap: raw labels, (X, Y, Z) or (1, X, Y, Z).
+        labels: their label convention (``raagr2_monai.constants.LABEL_CONVENTIONS``); ``None`` = BraTS 2018-2021.
 
     Returns:
         (3, X, Y, Z) bool, channels in the order of :data:`~raagr2_monai.constants.REGIONS`.
@@ -56,7 +57,7 @@ def region_masks(labelmap: np.ndarray | torch.Tensor) -> np.ndarray:
     """
     array = as_labelmap(labelmap)
     if not np.issubdtype(array.dtype, np.integer):
-        return labelmap_to_regions(torch.as_tensor(array)[None]).bool().numpy()
+        return labelmap_to_regions(torch.as_tensor(array)[None], labels).bool().numpy()
     # labelmap_to_regions is applied to the label values once, and looked up within the labelled voxels' box only:
     # comparing every voxel of a BraTS volume with every label takes ten times longer
     masks = np.zeros((len(REGIONS), *array.shape), dtype=bool)
@@ -65,7 +66,7 @@ def region_masks(labelmap: np.ndarray | torch.Tensor) -> np.ndarray:
         box = bounding_box(labelled)
         inside = array[box]
         low = int(inside.min())
-        table = labelmap_to_regions(torch.arange(low, int(inside.max()) + 1)[None]).bool().numpy()
+        table = labelmap_to_regions(torch.arange(low, int(inside.max()) + 1)[None], labels).bool().numpy()
         masks[(slice(None), *box)] = table[:, inside - low]
     return masks
 

@@ -125,6 +125,8 @@ def test_evaluation_writes_per_subject_and_summary_csv(trained, tiny_dataset, tm
     assert {"thesis_pooled_dice", "mean_iou"} <= columns
     assert 0.0 <= float(rows[0]["dice_WT"]) <= 1.0
     assert (tmp_path / "metrics_summary.csv").is_file()
+    pictures = sorted(p.name for p in (tmp_path / "overlays").iterdir())
+    assert pictures == sorted(f"{r['case']}.png" for r in rows)
 
 
 def _labels_of(case_dir: Path):
