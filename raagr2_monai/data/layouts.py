@@ -150,9 +150,9 @@ def find_cases(data_dir: str, grades_csv: Optional[str] = None) -> List[dict]:
 
     Example::
 
-        >>> entries = find_cases("/data/BraTS2021_Training_Data")
-        >>> entries[0]["image"][0]  # T1ce first
-        '/data/BraTS2021_Training_Data/BraTS2021_00000/BraTS2021_00000_t1ce.nii.gz'
+        entries = find_cases("/data/BraTS2021_Training_Data")
+        entries[0]["image"][0]  # T1ce first
+        # '/data/BraTS2021_Training_Data/BraTS2021_00000/BraTS2021_00000_t1ce.nii.gz'
     """
     root, entries, problems = scan_cases(data_dir, grades_csv)
     if problems:

@@ -51,9 +51,9 @@ def load_split(
 
     Example::
 
-        >>> train_files = load_split(None, "training")  # the synthetic set
-        >>> sorted(train_files[0])
-        ['case', 'grade', 'image', 'label']
+        train_files = load_split(None, "training")  # the synthetic set
+        sorted(train_files[0])
+        # ['case', 'grade', 'image', 'label']
     """
     if section not in SECTIONS:
         raise ValueError(f"section must be one of {SECTIONS}; got {section!r}.")
@@ -127,8 +127,8 @@ def inference_cases(dataset_dir: Optional[str], datalist: Optional[str] = None, 
 
     Example::
 
-        >>> [e["case"] for e in inference_cases("/data/new_cases")]
-        ['BraTS2021_00000', 'BraTS2021_00002']
+        [e["case"] for e in inference_cases("/data/new_cases")]
+        # ['BraTS2021_00000', 'BraTS2021_00002']
     """
     if datalist:
         return load_split(None, section, datalist)

@@ -244,7 +244,7 @@ class AtomicNibabelWriter(NibabelWriter):
 
     Example::
 
-        >>> SaveImaged("pred", writer=AtomicNibabelWriter)  # doctest: +SKIP
+        SaveImaged("pred", writer=AtomicNibabelWriter)
     """
 
     def write(self, filename: PathLike, verbose: bool = False, **obj_kwargs: Any) -> None:
@@ -296,8 +296,8 @@ def preprocessing_transforms(roi_size: Sequence[int] = (192, 192), with_label: b
 
     Example::
 
-        >>> preprocessing_transforms((32, 32))({"image": [t1ce, t1, t2, flair], "label": seg})["image"].shape
-        torch.Size([4, 32, 32, 155])
+        preprocessing_transforms((32, 32))({"image": [t1ce, t1, t2, flair], "label": seg})["image"].shape
+        # torch.Size([4, 32, 32, 155])
     """
     height, width = _in_plane_size(roi_size)
     keys = [IMAGE_KEY, LABEL_KEY] if with_label else [IMAGE_KEY]
@@ -342,9 +342,9 @@ def train_transforms(
 
     Example::
 
-        >>> samples = train_transforms((32, 32), num_samples=2)(entry)
-        >>> samples[0]["image"].shape, samples[0]["label"].shape
-        (torch.Size([4, 32, 32]), torch.Size([3, 32, 32]))
+        samples = train_transforms((32, 32), num_samples=2)(entry)
+        samples[0]["image"].shape, samples[0]["label"].shape
+        # (torch.Size([4, 32, 32]), torch.Size([3, 32, 32]))
     """
     if not 0.0 <= tumour_fraction <= 1.0:
         raise ValueError(f"tumour_fraction must lie in [0, 1], got {tumour_fraction}.")
@@ -386,8 +386,8 @@ def val_transforms(roi_size: Sequence[int] = (192, 192)) -> Compose:
 
     Example::
 
-        >>> val_transforms((32, 32))(entry)["label"].shape
-        torch.Size([3, 32, 32, 155])
+        val_transforms((32, 32))(entry)["label"].shape
+        # torch.Size([3, 32, 32, 155])
     """
     return preprocessing_transforms(roi_size, with_label=True)
 
@@ -403,8 +403,8 @@ def inference_transforms(roi_size: Sequence[int] = (192, 192)) -> Compose:
 
     Example::
 
-        >>> pre = inference_transforms((32, 32))
-        >>> post = inference_postprocessing(pre, "out")
+        pre = inference_transforms((32, 32))
+        post = inference_postprocessing(pre, "out")
     """
     return preprocessing_transforms(roi_size, with_label=False)
 
@@ -427,10 +427,10 @@ def inference_postprocessing(preprocessing: Compose, output_dir: PathLike, thres
 
     Example::
 
-        >>> pre = inference_transforms((32, 32))
-        >>> d = pre(entry)
-        >>> d["pred"] = torch.sigmoid(network_output)
-        >>> inference_postprocessing(pre, "out")(d)  # writes out/<case>_seg.nii.gz
+        pre = inference_transforms((32, 32))
+        d = pre(entry)
+        d["pred"] = torch.sigmoid(network_output)
+        inference_postprocessing(pre, "out")(d)  # writes out/<case>_seg.nii.gz
     """
     return Compose(
         [

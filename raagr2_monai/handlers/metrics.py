@@ -97,9 +97,10 @@ class BraTSMetricsWriter:
         spacing: voxel size per spatial dimension; None = from the label's metadata.
         max_hd95: HD95 of a region present in only one of prediction and label; None = volume diagonal.
 
-    Example:
-        >>> writer = BraTSMetricsWriter("eval")  # doctest: +SKIP
-        >>> writer.attach(evaluator)  # doctest: +SKIP
+    Example::
+
+        writer = BraTSMetricsWriter("eval")
+        writer.attach(evaluator)
     """
 
     def __init__(
