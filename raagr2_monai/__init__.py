@@ -9,7 +9,10 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("bundle", "cli", "constants", "data", "handlers", "losses", "metrics", "networks", "pruning", "utils")
+_SUBMODULES = (
+    "benchmark", "bundle", "cli", "constants", "data", "handlers", "losses", "metrics", "networks", "pruning", "report",
+    "study", "utils",
+)
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,8 @@
 """MONAI bundles of the RAAGR2-Net variants: their configs, generated once for all four (:mod:`.configs`,
-:mod:`.generate`, :mod:`.docs`), the functions the configs call while they run (:mod:`.runtime`), and pruned bundles
-(:mod:`.pruned`)."""
+:mod:`.generate`, :mod:`.docs`), the functions the configs call while they run (:mod:`.runtime`), pruned bundles
+(:mod:`.pruned`), and a bundle folder loaded as a network (:mod:`.load`)."""
 
+from .load import build_bundle_network, bundle_name, load_bundle_network
 from .pruned import check_prune_settings, prepare_output_dir, pruned_network_def, run_pruning, write_pruned_bundle
 from .runtime import (
     checked,
@@ -26,4 +27,7 @@ __all__ = [
     "pruned_network_def",
     "run_pruning",
     "write_pruned_bundle",
+    "bundle_name",
+    "build_bundle_network",
+    "load_bundle_network",
 ]

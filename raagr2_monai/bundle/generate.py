@@ -38,7 +38,9 @@ def write_bundle(folder: str, variant: str, license_text: str) -> List[str]:
     return written
 
 
-def write_bundles(root: str = "bundles", variants: Optional[Iterable[str]] = None, license_file: str = "LICENSE") -> list:
+def write_bundles(
+    root: str = "bundles", variants: Optional[Iterable[str]] = None, license_file: str = "LICENSE"
+) -> List[str]:
     """(Re)write ``<root>/<variant>/`` for each variant (see :func:`write_bundle`).
 
     Returns:

@@ -9,7 +9,6 @@ Every file is written to a temporary name, then renamed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -33,6 +32,7 @@ from raagr2_monai.pruning import (
 from raagr2_monai.utils import atomic_save, atomic_write_json, atomic_write_text, to_jsonable, unwrap
 
 from .configs import VARIANTS, Variant, bundle_configs, config_files
+from .docs import pruned_bundle_readme
 
 __all__ = [
     "check_prune_settings",
@@ -198,8 +198,8 @@ def write_pruned_bundle(
 
     Example::
 
-        >>> result = prune(net, "depgraph", 0.2)
-        >>> write_pruned_bundle("bundles/baseline/pruned/depgraph-20", net, result)
+        result = prune(net, "depgraph", 0.2)
+        write_pruned_bundle("bundles/baseline/pruned/depgraph-20", net, result)
     """
     out = Path(output_dir)
     model = unwrap(network)
@@ -252,111 +252,3 @@ def write_pruned_bundle(
         atomic_write_text(str(out / "LICENSE"), license_file.read_text())
     logger.info("Wrote the pruned bundle %s", out)
     return out
-
-
-_README = """# {title}, pruned: {method} {percent} %
-
-{title} (`{source}`) pruned by **{method}** at ratio {ratio} and {tuned}. Written by `configs/prune.json` of the
-{variant} bundle; every config here comes from the same generator as the base bundles, with a `network_def` that
-{rebuilds}.
-
-| | before | after |
-|---|---|---|
-| parameters{param_note} | {params_before:,} | {params_after:,} |
-| FLOPs at {shape} (dense convolutions) | {flops_before:,} | {flops_after:,} |
-
-Requested ratio {ratio}; achieved {achieved_kind} {achieved:.4f}{reduction}.{sizes}{dice}
-All figures are in `pruning.json` and under `pruning` in `configs/metadata.json`.
-
-## Files
-
-- `models/model.pt`: the weights, a plain state_dict (`torch.load(..., weights_only=True)`).
-{model_files}
-## Use
-
-```bash
-# label maps (0/1/2/4) -> runs/inference/<case>_seg.nii.gz
-python -m monai.bundle run inferring --config_file {root}/configs/inference.json --dataset_dir /data/new_cases
-# per-subject metrics on the testing split -> runs/evaluate/
-python -m monai.bundle run evaluating --config_file "['{root}/configs/train.json','{root}/configs/evaluate.json']"
-# checks and TorchScript export
-python -m monai.bundle verify_net_in_out network_def --meta_file {root}/configs/metadata.json \\
-    --config_file {root}/configs/inference.json
-python -m monai.bundle ckpt_export network_def --filepath {root}/models/model.ts --ckpt_file {root}/models/model.pt \\
-    --meta_file {root}/configs/metadata.json --config_file {root}/configs/inference.json
-```
-
-`configs/train.json` trains this structure again from a fresh initialisation{retrain_note}.
-
-## Limits
-
-Research code for model compression, not for clinical use. A pruned model is only as good as the trained model and
-the fine-tuning behind it: a CPU run on the synthetic set proves the pipeline, not the model.
-"""
-
-
-def _display_path(path: PathLike) -> str:
-    relative = os.path.relpath(os.path.abspath(path))
-    return Path(relative if not relative.startswith("..") else os.path.abspath(path)).as_posix()
-
-
-def pruned_bundle_readme(variant: Variant, report: Mapping[str, Any], root: PathLike) -> str:
-    """The pruned bundle's ``docs/README.md``."""
-    masks = report["sparsity"] is not None
-    settings = report.get("settings") or {}
-    epochs = settings.get("epochs")
-    unit = "epoch" if epochs == 1 else "epochs"
-    if settings.get("from_scratch"):
-        tuned = f"then trained from initialisation for {epochs} {unit}"
-    elif epochs:
-        tuned = f"fine-tuned for {epochs} {unit}" + (" with the masks in force" if masks else "")
-    elif epochs == 0:
-        tuned = "not fine-tuned"
-    else:
-        tuned = "saved as pruned"
-    sizes = ""
-    if masks:
-        sizes = (
-            f"\nOn disk: `model.pt` {report['model_bytes']:,} bytes (dense, zeros stored), `model_sparse.pt` "
-            f"{report['model_sparse_bytes']:,} bytes (non-zero values plus a bit mask)."
-        )
-    dice = ""
-    if report.get("val_mean_dice") is not None:
-        dice = f"\nBest validation mean Dice: {report['val_mean_dice']:.4f}."
-    if masks:
-        model_files = (
-            "- `models/masks.pt`: the masks (parameter name -> boolean tensor, `True` = kept).\n"
-            "- `models/model_sparse.pt`: the same weights compressed (`raagr2_monai.pruning.from_sparse_state_dict`).\n"
-        )
-        rebuilds = "is the variant's own class (the masks keep the shapes; the pruned weights are zeros)"
-        retrain_note = ", with the masks kept in force (`raagr2_monai.handlers.MaskHandler`)"
-    else:
-        model_files = (
-            "- `models/pruning_history.json`: the channels removed, from which `network_def` rebuilds the network.\n"
-        )
-        rebuilds = "rebuilds the channel-pruned network (`raagr2_monai.pruning.build_pruned_network`)"
-        retrain_note = ""
-    return _README.format(
-        title=variant.title,
-        source=variant.network,
-        method=report["method"],
-        percent=round(report["requested_ratio"] * 100),
-        ratio=report["requested_ratio"],
-        tuned=tuned,
-        variant=variant.name,
-        rebuilds=rebuilds,
-        param_note=" (non-zero)" if masks else "",
-        params_before=report["params_before"],
-        params_after=report["params_after"],
-        shape="x".join(str(s) for s in report["flops_shape"]),
-        flops_before=report["flops_before"],
-        flops_after=report["flops_after"],
-        achieved_kind=report["achieved_kind"],
-        achieved=report["achieved"],
-        reduction=f"; parameter reduction {report['param_reduction']:.4f}" if masks else "",
-        sizes=sizes,
-        dice=dice,
-        model_files=model_files,
-        root=_display_path(root),
-        retrain_note=retrain_note,
-    )

@@ -140,9 +140,9 @@ def build_datalist(
 
     Example::
 
-        >>> parts = build_datalist("/data/BraTS2021_Training_Data", seed=0)
-        >>> sorted(parts)
-        ['testing', 'training', 'unlabelled', 'validation']
+        parts = build_datalist("/data/BraTS2021_Training_Data", seed=0)
+        sorted(parts)
+        # ['testing', 'training', 'unlabelled', 'validation']
     """
     root, entries, problems = scan_cases(data_dir, grades_csv, label_convention)
     problems += [p for entry in entries for p in case_problems(entry, read_voxels=check)]
@@ -202,9 +202,9 @@ def write_datalist(
 
     Example::
 
-        >>> doc = write_datalist("/data/BraTS2021_Training_Data", "/data/datalist.json")
-        >>> from monai.data import load_decathlon_datalist
-        >>> files = load_decathlon_datalist("/data/datalist.json", True, "training")
+        doc = write_datalist("/data/BraTS2021_Training_Data", "/data/datalist.json")
+        from monai.data import load_decathlon_datalist
+        files = load_decathlon_datalist("/data/datalist.json", True, "training")
     """
     fractions = parse_split(split)
     root = os.path.abspath(os.path.expanduser(str(data_dir)))

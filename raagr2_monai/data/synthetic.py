@@ -287,8 +287,8 @@ def generate(
 
     Example::
 
-        >>> generate("/tmp/synth", cases=4, shape=(32, 32, 16))
-        ['SynthBraTS_00000', 'SynthBraTS_00001', 'SynthBraTS_00002', 'SynthBraTS_00003']
+        generate("/tmp/synth", cases=4, shape=(32, 32, 16))
+        # ['SynthBraTS_00000', 'SynthBraTS_00001', 'SynthBraTS_00002', 'SynthBraTS_00003']
     """
     dims = _parse_shape(shape)
     if int(cases) < 1:
@@ -342,8 +342,8 @@ def default_dataset_dir() -> str:
 
     Example::
 
-        >>> default_dataset_dir()
-        '/home/me/.cache/raagr2_monai/synthetic'
+        default_dataset_dir()
+        # '/home/me/.cache/raagr2_monai/synthetic'
     """
     env = os.environ.get(ENV_VAR)
     path = env if env else os.path.join("~", ".cache", "raagr2_monai", "synthetic")
@@ -372,7 +372,7 @@ def ensure_synthetic(
 
     Example::
 
-        >>> path = ensure_synthetic()  # ~/.cache/raagr2_monai/synthetic, generated on first use
+        path = ensure_synthetic()  # ~/.cache/raagr2_monai/synthetic, generated on first use
     """
     path = os.path.abspath(os.path.expanduser(str(dataset_dir))) if dataset_dir else default_dataset_dir()
     wanted = _info(cases, seed, _parse_shape(shape))

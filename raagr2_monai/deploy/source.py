@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from torch import nn
 
+from raagr2_monai.bundle.load import build_bundle_network, check_bundle
 from raagr2_monai.networks import load_weights, variant_of
 from raagr2_monai.pruning import read_history
 from raagr2_monai.utils import unwrap
@@ -131,12 +132,9 @@ class BundleModel:
 
 
 def read_bundle(bundle_dir: PathLike) -> BundleModel:
-    """Build a bundle's network from ``configs/inference.json`` and load ``models/model.pt`` into it.
-
-    The network is the config's ``network_def``, parsed by ``monai.bundle.ConfigParser`` with ``bundle_root`` set to
-    the folder, so a DepGraph-pruned bundle's ``network_def`` (``raagr2_monai.pruning.build_pruned_network`` with
-    ``history: "$@bundle_root + '/models/pruning_history.json'"``) finds its history. The weights are loaded with
-    :func:`raagr2_monai.networks.load_weights` (``weights_only=True``, strict).
+    """A bundle's network (:func:`raagr2_monai.bundle.build_bundle_network`) with ``models/model.pt`` loaded, and the
+    files it was built from. The weights are loaded with :func:`raagr2_monai.networks.load_weights`
+    (``weights_only=True``, strict).
 
     Args:
         bundle_dir: the bundle folder.
@@ -155,29 +153,12 @@ def read_bundle(bundle_dir: PathLike) -> BundleModel:
         model = read_bundle("bundles/baseline/pruned/depgraph-50")
         model.history  # .../models/pruning_history.json
     """
-    from monai.bundle import ConfigParser
-
-    root = Path(bundle_dir)
+    root = check_bundle(bundle_dir)
     config = root / "configs" / "inference.json"
     weights = root / "models" / "model.pt"
-    if not root.is_dir():
-        raise FileNotFoundError(f"Bundle folder {root} does not exist.")
-    if not config.is_file():
-        raise FileNotFoundError(f"{root} is not a bundle: {config} is missing.")
     if not weights.is_file():
         raise FileNotFoundError(f"{weights} does not exist: train the bundle (or prune it) before exporting it.")
-    parser = ConfigParser()
-    parser.read_config(str(config))
-    if "network_def" not in parser:
-        raise ValueError(f"{config} defines no 'network_def'.")
-    parser["bundle_root"] = str(root.resolve())
-    raw = parser.get("network_def")
-    history = None
-    if isinstance(raw, Mapping) and "history" in raw:
-        history = Path(parser.get_parsed_content("network_def#history"))
-    network = parser.get_parsed_content("network_def")
-    if not isinstance(network, nn.Module):
-        raise ValueError(f"'network_def' of {config} is a {type(network).__name__}, not a torch.nn.Module.")
+    network, history = build_bundle_network(root)
     try:
         variant_of(network)
     except ValueError as err:

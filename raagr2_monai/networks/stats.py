@@ -42,8 +42,8 @@ def count_flops(model: nn.Module, shape: Sequence[int] = (1, 4, 192, 192)) -> in
     Example::
 
         >>> from raagr2_monai.networks import get_network
-        >>> count_flops(get_network("baseline", out_channels=5), (1, 4, 192, 192))
-        15460761600
+        >>> count_flops(get_network("baseline", out_channels=5), (1, 4, 32, 32))  # 15,460,761,600 at 192 x 192
+        429465600
     """
     was_training = model.training
     model.eval()

@@ -52,8 +52,8 @@ def save_pruned(
 
     Example::
 
-        >>> weights, history_file = save_pruned("pruned", net, result.history, {"ratio": 0.2})
-        >>> net2 = load_pruned("baseline", weights, history_file)
+        weights, history_file = save_pruned("pruned", net, result.history, {"ratio": 0.2})
+        net2 = load_pruned("baseline", weights, history_file)
     """
     directory = Path(directory)
     document = {
@@ -120,7 +120,7 @@ def build_pruned_network(
 
     Example::
 
-        >>> net = build_pruned_network("paired", "pruned/pruning_history.json")
+        net = build_pruned_network("paired", "pruned/pruning_history.json")
     """
     if isinstance(history, (str, os.PathLike)):
         document = read_history(history)

@@ -106,9 +106,9 @@ class MaskSet:
 
     Example::
 
-        >>> masks = magnitude_masks(model, 0.3)
-        >>> masks.apply(model)
-        >>> handle = masks.attach(model, optimizer)  # re-apply after every optimizer.step()
+        masks = magnitude_masks(model, 0.3)
+        masks.apply(model)
+        handle = masks.attach(model, optimizer)  # re-apply after every optimizer.step()
     """
 
     def __init__(self, masks: Mapping[str, torch.Tensor]) -> None:
@@ -227,9 +227,9 @@ def magnitude_masks(model: nn.Module, ratio: float, scope: str = "global", exclu
 
     Example::
 
-        >>> masks = magnitude_masks(net, 0.2)
-        >>> round(masks.sparsity(), 2)
-        0.2
+        masks = magnitude_masks(net, 0.2)
+        round(masks.sparsity(), 2)
+        # 0.2
     """
     weights = prunable_weights(model, exclude)
     return masks_from_scores({name: w.detach().abs() for name, w in weights.items()}, ratio, scope)
@@ -274,7 +274,7 @@ def snip_scores(
 
     Example::
 
-        >>> scores = snip_scores(net, [(image, label)], loss)
+        scores = snip_scores(net, [(image, label)], loss)
     """
     weights = prunable_weights(model, exclude)
     names, params = list(weights), list(weights.values())
@@ -337,8 +337,8 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], num_batches: int = 
 
     Example::
 
-        >>> recalibrate_bn(net, loader, num_batches=20)
-        20
+        recalibrate_bn(net, loader, num_batches=20)
+        # 20
     """
     if isinstance(num_batches, bool) or not isinstance(num_batches, int) or num_batches < 1:
         raise ValueError(f"num_batches must be a positive integer; got {num_batches!r}.")
@@ -407,8 +407,8 @@ def to_sparse_state_dict(state_dict: Mapping[str, torch.Tensor], names: Optional
 
     Example::
 
-        >>> packed = to_sparse_state_dict(model.state_dict(), masks)
-        >>> model.load_state_dict(from_sparse_state_dict(packed))
+        packed = to_sparse_state_dict(model.state_dict(), masks)
+        model.load_state_dict(from_sparse_state_dict(packed))
     """
     chosen = (
         {k for k, v in state_dict.items() if torch.is_floating_point(v) and v.dim() >= 2} if names is None else set(names)

@@ -1,6 +1,8 @@
 """Helpers every part of the package uses: atomic file writing and JSON (:mod:`.io`), recorded versions
-(:mod:`.versions`), a network's device and DDP unwrapping (:mod:`.modules`), list-valued settings (:mod:`.parsing`)."""
+(:mod:`.versions`), the machine a measurement ran on (:mod:`.environment`), a network's device and DDP unwrapping
+(:mod:`.modules`), list-valued settings (:mod:`.parsing`)."""
 
+from .environment import default_device, environment
 from .io import atomic_save, atomic_write, atomic_write_json, atomic_write_text, to_jsonable
 from .modules import is_wrapped, model_device, unwrap
 from .parsing import parse_sequence
@@ -19,4 +21,6 @@ __all__ = [
     "PACKAGES",
     "package_version",
     "versions",
+    "default_device",
+    "environment",
 ]

@@ -1,0 +1,52 @@
+"""What each model costs: parameters, size on disk, FLOPs, inference latency, peak memory, training step (issue 6).
+
+:func:`~.measure.benchmark_models` measures any set of networks in one run and states every figure also as a ratio
+against the baseline measured in that same run (:mod:`.memory` measures the peak memory);
+:func:`~.command.run_benchmark` builds the networks from variant names and bundle folders (``raagr2 benchmark``,
+:func:`~.command.benchmark_command`); :func:`~.render.render` writes the result as a table, CSV or JSON.
+
+How each figure is obtained (also recorded under the result's ``"_meta"`` key):
+
+- ``params``: ``sum(p.numel() for p in model.parameters())``, each tensor once; ``nonzero_params``: the same count
+  without the zero entries of the weight tensors (two dimensions or more; 1-D biases and norm parameters all count),
+  so it is below ``params`` exactly for a mask-pruned model (and equals its ``PruneResult.params_after``).
+- ``size_mb``: the state_dict as ``torch.save`` writes it, in MB (10^6 bytes). ``size_sparse_mb``: the compressed
+  form of :func:`raagr2_monai.pruning.to_sparse_state_dict` (the size of a bundle's ``models/model_sparse.pt`` where
+  there is one), of the weight tensors with more than 1/32 zeros (where the packed form is smaller); ``None`` for
+  a model without such tensors.
+- ``flops``: ``torch.utils.flop_counter.FlopCounterMode`` at batch 1 (convolutions, a multiply-add counts 2).
+- ``latency_ms``: per batch size, wall time of one forward pass (``time.perf_counter``; eval mode, ``torch.no_grad``;
+  ``torch.cuda.synchronize`` around each run on CUDA): median, 25th and 75th percentile over the timed runs, the
+  warm-up runs excluded.
+- ``peak_mem_mb``: on CUDA, ``torch.cuda.max_memory_allocated`` over one forward pass at the largest batch (weights,
+  input, activations). On CPU, the peak resident set (``VmHWM``) of a separate process per model that runs that one
+  forward pass: it includes the Python interpreter, the torch libraries, the weights, the input and the activations;
+  nothing is subtracted. ``mem_before_forward_mb`` is the same process's resident set just before the forward pass;
+  ``peak_since_start`` is true where the kernel's peak could not be reset then (no ``/proc/self/clear_refs``).
+- ``train_step_ms``: forward + :class:`~raagr2_monai.losses.RAAGR2Loss` + backward + Adam step at the largest batch,
+  median over the timed steps, on a copy of the model; ``train_images_per_s`` is the batch over that median.
+- ``vs_baseline``: each figure divided by the baseline's (the compressed size by the baseline's dense size); for
+  latency, the medians per batch size.
+
+The JSON result is an object keyed by model name; the key ``"_meta"`` (model names may not start with ``_``) holds the
+environment (device, CPU model, torch threads, versions), the settings and the descriptions above.
+"""
+
+from .command import benchmark_command, run_benchmark
+from .measure import BASELINE, FLOP_COUNTER, META_KEY, TIMER, benchmark_models, check_settings
+from .render import FORMATS, check_format, model_rows, render
+
+__all__ = [
+    "BASELINE",
+    "FLOP_COUNTER",
+    "FORMATS",
+    "META_KEY",
+    "TIMER",
+    "benchmark_command",
+    "benchmark_models",
+    "check_format",
+    "check_settings",
+    "model_rows",
+    "render",
+    "run_benchmark",
+]

@@ -1,0 +1,113 @@
+"""Peak memory of one forward pass: on CUDA the allocator's peak; on CPU the peak resident set of a separate process.
+
+On CPU there is no allocator to ask, so the figure is the peak resident set of a fresh process that holds only the one
+model, its input and its activations (besides the interpreter and the libraries): the models measured before it, and
+whatever the caller holds, do not count.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import multiprocessing
+import resource
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+__all__ = ["cpu_peak_memory", "cuda_peak_memory"]
+
+
+def _proc_status_mb(field: str) -> Optional[float]:
+    """A ``/proc/self/status`` memory field (kB) in MB, or ``None`` where there is no procfs."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak resident set (``VmHWM``) of this process; ``False`` where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_mb() -> float:
+    hwm = _proc_status_mb("VmHWM")
+    if hwm is not None:
+        return hwm
+    # ru_maxrss is KiB on Linux and bytes on macOS
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
+
+
+def _child_peak_memory(model: nn.Module, shape: Tuple[int, ...], threads: int) -> Dict[str, Any]:
+    """Run in a fresh process: one forward pass at ``shape``; its peak resident memory."""
+    torch.set_num_threads(threads)
+    model.eval()
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    gc.collect()
+    before = _proc_status_mb("VmRSS")
+    reset = _reset_peak_rss()
+    with torch.no_grad():
+        model(x)
+    return {"peak_mem_mb": _peak_rss_mb(), "mem_before_forward_mb": before, "peak_since_start": not reset}
+
+
+def cpu_peak_memory(name: str, model: nn.Module, shape: Tuple[int, ...]) -> Dict[str, Any]:
+    """The peak resident set of a fresh process (multiprocessing ``spawn``) running one forward pass at ``shape``.
+
+    Args:
+        name: the model's name, for the error message.
+        model: the network (a copy goes to the process; the caller's model is not touched).
+        shape: the input's shape.
+
+    Returns:
+        ``{"peak_mem_mb", "mem_before_forward_mb", "peak_since_start"}`` (MB = 10^6 bytes).
+
+    Raises:
+        RuntimeError: the process died (out of memory, or a caller whose top level is not ``__main__``-guarded).
+    """
+    # a copy goes to the child: passing tensors to a process moves their storage to shared memory, which must not
+    # happen to the caller's model; the child maps that memory, so its resident set counts the weights once
+    shared = copy.deepcopy(model).cpu()
+    context = multiprocessing.get_context("spawn")
+    try:
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            return pool.submit(_child_peak_memory, shared, shape, torch.get_num_threads()).result()
+    except BrokenProcessPool as err:
+        raise RuntimeError(
+            f"The process measuring the memory of {name!r} died: out of memory, or a calling script whose top level "
+            "is not guarded by `if __name__ == '__main__':` (multiprocessing 'spawn' imports it again). "
+            "Pass measure_memory=False to skip the measurement."
+        ) from err
+
+
+def cuda_peak_memory(model: nn.Module, shape: Tuple[int, ...], device: torch.device) -> Dict[str, Any]:
+    """``torch.cuda.max_memory_allocated`` over one forward pass at ``shape`` on ``device`` (the model already there).
+
+    Returns:
+        ``{"peak_mem_mb", "mem_before_forward_mb"}`` (MB = 10^6 bytes).
+    """
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)).to(device)
+    gc.collect()
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device) / 1e6
+    with torch.no_grad():
+        model(x)
+    torch.cuda.synchronize(device)
+    return {"peak_mem_mb": torch.cuda.max_memory_allocated(device) / 1e6, "mem_before_forward_mb": before}

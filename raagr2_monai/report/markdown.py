@@ -1,0 +1,242 @@
+"""``report.md``: the study's three tables with the thesis's published figures beside ours (marked †), the training
+table, the sources of every row, the charts and the thesis's own tables with what is wrong with them; and
+:func:`write_report`, which writes it with the tables and charts."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, List, Mapping, Optional, Sequence, Union
+
+from raagr2_monai.utils import atomic_write_text
+
+from .charts import write_charts
+from .rows import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
+from .tables import write_tables
+from .thesis import THESIS_NOTES, THESIS_ROW, THESIS_TABLE1, THESIS_TABLE2, THESIS_TABLE3, THESIS_TABLE4
+
+__all__ = ["quality_cell", "render_markdown", "write_report"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+_FORMATS = {
+    "params": ",d", "nonzero_params": ",d", "size_mb": ".2f", "size_sparse_mb": ".2f", "gflops": ".3f",
+    "latency_b1_ms": ".2f", "latency_bmax_ms": ".2f", "per_slice_ms": ".2f", "peak_mem_mb": ".0f",
+    "train_step_ms": ".1f", "train_seconds": ".0f", "epochs": "d",
+}
+
+
+def quality_cell(key: str, value: Optional[float]) -> str:
+    """How Table 1 prints a value: Dice, IoU and pooled Dice with 4 decimals, HD95 with 2."""
+    return _fmt(value, ".2f" if key.startswith("hd95") else ".4f")
+
+
+def _md_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> List[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(cells) + " |" for cells in lines]
+    return out
+
+
+def _thesis(name: str, table: Mapping[str, Mapping[str, Any]], key: str, spec: str) -> str:
+    row = table.get(THESIS_ROW.get(name, ""))
+    return _fmt(row.get(key), spec) if row else ""
+
+
+def render_markdown(
+    root: PathLike,
+    rows: Sequence[Mapping[str, Any]],
+    state: Mapping[str, Any],
+    benchmark: Mapping[str, Any],
+    dataset_dir: str,
+    tracking_uri: str,
+    charts: Mapping[str, Path],
+    tables: Mapping[str, Path],
+) -> str:
+    """The text of ``report.md``.
+
+    Args:
+        root: the study folder (the paths shown are relative to it).
+        rows: the report's rows (:func:`~raagr2_monai.report.rows.collect_rows`).
+        state: the content of the study's ``state.json`` (settings and finished steps).
+        benchmark: the benchmark's JSON.
+        dataset_dir: the data the study ran on.
+        tracking_uri: the study's MLflow tracking URI.
+        charts: chart name -> PNG path (:func:`~raagr2_monai.report.charts.write_charts`).
+        tables: table name -> JSON path (:func:`~raagr2_monai.report.tables.write_tables`).
+    """
+    settings, steps = state["settings"], state["steps"]
+    p = settings["profile"]
+    meta = benchmark["_meta"]
+    env = meta.get("environment", {})
+    bmax = max(meta["settings"]["batches"])
+    cases = steps["evaluate/baseline"]["cases"]
+    synthetic = settings["data_dir"] is None
+    rel = lambda path: os.path.relpath(str(path), str(root))  # noqa: E731
+    lines = [
+        f"# RAAGR2-Net compression study: profile `{p['name']}`",
+        "",
+        f"Data: `{dataset_dir}`{' (built-in synthetic set)' if synthetic else ''}; split by "
+        f"patient, seed {settings['seed']}; every model evaluated on the same {len(cases)} held-out test subjects "
+        f"({', '.join(cases)}) at {p['roi_size']}x{p['roi_size']} in-plane. Training: {p['epochs']} epochs, batch "
+        f"{p['batch_size']}, lr {p['learning_rate']}; pruning of the trained baseline at "
+        f"{', '.join(f'{round(r * 100)} %' for r in p['ratios'])}, fine-tuning {p['finetune_epochs']} epoch(s) "
+        "with the masks in force (unstructured) or on the channel-pruned network (DepGraph). Magnitude and SNIP prune "
+        "globally; SNIP scores |w dL/dw| on the trained baseline (the thesis's setting), and rows named "
+        "`snip-*-init` (where the profile has them) prune at initialisation and then train, as Lee et al. do.",
+        "",
+        "Every row names the run that produced it: `tables/*.csv` and `tables/*.json` hold, per model, its bundle "
+        "folder, its training or pruning `run.json`, its evaluation folder (`metrics_per_subject.csv`, "
+        "`metrics_summary.csv`), the benchmark file and its MLflow run id "
+        f"(`mlflow ui --backend-store-uri {tracking_uri}`).",
+    ]
+    if synthetic:
+        lines += ["", "**The quick profile proves the pipeline, not the models**: a few epochs on small synthetic "
+                      "volumes on a CPU give low Dice; the thesis's schedule is the `full` profile on a GPU."]
+
+    # Table 1
+    lines += ["", "## Table 1: quality on the test subjects", "",
+              "BraTS-style per-subject metrics on the 3D volumes (mean over subjects): Dice and HD95 (voxels) for the "
+              "regions TC, WT, ET and the subregions NCR (= TC - ET) and ED (= WT - TC); an empty region scores Dice "
+              "1 / HD95 0 when the prediction is empty too, else Dice 0 / HD95 = the volume diagonal. The "
+              "**thesis-style pooled Dice** (all channels and voxels pooled, soft predictions) is kept only to compare "
+              "with the thesis's headline figure. Columns marked † are the thesis's published figures "
+              "(its Table 1), not ours.", ""]
+    header = ["model"] + [h for _, h in TABLE1_COLUMNS] + ["† thesis pooled Dice", "† thesis TC (\"C2\")",
+                                                           "† thesis WT (\"C4\")", "† thesis ET (\"C3\")"]
+    body = []
+    for r in rows:
+        body.append([f"{r['label']} (`{r['model']}`)"] + [quality_cell(k, r["quality"][k]) for k, _ in TABLE1_COLUMNS]
+                    + [_thesis(r["model"], THESIS_TABLE1, k, ".4f") for k in ("pooled_dice", "TC", "WT", "ET")])
+    lines += _md_table(header, body)
+
+    # Table 2
+    bench_note = (f"{meta['settings']['device']}, {p['bench_size']}x{p['bench_size']}, "
+                  f"{env.get('torch_threads', '?')} threads")
+    lines += ["", "## Table 2: size and cost", "",
+              f"Parameters count each tensor once; non-zero parameters leave out masked weights. Size: the state_dict "
+              f"as `torch.save` writes it (MB = 10^6 bytes); sparse: the masked model's compressed file "
+              f"(`models/model_sparse.pt`). GFLOPs: `torch.utils.flop_counter.FlopCounterMode` at "
+              f"1x4x{p['flops_size']}x{p['flops_size']} (a multiply-add = 2; masks do not lower it). Latency: "
+              f"median of {p['bench_repeats']} timed forward passes after {p['bench_warmup']} warm-up ones on "
+              f"{bench_note} (batch 1 and batch {bmax}; p25-p75 in the CSV). Peak memory: "
+              f"{meta['methods']['peak_mem_mb']}. Train step: "
+              f"{meta['methods']['train_step_ms']}. Training s: wall time of the model's training run (for pruned "
+              "models: pruning plus fine-tuning), validation included. Columns marked † are the thesis's published "
+              "figures (its Table 2: GPU, FLOPs by ptflops at 192x192).", ""]
+    header = ["model"] + [h.replace("batch N", f"batch {bmax}") for _, h in TABLE2_COLUMNS] + [
+        "† thesis parameters", "† thesis MB", "† thesis GFLOPs", "† thesis ms", "† thesis peak GB"]
+    body = []
+    for r in rows:
+        body.append([f"`{r['model']}`"] + [_fmt(r["cost"][k], _FORMATS[k]) for k, _ in TABLE2_COLUMNS]
+                    + [_thesis(r["model"], THESIS_TABLE2, k, s) for k, s in
+                       (("params", ",d"), ("size_mb", ".2f"), ("gflops", ".2f"), ("latency_ms", ".2f"),
+                        ("peak_gb", ".2f"))])
+    lines += _md_table(header, body)
+
+    # Table 3
+    lines += ["", "## Table 3: reductions against the baseline", "",
+              "Percent reduction against the baseline measured in the same benchmark run (negative: an increase); "
+              "parameters count non-zero weights, so masks count as a reduction here although the dense tensors keep "
+              "their size, FLOPs and latency. Dice changes are in points (x 100) of the mean BraTS Dice and of the "
+              "pooled Dice. Columns marked † are the thesis's published reductions (its Table 3).", ""]
+    header = ["model"] + [h.replace("bN", f"b{bmax}") for _, h in TABLE3_COLUMNS] + [
+        "† thesis params -%", "† thesis size -%", "† thesis FLOPs -%", "† thesis GPU mem -%"]
+    body = []
+    for r in rows:
+        if r["model"] == "baseline":
+            continue
+        body.append([f"`{r['model']}`"] + [_fmt(r["reduction"][k], "+.1f") for k, _ in TABLE3_COLUMNS]
+                    + [_thesis(r["model"], THESIS_TABLE3, k, ".1f") for k in ("params", "size", "flops", "gpu_mem")])
+    lines += _md_table(header, body)
+
+    # training
+    lines += ["", "## Training", "",
+              "Per-epoch mean training loss and validation mean Dice of every run are in each run's `history.json` "
+              "and in its MLflow run (metrics `train_loss`, `val_mean_dice` by epoch).", ""]
+    header = ["model", "epochs", "training s", "s per epoch", "last train loss", "best val mean Dice",
+              "† thesis minutes (35 epochs, GPU, Table 4)"]
+    body = []
+    for r in rows:
+        epochs = r["history"].get("epochs") or []
+        vals = [e["val_mean_dice"] for e in epochs if "val_mean_dice" in e]
+        vals += [r["history"]["validation_only"]["val_mean_dice"]] if r["history"].get("validation_only") else []
+        thesis_row = THESIS_TABLE4.get(THESIS_ROW.get(r["model"], ""))
+        body.append([f"`{r['model']}`", str(r["cost"]["epochs"]), _fmt(r["cost"]["train_seconds"], ".0f"),
+                     _fmt(sum(e["seconds"] for e in epochs) / len(epochs), ".0f") if epochs else "-",
+                     _fmt(epochs[-1]["train_loss"], ".4f") if epochs else "-",
+                     _fmt(max(vals), ".4f") if vals else "-",
+                     _fmt(thesis_row["train_minutes"], ".1f") if thesis_row else ""])
+    lines += _md_table(header, body)
+
+    lines += ["", "## Where each row comes from", "",
+              "Paths are relative to this folder; the MLflow run is a child of this study's parent run.", ""]
+    lines += _md_table(
+        ["model", "bundle (model files, configs)", "training / pruning run", "evaluation", "MLflow run id"],
+        [[f"`{r['model']}`", f"`{r['sources']['bundle']}`", f"`{r['sources']['run_json']}`",
+          f"`{r['sources']['eval_dir']}/`", f"`{r['sources']['mlflow_run_id'] or '-'}`"] for r in rows],
+    )
+
+    lines += ["", "## Charts", ""]
+    lines += [f"![{name}]({rel(path)})" for name, path in charts.items()]
+
+    lines += ["", "## The thesis's published figures (not produced by this code)", "",
+              "Copied from the thesis's Tables 1-4 (`tables/thesis_tables.json`). What is wrong with them:", ""]
+    lines += [f"- {note}" for note in THESIS_NOTES]
+    lines += ["", "Thesis Table 1 with its columns relabelled:", ""]
+    lines += _md_table(["† thesis row", "pooled Dice", "mean IoU", "TC (\"C2\")", "ET (\"C3\")", "WT (\"C4\")"],
+                       [[name, *(f"{v[k]:.4f}" for k in ("pooled_dice", "mean_iou", "TC", "ET", "WT"))]
+                        for name, v in THESIS_TABLE1.items()])
+    lines += ["", "Thesis Table 2:", ""]
+    lines += _md_table(["† thesis row", "parameters", "MB", "ms", "GFLOPs (ptflops)", "peak GPU GB", "exec. s"],
+                       [[name, f"{v['params']:,}", f"{v['size_mb']:.2f}", f"{v['latency_ms']:.2f}",
+                         f"{v['gflops']:.2f}", f"{v['peak_gb']:.2f}", f"{v['time_s']:.2f}"]
+                        for name, v in THESIS_TABLE2.items()])
+    lines += ["", "Thesis Table 3 (percent reduction; negative: an increase):", ""]
+    lines += _md_table(["† thesis row", "params", "size", "FLOPs", "GPU memory", "time"],
+                       [[name, *(f"{v[k]:.1f}" for k in ("params", "size", "flops", "gpu_mem", "time"))]
+                        for name, v in THESIS_TABLE3.items()])
+    lines += ["", "## Files", ""]
+    lines += [f"- `{rel(path)}` (and `.csv`)" if name.startswith("table") else f"- `{rel(path)}`"
+              for name, path in tables.items()]
+    lines += [f"- `{steps['benchmark']['benchmark_json']}`: the benchmark, with its environment and methods",
+              "- `state.json`: the study's settings and finished steps", ""]
+    return "\n".join(lines)
+
+
+def write_report(
+    root: PathLike,
+    rows: Sequence[Mapping[str, Any]],
+    state: Mapping[str, Any],
+    benchmark: Mapping[str, Any],
+    dataset_dir: str,
+    tracking_uri: str,
+) -> Path:
+    """Write ``report.md``, ``tables/`` and ``charts/`` of a finished study into its folder.
+
+    Args:
+        root: the study folder.
+        rows: the report's rows (:func:`~raagr2_monai.report.rows.collect_rows`, with their MLflow run ids).
+        state: the content of the study's ``state.json``.
+        benchmark: the benchmark's JSON.
+        dataset_dir: the data the study ran on.
+        tracking_uri: the study's MLflow tracking URI.
+
+    Returns:
+        The path of ``report.md``.
+    """
+    root = Path(root)
+    tables = write_tables(rows, root / "tables")
+    bench_size = state["settings"]["profile"]["bench_size"]
+    device = benchmark["_meta"]["settings"]["device"]
+    charts = write_charts(rows, root / "charts", f"{device}, {bench_size}x{bench_size}")
+    path = root / "report.md"
+    atomic_write_text(path, render_markdown(root, rows, state, benchmark, dataset_dir, tracking_uri, charts, tables))
+    return path

@@ -1,0 +1,70 @@
+"""The report's tables as files: Tables 1-3 as CSV and JSON (one flat record per model, with its sources), and the
+thesis's published tables as JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
+
+from raagr2_monai.utils import atomic_write_text
+
+from .rows import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
+from .thesis import THESIS_NOTES, THESIS_TABLE1, THESIS_TABLE2, THESIS_TABLE3, THESIS_TABLE4
+
+__all__ = ["table_records", "write_tables"]
+
+
+def _flat(row: Mapping[str, Any], section: str, columns: Sequence[Tuple[str, str]]) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"model": row["model"], "label": row["label"]}
+    out.update({key: row[section].get(key) for key, _ in columns})
+    if section == "quality":
+        out["subjects"] = row["quality"]["subjects"]
+    if section == "cost":
+        out["latency_b1_p25_ms"] = row["cost"]["latency_b1_p25_ms"]
+        out["latency_b1_p75_ms"] = row["cost"]["latency_b1_p75_ms"]
+    out.update({f"source_{k}": v for k, v in row["sources"].items()})
+    return out
+
+
+def table_records(rows: Sequence[Mapping[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
+    """The three tables as lists of flat records (one per model, with the sources), as written to CSV and JSON."""
+    return {
+        "table1_quality": [_flat(r, "quality", TABLE1_COLUMNS) for r in rows],
+        "table2_cost": [_flat(r, "cost", TABLE2_COLUMNS) for r in rows],
+        "table3_reductions": [_flat(r, "reduction", TABLE3_COLUMNS) for r in rows if r["model"] != "baseline"],
+    }
+
+
+def _csv_text(records: Sequence[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in r.items()} for r in records)
+    return buffer.getvalue()
+
+
+def write_tables(rows: Sequence[Mapping[str, Any]], folder: Path) -> Dict[str, Path]:
+    """Write each table as CSV and JSON, and the thesis's published tables as JSON, into ``folder``.
+
+    Returns:
+        File stem -> JSON path.
+    """
+    written = {}
+    for name, records in table_records(rows).items():
+        atomic_write_text(str(folder / f"{name}.csv"), _csv_text(records))
+        atomic_write_text(str(folder / f"{name}.json"), json.dumps(records, indent=2))
+        written[name] = folder / f"{name}.json"
+    thesis = {
+        "source": "the thesis's Tables 1-4, as published (not produced by this code); see notes",
+        "notes": list(THESIS_NOTES),
+        "table1": THESIS_TABLE1,
+        "table2": THESIS_TABLE2,
+        "table3": THESIS_TABLE3,
+        "table4": THESIS_TABLE4,
+    }
+    atomic_write_text(str(folder / "thesis_tables.json"), json.dumps(thesis, indent=2))
+    written["thesis_tables"] = folder / "thesis_tables.json"
+    return written

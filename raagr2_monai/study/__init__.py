@@ -1,0 +1,44 @@
+"""The compression study in one command (``raagr2 study``): train, prune, evaluate, benchmark, report, MLflow.
+
+The study reruns the thesis's experiment: the four architectures are trained; the trained baseline is pruned by
+magnitude, SNIP and DepGraph at each ratio, with and without fine-tuning; every model is evaluated on the same
+held-out test subjects (the ``testing`` split of the same seed) and benchmarked in one run, so that every ratio
+against the baseline comes from the same measurements. A profile (:data:`PROFILES`) holds the settings: ``quick``
+(CPU, built-in synthetic data, about 20 minutes on two cores), ``full`` (GPU, real BraTS, the thesis's schedule) and
+``tiny`` (the tests' smoke run). All profiles run the same code.
+
+The package: :mod:`.profiles` (the settings and the rows), :mod:`.state` (``state.json``), :mod:`.runner` (the
+steps, :class:`~.runner.Study` and :func:`~.runner.run_study`), :mod:`.tracking` (MLflow); the report itself is
+:mod:`raagr2_monai.report`'s.
+
+Each model is a MONAI bundle of its own, driven in-process through ``monai.bundle.ConfigWorkflow``:
+
+- ``<study>/models/<variant>/``: the configs generated for the variant, ``models/model.pt`` and
+  ``runs/train/{run.json,history.json}`` (training; ``last.pt``, the state an interrupted training resumes from, is
+  deleted once the training has finished);
+- ``<study>/models/baseline/pruned/<model>/``: the pruned bundle that ``configs/prune.json`` writes (``pruning.json``,
+  ``runs/prune/{run.json,history.json}``);
+- ``<study>/eval/<model>/``: ``metrics_per_subject.csv``, ``metrics_summary.csv`` and ``run.json`` of the evaluation;
+- ``<study>/benchmark.json``, ``<study>/report.md``, ``<study>/tables/``, ``<study>/charts/``;
+- ``<study>/mlruns.db`` (MLflow tracking, ``mlflow ui --backend-store-uri sqlite:///<study>/mlruns.db``) and
+  ``<study>/mlartifacts/``;
+- ``<study>/state.json``: the settings and every finished step with its outputs, written atomically after each step.
+  A rerun with the same settings skips the finished steps; an interrupted training resumes from its ``last.pt``.
+"""
+
+from .profiles import PROFILES, ModelSpec, Profile, experiment_matrix, get_profile
+from .runner import Study, run_study
+from .state import StudyState
+from .tracking import StudyTracker
+
+__all__ = [
+    "Study",
+    "Profile",
+    "PROFILES",
+    "ModelSpec",
+    "StudyState",
+    "StudyTracker",
+    "experiment_matrix",
+    "get_profile",
+    "run_study",
+]

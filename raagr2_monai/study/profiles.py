@@ -1,0 +1,239 @@
+"""The study's settings (:class:`Profile`, :data:`PROFILES`) and its rows (:class:`ModelSpec`,
+:func:`experiment_matrix`): which architectures are trained, which pruned models are made from the baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+from raagr2_monai.bundle.configs import VARIANTS
+from raagr2_monai.networks import NETWORKS
+from raagr2_monai.pruning import METHODS
+
+__all__ = ["Profile", "PROFILES", "ModelSpec", "experiment_matrix", "get_profile"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The settings of a study; every profile runs the same code.
+
+    Attributes:
+        name: the profile's name.
+        variants: architectures to train (the baseline is always the one pruned).
+        roi_size: in-plane size of training slices and of the evaluated volumes (a multiple of 16).
+        epochs: training epochs of the architectures.
+        batch_size: slices per training step.
+        num_samples: slices drawn per volume per epoch.
+        val_interval: validate every so many epochs (the best validation checkpoint is the model kept); at most
+            ``epochs``.
+        learning_rate: Adam learning rate of the training.
+        methods: pruning methods applied to the trained baseline.
+        ratios: pruning ratios.
+        finetune_epochs: fine-tuning epochs of the "fine-tuned" rows (each ratio also gets a row without).
+        snip_batches: batches SNIP scores the weights on.
+        snip_at_init: add the rows "SNIP at initialisation, then trained for ``epochs``" (Lee et al.'s setting).
+        bench_size: in-plane size of the latency, memory and training-step benchmark.
+        bench_batches: batch sizes of the latency benchmark.
+        bench_repeats: timed runs per figure.
+        bench_warmup: untimed runs before them.
+        bench_memory: measure peak memory (on CPU one process per model).
+        bench_train_step: measure the training step.
+        flops_size: in-plane size the FLOPs are counted at (192: the thesis's slices).
+        needs_data_dir: the profile is meant for real BraTS data and refuses to run without ``data_dir``.
+        synthetic_cases: cases of the synthetic set used without ``data_dir``.
+        synthetic_shape: volume shape of that set.
+        device: ``cpu``, ``cuda`` or ``None`` (CUDA when available).
+    """
+
+    name: str
+    variants: Tuple[str, ...] = ("baseline", "depthwise", "paired", "encdec")
+    roi_size: int = 64
+    epochs: int = 2
+    batch_size: int = 8
+    num_samples: int = 4
+    val_interval: int = 1
+    learning_rate: float = 1e-3
+    methods: Tuple[str, ...] = ("magnitude", "snip", "depgraph")
+    ratios: Tuple[float, ...] = (0.1, 0.2, 0.3)
+    finetune_epochs: int = 1
+    snip_batches: int = 2
+    snip_at_init: bool = False
+    bench_size: int = 64
+    bench_batches: Tuple[int, ...] = (1, 8)
+    bench_repeats: int = 3
+    bench_warmup: int = 1
+    bench_memory: bool = True
+    bench_train_step: bool = True
+    flops_size: int = 192
+    needs_data_dir: bool = False
+    synthetic_cases: int = 24
+    synthetic_shape: Tuple[int, int, int] = (96, 96, 64)
+    device: Optional[str] = None
+
+    def settings(self) -> Dict[str, Any]:
+        """The profile as JSON-compatible data (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+#: The study's profiles. ``quick``: CPU, a synthetic set of 24 cases of 64 x 64 x 32 voxels (the built-in generator,
+#: smaller volumes than its default so that the whole brain fits a 64 x 64 slice), 6 training epochs, 2 fine-tuning
+#: epochs, benchmark at 64 x 64: sized for about 20 minutes on two cores. ``full``: the thesis's schedule (35 epochs,
+#: 20 fine-tuning epochs, 192 x 192 slices, batch 16, benchmark at 192 with 10 repeats, plus the "SNIP at
+#: initialisation + training" rows) on a GPU with real BraTS data. ``tiny``: a smoke run for the tests.
+PROFILES: Dict[str, Profile] = {
+    "quick": Profile(
+        name="quick",
+        roi_size=64,
+        epochs=6,
+        val_interval=2,
+        finetune_epochs=2,
+        bench_size=64,
+        bench_batches=(1, 4),
+        bench_repeats=3,
+        bench_warmup=1,
+        synthetic_cases=24,
+        synthetic_shape=(64, 64, 32),
+    ),
+    "full": Profile(
+        name="full",
+        roi_size=192,
+        epochs=35,
+        batch_size=16,
+        num_samples=4,
+        val_interval=1,
+        finetune_epochs=20,
+        snip_batches=4,
+        snip_at_init=True,
+        bench_size=192,
+        bench_repeats=10,
+        bench_warmup=2,
+        needs_data_dir=True,
+    ),
+    "tiny": Profile(
+        name="tiny",
+        variants=("baseline", "depthwise"),
+        roi_size=32,
+        epochs=1,
+        batch_size=4,
+        num_samples=2,
+        ratios=(0.2,),
+        finetune_epochs=1,
+        snip_batches=1,
+        bench_size=32,
+        bench_batches=(1, 2),
+        bench_repeats=1,
+        bench_warmup=0,
+        bench_memory=False,
+        bench_train_step=True,
+        flops_size=32,
+        synthetic_cases=9,
+        synthetic_shape=(48, 48, 16),
+        device="cpu",
+    ),
+}
+
+
+def get_profile(profile: Union[str, Profile], **overrides: Any) -> Profile:
+    """A profile by name (or as given), with fields replaced by ``overrides``.
+
+    Raises:
+        ValueError: for an unknown profile name or field, or settings that cannot work.
+
+    Example::
+
+        >>> get_profile("quick", epochs=4).epochs
+        4
+    """
+    if isinstance(profile, Profile):
+        base = profile
+    elif profile in PROFILES:
+        base = PROFILES[profile]
+    else:
+        raise ValueError(f"Unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}.")
+    names = {f.name for f in dataclasses.fields(Profile)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ValueError(f"Unknown profile setting(s) {unknown}; valid: {sorted(names)}.")
+    result = dataclasses.replace(base, **overrides)
+    _check_profile(result)
+    return result
+
+
+def _check_profile(p: Profile) -> None:
+    bad = [v for v in p.variants if v not in NETWORKS]
+    if bad or "baseline" not in p.variants:
+        raise ValueError(f"variants must name RAAGR2-Net variants and include 'baseline'; got {list(p.variants)}.")
+    if [m for m in p.methods if m not in METHODS]:
+        raise ValueError(f"methods must be among {METHODS}; got {list(p.methods)}.")
+    for size, what in ((p.roi_size, "roi_size"), (p.bench_size, "bench_size"), (p.flops_size, "flops_size")):
+        if size < 16 or size % 16:
+            raise ValueError(f"{what} must be a positive multiple of 16; got {size}.")
+    if p.epochs < 1 or p.finetune_epochs < 1:
+        raise ValueError(f"epochs and finetune_epochs must be >= 1; got {p.epochs} and {p.finetune_epochs}.")
+    if not 1 <= p.val_interval <= p.epochs:
+        raise ValueError(f"val_interval must lie in [1, epochs={p.epochs}]; got {p.val_interval}.")
+    if any(not 0.0 < r < 1.0 for r in p.ratios):
+        raise ValueError(f"ratios must lie strictly between 0 and 1; got {list(p.ratios)}.")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the study: an architecture, or the baseline pruned by a method at a ratio, with or without training.
+
+    Attributes:
+        name: the row's name (``baseline``, ``magnitude-20``, ``magnitude-20-ft``, ``snip-20-init``, ...).
+        kind: ``architecture`` or ``pruned``.
+        variant: the architecture (the one pruned, for a pruned row).
+        method: the pruning method, or ``None``.
+        ratio: the pruning ratio, or ``None``.
+        finetune_epochs: epochs trained after pruning (0: none).
+        from_scratch: pruned at initialisation (SNIP's own setting), then trained.
+    """
+
+    name: str
+    kind: str
+    variant: str
+    method: Optional[str] = None
+    ratio: Optional[float] = None
+    finetune_epochs: int = 0
+    from_scratch: bool = False
+
+    @property
+    def label(self) -> str:
+        """A human-readable name for tables and charts."""
+        if self.kind == "architecture":
+            return VARIANTS[self.variant].title
+        title = {"magnitude": "Magnitude", "snip": "SNIP", "depgraph": "DepGraph"}[str(self.method)]
+        text = f"{title} {round(float(self.ratio) * 100)} %"
+        if self.from_scratch:
+            return f"{text} at init + training"
+        return f"{text} + FT" if self.finetune_epochs else text
+
+    @property
+    def family(self) -> str:
+        """``architecture`` or the pruning method (the MLflow registry keeps the best model of each)."""
+        return "architecture" if self.kind == "architecture" else str(self.method)
+
+
+def experiment_matrix(profile: Profile) -> List[ModelSpec]:
+    """The study's rows, in report order: architectures, then per method and ratio without and with fine-tuning.
+
+    Example::
+
+        >>> [m.name for m in experiment_matrix(get_profile("tiny", methods=("depgraph",)))]
+        ['baseline', 'depthwise', 'depgraph-20', 'depgraph-20-ft']
+    """
+    rows = [ModelSpec(name=v, kind="architecture", variant=v) for v in profile.variants]
+    for method in profile.methods:
+        for ratio in profile.ratios:
+            pct = round(ratio * 100)
+            rows.append(ModelSpec(f"{method}-{pct}", "pruned", "baseline", method, ratio, 0))
+            rows.append(ModelSpec(f"{method}-{pct}-ft", "pruned", "baseline", method, ratio, profile.finetune_epochs))
+    if profile.snip_at_init and "snip" in profile.methods:
+        for ratio in profile.ratios:
+            rows.append(
+                ModelSpec(f"snip-{round(ratio * 100)}-init", "pruned", "baseline", "snip", ratio, profile.epochs, True)
+            )
+    return rows

@@ -1,0 +1,358 @@
+"""Running a study: each model is a MONAI bundle of its own, driven in-process through
+``monai.bundle.ConfigWorkflow`` (train, prune, evaluate), then benchmarked, reported and logged to MLflow.
+
+:class:`Study` runs every step not yet recorded in the study's state; :func:`run_study` prepares the folder and runs
+one (``raagr2 study``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Union
+
+from monai.bundle import ConfigWorkflow
+
+from raagr2_monai.benchmark import benchmark_models
+from raagr2_monai.bundle import load_bundle_network
+from raagr2_monai.bundle.generate import write_bundle
+from raagr2_monai.data import load_split
+from raagr2_monai.data.synthetic import DEFAULT_CASES, DEFAULT_SHAPE, default_dataset_dir, ensure_synthetic
+from raagr2_monai.handlers import EpochHistory
+from raagr2_monai.networks import count_flops
+from raagr2_monai.report import collect_rows, record_mlflow_runs, step_name, write_report
+from raagr2_monai.utils import atomic_write_text
+
+from .profiles import ModelSpec, Profile, experiment_matrix, get_profile
+from .state import STATE_FILE, StudyState
+from .tracking import StudyTracker
+
+__all__ = ["Study", "run_study"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def _workflow(config_files: Sequence[PathLike], run_id: str, bundle_root: PathLike, **override: Any):
+    wf = ConfigWorkflow(
+        config_file=[str(f) for f in config_files],
+        meta_file=str(Path(bundle_root) / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        run_id=run_id,
+        bundle_root=str(bundle_root),
+        **override,
+    )
+    wf.initialize()
+    return wf
+
+
+def _write_bundle(root: Path, variant: str) -> None:
+    license_file = Path(__file__).resolve().parents[2] / "LICENSE"
+    license_text = license_file.read_text() if license_file.is_file() else "See the raagr2_monai package's licence.\n"
+    write_bundle(str(root), variant, license_text)
+
+
+def _run_with_history(wf: Any, run_dir: Path) -> float:
+    """Run a training-type workflow with an :class:`EpochHistory` writing ``run_dir/history.json``; returns seconds."""
+    history = EpochHistory(run_dir / "history.json", wf.parser.get_parsed_content("validate#evaluator"),
+                           wf.parser.get_parsed_content("optimizer"))
+    history.attach(wf.parser.get_parsed_content("train#trainer"))
+    start = time.perf_counter()
+    try:
+        wf.run()
+    finally:
+        wf.finalize()
+    return time.perf_counter() - start
+
+
+class Study:
+    """One study: its folder, profile, data and state; :meth:`run` does every step not yet done.
+
+    Args:
+        output: the study folder.
+        profile: the settings.
+        data_dir: BraTS folder, or ``None`` for the synthetic set of the profile.
+        seed: seed of the data split, the training and the pruning.
+        echo: where progress lines go (``print`` by default).
+    """
+
+    def __init__(
+        self, output: PathLike, profile: Profile, data_dir: Optional[str], seed: int = 0,
+        echo: Callable[[str], None] = print,
+    ) -> None:
+        self.root = Path(output).resolve()
+        self.profile = profile
+        self.data_dir = data_dir
+        self.seed = int(seed)
+        self.echo = echo
+        self.models = experiment_matrix(profile)
+        self.settings = {"profile": profile.settings(), "data_dir": data_dir, "seed": self.seed}
+        self.state = StudyState(self.root / STATE_FILE, self.settings)
+        self.state.save()  # from now on the folder is recognisably a study's
+        self.tracker = StudyTracker(self.root, self.state)
+        self.counts = {"train": 0, "prune": 0, "evaluate": 0, "benchmark": 0}
+        self.dataset_dir = ""
+
+    # ------------------------------------------------------------------ paths
+    def bundle_dir(self, spec: ModelSpec) -> Path:
+        """The bundle folder of a row."""
+        if spec.kind == "architecture":
+            return self.root / "models" / spec.variant
+        return self.root / "models" / spec.variant / "pruned" / spec.name
+
+    def run_dir(self, spec: ModelSpec) -> Path:
+        """The folder of the row's training or pruning run (``run.json``, ``history.json``)."""
+        return self.bundle_dir(spec) / "runs" / ("train" if spec.kind == "architecture" else "prune")
+
+    def eval_dir(self, spec: ModelSpec) -> Path:
+        """The folder of the row's evaluation on the test subjects."""
+        return self.root / "eval" / spec.name
+
+    def _rel(self, path: PathLike) -> str:
+        return os.path.relpath(str(path), str(self.root))
+
+    def _data_override(self) -> Dict[str, Any]:
+        p = self.profile
+        return {
+            "dataset_dir": self.dataset_dir,
+            "roi_size": [p.roi_size, p.roi_size],
+            "batch_size": p.batch_size,
+            "num_samples": p.num_samples,
+            "seed": self.seed,
+            **({"device": f"$torch.device('{p.device}')"} if p.device else {}),
+        }
+
+    # ------------------------------------------------------------------ steps
+    def _step(self, step: str, action: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+        if self.state.done(step):
+            return self.state.get(step)
+        self.echo(f"[study] {step} ...")
+        start = time.perf_counter()
+        outputs = action()
+        outputs["step_seconds"] = time.perf_counter() - start
+        self.state.record(step, outputs)
+        self.echo(f"[study] {step} done in {outputs['step_seconds']:.0f} s")
+        return outputs
+
+    def train(self, spec: ModelSpec) -> Dict[str, Any]:
+        """Train an architecture (its bundle's ``training`` workflow); an interrupted run resumes from ``last.pt``."""
+        bundle = self.bundle_dir(spec)
+        _write_bundle(bundle, spec.variant)
+        run_dir = self.run_dir(spec)
+        p = self.profile
+        wf = _workflow(
+            [bundle / "configs" / "train.json"], "training", bundle, output_dir=str(run_dir),
+            epochs=p.epochs, val_interval=p.val_interval, learning_rate=p.learning_rate, resume=True,
+            **self._data_override(),
+        )
+        seconds = _run_with_history(wf, run_dir)
+        self.counts["train"] += 1
+        model = bundle / "models" / "model.pt"
+        if not model.is_file():
+            raise RuntimeError(f"Training {spec.name} wrote no {model}: no validation ran (check val_interval).")
+        # the full training state only serves to resume an interrupted run; a finished one drops it (3x the model)
+        (run_dir / "last.pt").unlink(missing_ok=True)
+        return {
+            "bundle": self._rel(bundle),
+            "model": self._rel(model),
+            "run_json": self._rel(run_dir / "run.json"),
+            "history": self._rel(run_dir / "history.json"),
+            "train_seconds": seconds,
+            "epochs": p.epochs,
+        }
+
+    def prune(self, spec: ModelSpec) -> Dict[str, Any]:
+        """Prune the trained baseline (its bundle's ``pruning`` workflow) into a pruned bundle of its own."""
+        source = self.bundle_dir(ModelSpec(spec.variant, "architecture", spec.variant))
+        out = self.bundle_dir(spec)
+        run_dir = out / "runs" / "prune"
+        p = self.profile
+        override = dict(
+            method=spec.method, ratio=spec.ratio, finetune_epochs=spec.finetune_epochs,
+            from_scratch=spec.from_scratch, snip_batches=p.snip_batches, output_dir=str(out),
+            source_ckpt=str(source / "models" / "model.pt"), overwrite=True, val_interval=1,
+            **self._data_override(),
+        )
+        if spec.from_scratch:
+            override["val_interval"] = min(p.val_interval, spec.finetune_epochs)
+        wf = _workflow([source / "configs" / "train.json", source / "configs" / "prune.json"], "pruning", source,
+                       **override)
+        seconds = _run_with_history(wf, run_dir)
+        self.counts["prune"] += 1
+        (run_dir / "last.pt").unlink(missing_ok=True)
+        return {
+            "bundle": self._rel(out),
+            "model": self._rel(out / "models" / "model.pt"),
+            "run_json": self._rel(run_dir / "run.json"),
+            "pruning_json": self._rel(out / "pruning.json"),
+            "history": self._rel(run_dir / "history.json"),
+            "train_seconds": seconds,
+            "epochs": spec.finetune_epochs,
+        }
+
+    def evaluate(self, spec: ModelSpec) -> Dict[str, Any]:
+        """Evaluate a row's bundle on the test subjects (its ``evaluating`` workflow)."""
+        bundle = self.bundle_dir(spec)
+        out = self.eval_dir(spec)
+        wf = _workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
+                       bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
+                       **self._data_override())
+        try:
+            wf.run()
+        finally:
+            wf.finalize()
+        self.counts["evaluate"] += 1
+        cases = [e["case"] for e in load_split(self.dataset_dir, "testing", None, self.seed)]
+        return {
+            "per_subject_csv": self._rel(out / "metrics_per_subject.csv"),
+            "summary_csv": self._rel(out / "metrics_summary.csv"),
+            "run_json": self._rel(out / "run.json"),
+            "cases": cases,
+        }
+
+    def benchmark(self) -> Dict[str, Any]:
+        """Benchmark every row's bundle in one run (ratios against the baseline of that run); FLOPs also at
+        ``flops_size``."""
+        p = self.profile
+        models, sparse, flops = {}, {}, {}
+        for spec in self.models:
+            bundle = self.bundle_dir(spec)
+            models[spec.name] = load_bundle_network(bundle)
+            flops[spec.name] = count_flops(models[spec.name], (1, 4, p.flops_size, p.flops_size))
+            packed = bundle / "models" / "model_sparse.pt"
+            if packed.is_file():
+                sparse[spec.name] = packed.stat().st_size / 1e6
+        result = benchmark_models(
+            models, size=p.bench_size, batches=p.bench_batches, repeats=p.bench_repeats, warmup=p.bench_warmup,
+            device=p.device, measure_memory=p.bench_memory, train_step=p.bench_train_step, sparse_sizes=sparse,
+        )
+        for name, count in flops.items():
+            result[name]["flops_at_flops_size"] = count
+        result["_meta"]["flops_size"] = p.flops_size
+        path = self.root / "benchmark.json"
+        atomic_write_text(str(path), json.dumps(result, indent=2))
+        self.counts["benchmark"] += 1
+        return {"benchmark_json": self._rel(path)}
+
+    # ------------------------------------------------------------------ the whole study
+    def resolve_data(self) -> None:
+        """Set ``dataset_dir``: the given BraTS folder, or the profile's synthetic set (generated when absent)."""
+        p = self.profile
+        if self.data_dir is not None:
+            if not Path(self.data_dir).is_dir():
+                raise FileNotFoundError(f"--data_dir {self.data_dir} does not exist or is not a folder.")
+            self.dataset_dir = str(Path(self.data_dir).resolve())
+            return
+        if p.needs_data_dir:
+            raise ValueError(
+                f"The {p.name!r} profile runs on real BraTS data: pass --data_dir /path/to/BraTS (a folder of "
+                "<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz); the 'quick' profile uses the built-in synthetic set."
+            )
+        default = default_dataset_dir()
+        same = p.synthetic_cases == DEFAULT_CASES and tuple(p.synthetic_shape) == tuple(DEFAULT_SHAPE)
+        # another size of set gets its own folder, so the default set is never replaced
+        folder = default if same else f"{default}-{p.synthetic_cases}x{'x'.join(map(str, p.synthetic_shape))}"
+        self.dataset_dir = ensure_synthetic(folder, cases=p.synthetic_cases, seed=0, shape=p.synthetic_shape)
+
+    def run(self) -> Path:
+        """Run every step not yet done, write the report and log to MLflow.
+
+        Returns:
+            The path of ``report.md``.
+        """
+        self.resolve_data()
+        start = time.perf_counter()
+        for spec in self.models:
+            if spec.kind == "architecture":
+                self._step(step_name(spec), lambda spec=spec: self.train(spec))
+        for spec in self.models:
+            if spec.kind == "pruned":
+                self._step(step_name(spec), lambda spec=spec: self.prune(spec))
+        for spec in self.models:
+            self._step(f"evaluate/{spec.name}", lambda spec=spec: self.evaluate(spec))
+        self._step("benchmark", self.benchmark)
+        benchmark_json = self.root / self.state.get("benchmark")["benchmark_json"]
+        benchmark = json.loads(benchmark_json.read_text())
+        rows = collect_rows(self.root, self.state.data, self.models, benchmark)
+        params = {"data_dir": self.data_dir, "dataset_dir": self.dataset_dir, "seed": self.seed}
+        record_mlflow_runs(rows, self.tracker.log_models(rows, self.profile.settings(), params))
+        report = write_report(self.root, rows, self.state.data, benchmark, self.dataset_dir, self.tracking_uri)
+        self.tracker.finish(rows, report, benchmark_json)
+        self.state.set("last_run_seconds", time.perf_counter() - start)
+        return report
+
+    @property
+    def tracking_uri(self) -> str:
+        """The study's MLflow tracking URI (an SQLite file in the study folder)."""
+        return self.tracker.tracking_uri
+
+
+def _prepare_folder(root: Path, fresh: bool, resume: bool) -> None:
+    if not root.exists():
+        return
+    if not root.is_dir():
+        raise NotADirectoryError(f"--output {root} exists and is not a folder.")
+    entries = list(root.iterdir())
+    if not entries:
+        return
+    if not (root / STATE_FILE).is_file():
+        raise FileExistsError(
+            f"--output {root} is not empty and holds no {STATE_FILE}: not a study folder; choose another --output."
+        )
+    if fresh:
+        shutil.rmtree(root)
+    elif not resume:
+        raise FileExistsError(f"{root} holds a study; pass --resume to continue it or --fresh to start over.")
+
+
+def run_study(
+    profile: Union[str, Profile] = "quick",
+    data_dir: Optional[str] = None,
+    output: Optional[PathLike] = None,
+    seed: int = 0,
+    resume: bool = True,
+    fresh: bool = False,
+    echo: Callable[[str], None] = print,
+    **overrides: Any,
+) -> Study:
+    """Run (or continue) a study and write its report.
+
+    Args:
+        profile: ``quick``, ``full``, ``tiny`` or a :class:`Profile`.
+        data_dir: a BraTS folder; ``None`` uses the profile's synthetic set (``full`` requires a folder).
+        output: the study folder (default ``results/<profile>``).
+        seed: seed of the data split, training and pruning.
+        resume: continue a study found in ``output`` (finished steps are not redone).
+        fresh: delete the study found in ``output`` first.
+        echo: where progress lines go.
+        overrides: profile fields to replace (e.g. ``epochs=1``).
+
+    Returns:
+        The :class:`Study`; ``report.md`` is in its ``root``.
+
+    Raises:
+        ValueError: an unknown profile or setting, ``full`` without ``data_dir``, or a study in ``output`` with other
+            settings.
+        FileExistsError: ``output`` is a non-empty folder that is not a study, or holds one and neither ``resume``
+            nor ``fresh`` is set.
+
+    Example::
+
+        study = run_study("quick")
+        (study.root / "report.md").is_file()
+        # True
+    """
+    chosen = get_profile(profile, **overrides)
+    if chosen.needs_data_dir and data_dir is None:
+        raise ValueError(
+            f"The {chosen.name!r} profile runs on real BraTS data on a GPU: pass --data_dir /path/to/BraTS."
+        )
+    root = Path(output if output is not None else Path("results") / chosen.name).resolve()
+    _prepare_folder(root, fresh, resume)
+    root.mkdir(parents=True, exist_ok=True)
+    study = Study(root, chosen, data_dir, seed, echo)
+    study.run()
+    return study

@@ -1,0 +1,63 @@
+"""Where a measurement ran: the device and its name, the CPU, torch's threads, the platform and package versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+from datetime import datetime, timezone
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from .versions import versions
+
+__all__ = ["default_device", "environment"]
+
+
+def default_device() -> torch.device:
+    """CUDA when this torch build and machine have it, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: Optional[Union[str, torch.device]] = None) -> Dict[str, Any]:
+    """Where a benchmark ran: device and its name, CPU model and counts, torch threads, platform, package versions.
+
+    Args:
+        device: the device measured on; default :func:`default_device`.
+
+    Example::
+
+        >>> environment("cpu")["torch_threads"] == torch.get_num_threads()
+        True
+    """
+    dev = torch.device(device) if device is not None else default_device()
+    found: Dict[str, Any] = {
+        "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model(),
+        "cpu_model": _cpu_model(),
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "platform": platform.platform(),
+        "versions": versions(),
+        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if hasattr(os, "getloadavg"):
+        # other processes on the machine distort timings: the load says how much
+        found["load_average_1m"] = round(os.getloadavg()[0], 2)
+    if hasattr(os, "sched_getaffinity"):
+        found["usable_cpus"] = len(os.sched_getaffinity(0))
+    if dev.type == "cuda":
+        found["cuda"] = torch.version.cuda
+    return found

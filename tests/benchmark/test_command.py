@@ -1,0 +1,81 @@
+"""``raagr2 benchmark``: variants and bundle folders measured in one run, pruned bundles' sparse files, clear errors
+on bad input, and the command line writing CSV."""
+
+import csv
+
+import fire
+import pytest
+
+from raagr2_monai.benchmark import META_KEY, benchmark_command, benchmark_models, check_settings, run_benchmark
+from raagr2_monai.bundle import bundle_name
+from raagr2_monai.cli import COMMANDS
+from raagr2_monai.networks import get_network
+from raagr2_monai.pruning import prune, to_sparse_state_dict
+
+from .conftest import make_bundle
+
+
+def test_bundle_folder_with_weights(tmp_path):
+    tiny = make_bundle(tmp_path / "tiny", state=get_network("depthwise").state_dict())
+    result = run_benchmark(bundles=str(tiny), size=32, batches=1, repeats=1, warmup=0, measure_memory=False,
+                           train_step=False)
+    assert list(result) == ["baseline", "tiny", META_KEY]
+    assert result["tiny"]["params"] == 5_046_155
+    assert result["tiny"]["weights"] == str(tiny / "models" / "model.pt")
+    assert "added as the reference" in result["baseline"]["source"]
+
+
+def test_pruned_bundle_inside_a_bundle_reports_its_sparse_file(tmp_path):
+    parent = make_bundle(tmp_path / "bundles" / "depthwise")
+    masked = get_network("depthwise")
+    prune(masked, "magnitude", 0.3)
+    packed = to_sparse_state_dict(masked.state_dict())
+    child = make_bundle(parent / "pruned" / "magnitude-30", state=masked.state_dict(), sparse=packed)
+    assert bundle_name(child) == "depthwise/pruned/magnitude-30"
+    result = run_benchmark(variants="baseline", bundles=f"{parent},{child}", size=32, batches=1, repeats=1,
+                           warmup=0, measure_memory=False, train_step=False)
+    assert list(result) == ["baseline", "depthwise", "depthwise/pruned/magnitude-30", META_KEY]
+    row = result["depthwise/pruned/magnitude-30"]
+    assert row["size_sparse_mb"] == (child / "models" / "model_sparse.pt").stat().st_size / 1e6 < row["size_mb"]
+    assert row["nonzero_params"] < row["params"]
+    assert result["depthwise"]["weights"] is None and result["depthwise"]["size_sparse_mb"] is None
+
+
+def test_bad_input_gives_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="Unknown variant.*'resnet'.*valid names: baseline"):
+        run_benchmark("baseline,resnet")
+    with pytest.raises(FileNotFoundError, match="Bundle folder .*nope does not exist"):
+        run_benchmark(bundles=str(tmp_path / "nope"))
+    with pytest.raises(FileNotFoundError, match="is not a bundle: .*inference.json is missing"):
+        run_benchmark(bundles=str(tmp_path))
+    with pytest.raises(ValueError, match="every batch size must be an integer >= 1; got 0"):
+        check_settings(32, "1,0", 1, 0)
+    with pytest.raises(ValueError, match="got -2"):
+        check_settings(32, (-2,), 1, 0)
+    with pytest.raises(ValueError, match="multiple of 16.*got 40"):
+        check_settings(40, 1, 1, 0)
+    with pytest.raises(ValueError, match="repeats must be an integer >= 1"):
+        check_settings(32, 1, 0, 0)
+    with pytest.raises(ValueError, match="format must be one of table, csv, json; got 'yaml'"):
+        benchmark_command("baseline", format="yaml")
+    with pytest.raises(ValueError, match="not starting with '_'"):
+        benchmark_models({"_meta": get_network("baseline")})
+    make_bundle(tmp_path / "baseline")
+    with pytest.raises(ValueError, match="Two models are named 'baseline'"):
+        run_benchmark("baseline", str(tmp_path / "baseline"))
+
+
+def test_cli_writes_csv(tmp_path):
+    out = tmp_path / "bench" / "result.csv"
+    command = ["benchmark", "--variants", "baseline", "--size", "32", "--batch", "1,2", "--repeats", "2",
+               "--warmup", "0", "--format", "csv", "--output", str(out), "--nomemory", "--notrain"]
+    assert fire.Fire(COMMANDS, command=command) == f"wrote {out} (1 models, csv)"
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["baseline"]
+    row = rows[0]
+    assert int(row["params"]) == 8_911_235 and float(row["vs_baseline_params"]) == 1.0
+    assert float(row["latency_b2_p25_ms"]) <= float(row["latency_b2_median_ms"]) <= float(row["latency_b2_p75_ms"])
+    assert row["peak_mem_mb"] == row["train_step_ms"] == ""
+    assert row["timer"] == "time.perf_counter" and int(row["torch_threads"]) == 1 and row["size"] == "32"
+    assert [p.name for p in out.parent.iterdir()] == ["result.csv"]

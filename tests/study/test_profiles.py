@@ -1,0 +1,40 @@
+"""The study's profiles and rows: the experiment matrix and the settings refused before anything runs."""
+
+import pytest
+
+from raagr2_monai.study import PROFILES, experiment_matrix, get_profile
+
+
+def test_matrix_of_the_quick_profile():
+    names = [m.name for m in experiment_matrix(get_profile("quick"))]
+    assert names[:4] == ["baseline", "depthwise", "paired", "encdec"]
+    assert len(names) == 4 + 3 * 3 * 2
+    assert {"magnitude-10", "magnitude-10-ft", "snip-30-ft", "depgraph-20"} <= set(names)
+    full = experiment_matrix(get_profile("full"))
+    assert [m.name for m in full if m.from_scratch] == ["snip-10-init", "snip-20-init", "snip-30-init"]
+    assert all(m.finetune_epochs == 35 for m in full if m.from_scratch)
+
+
+def test_rows_are_labelled_and_grouped_by_family():
+    specs = {m.name: m for m in experiment_matrix(get_profile("full"))}
+    names = ("encdec", "depgraph-30", "magnitude-10-ft", "snip-20-init")
+    assert [(specs[n].label, specs[n].family) for n in names] == [
+        ("Encoder-Decoder Shared RAAGR2-Net", "architecture"),
+        ("DepGraph 30 %", "depgraph"),
+        ("Magnitude 10 % + FT", "magnitude"),
+        ("SNIP 20 % at init + training", "snip"),
+    ]
+
+
+def test_bad_profiles_are_refused():
+    with pytest.raises(ValueError, match="Unknown profile 'fast'; valid profiles: quick, full, tiny"):
+        get_profile("fast")
+    with pytest.raises(ValueError, match=r"Unknown profile setting\(s\) \['epoch'\]"):
+        get_profile("tiny", epoch=3)
+    with pytest.raises(ValueError, match="roi_size must be a positive multiple of 16; got 40"):
+        get_profile("tiny", roi_size=40)
+    with pytest.raises(ValueError, match=r"val_interval must lie in \[1, epochs=1\]; got 2"):
+        get_profile("quick", epochs=1)
+    with pytest.raises(ValueError, match="variants must name RAAGR2-Net variants and include 'baseline'"):
+        get_profile("tiny", variants=("depthwise",))
+    assert PROFILES["quick"].settings()["synthetic_shape"] == [64, 64, 32]
