@@ -14,20 +14,9 @@ from raagr2_monai.networks import count_flops, count_parameters
 
 from .configs import Variant
 
-__all__ = ["QUICK_STUDY", "bundle_readme", "pruned_bundle_readme"]
+__all__ = ["bundle_readme", "pruned_bundle_readme"]
 
 PathLike = Union[str, os.PathLike]
-
-#: Measured by ``raagr2 study --profile quick`` on 2026-11-27 (CPU, 2 cores; synthetic set of 24 cases at 64x64x32,
-#: 64x64 slices, 6 epochs, batch 8; 3 test subjects): per-subject BraTS Dice TC, WT, ET and the thesis-style pooled
-#: Dice, means over the test subjects.
-QUICK_STUDY = {
-    "baseline": (0.3231, 0.9076, 0.3333, 0.1150),
-    "depthwise": (0.3995, 0.8526, 0.2031, 0.1531),
-    "paired": (0.3760, 0.9046, 0.2656, 0.1108),
-    "encdec": (0.3899, 0.8083, 0.3333, 0.0154),
-}
-
 
 def _use(commands: Sequence[str], intro: str = "") -> str:
     """The "Use" section: ``intro``, then ``commands`` (comment and command lines) as one bash block."""
@@ -37,14 +26,14 @@ def _use(commands: Sequence[str], intro: str = "") -> str:
 def _run_commands(root: str) -> List[str]:
     """Evaluating and inferring with the bundle in ``root``, each command under a comment saying what it writes."""
     return [
-        "# evaluate models/model.pt on the testing split -> runs/evaluate/metrics_*.csv",
+        "# evaluate models/model.pt on the testing split: the written label maps scored against the seg files",
+        "# -> runs/evaluate/metrics_per_subject.csv, metrics_summary.csv, predictions/, overlays/",
         "python -m monai.bundle run evaluating \\",
         f"    --config_file \"['{root}/configs/train.json','{root}/configs/evaluate.json']\"",
-        "# label maps (0/1/2/4) in each input's own geometry -> runs/inference/<case>_seg.nii.gz",
+        "# label maps in each input's own grid and label convention -> runs/inference/<case>_pred.nii.gz",
         f"python -m monai.bundle run inferring --config_file {root}/configs/inference.json "
         "--dataset_dir /data/new_cases",
     ]
-
 
 
 def _export_commands(root: str) -> List[str]:
@@ -84,22 +73,38 @@ on compressing RAAGR2-Net, as MONAI bundles. All four bundles share every config
 | parameters | {params} (3 output channels) |
 | FLOPs per 192x192 slice | {gflops} G (`torch.utils.flop_counter.FlopCounterMode`, convolutions, 2 FLOPs per multiply-add) |
 | input | 4 channels in this order: T1ce, T1, T2, FLAIR; axial slices, H and W multiples of 16 |
-| output | 3 sigmoid channels: TC (labels 1+4), WT (1+2+4), ET (4), thresholded at 0.5 |
+| output | 3 sigmoid channels: TC, WT, ET; written as one label map (NCR 1, ED 2, ET 4 in the BraTS 2021 convention) |
 
 ## Data
 
-Cases in BraTS layout: `<root>/<case>/<case>_{{t1,t1ce,t2,flair,seg}}.nii.gz` (2021) or `<root>/{{HGG,LGG}}/<case>/...`
-(2018-2020). Labels 0, 1 (NCR/NET), 2 (edema), 4 (enhancing tumour). Without a `dataset_dir`, the bundle uses the
-built-in synthetic BraTS-like set (`raagr2_monai.data.synthetic`), generated on first use under
-`~/.cache/raagr2_monai/synthetic` (or `$RAAGR2_SYNTHETIC_DIR`). The split is by patient (70/15/15, stratified by grade
-when grades are known, fixed by `seed`); `raagr2 datalist --data_dir DIR --output datalist.json` writes it once, and
-`--datalist datalist.json` makes every workflow use it.
+Discovered under `dataset_dir`, whatever the distribution (`raagr2_monai.data.layouts`): BraTS 2021
+(`<case>/<case>_{{t1,t1ce,t2,flair,seg}}.nii.gz`), 2018-2020 (`{{HGG,LGG}}/<case>/...`), 2023 and later
+(`<case>/<case>-{{t1c,t1n,t2w,t2f,seg}}.nii.gz`), the Medical Segmentation Decathlon's Task01_BrainTumour (`dataset.json`,
+4D `imagesTr/*.nii.gz`, channel order read from `dataset.json`) and a folder of 4D studies (T1ce, T1, T2, FLAIR).
+Labels are read in the dataset's convention (`label_convention`: `auto`, or `brats2021` with ET 4, `brats2023` with
+ET 3, `msd` with 1 edema, 2 non-enhancing, 3 enhancing); a dataset mixing conventions, or a seg file with any other
+value, is refused with the file named. Without a `dataset_dir`, the bundle uses the built-in synthetic BraTS-like set
+(`raagr2_monai.data.synthetic`), generated on first use under `~/.cache/raagr2_monai/synthetic` (or
+`$RAAGR2_SYNTHETIC_DIR`). The split is by patient (70/15/15, stratified by grade when grades are known, fixed by
+`seed`); `raagr2 datalist --data_dir DIR --output datalist.json` writes it once, and `--datalist datalist.json` makes
+every workflow use it.
 
-Preprocessing (`raagr2_monai.data.transforms`): the four modalities stacked as channels, RAS orientation, 1 mm spacing,
-z-score per channel over brain voxels, labels to TC/WT/ET, in-plane crop or pad to `roi_size` around the brain.
-Training samples axial slices (a `tumour_fraction` share of them through tumour) with flips and intensity
-scale/shift; validation, evaluation and inference keep whole volumes and run the network slice by slice
-(`SliceInferer`). Predictions are inverted back to the input's own grid.
+Preprocessing is spelt out transform by transform in each config (`preprocessing#transforms`, the model zoo's style):
+the four modalities stacked as channels, RAS orientation, 1 mm spacing, the in-plane box of the brain, z-score per
+channel over brain voxels, padding (never cropping) to at least `roi_size` and to a multiple of 16. `roi_size` is the
+training crop, not a field of view: training samples `roi_size` patches of axial slices (a `tumour_fraction` share
+through tumour) with flips and intensity scale/shift; validation, evaluation and inference give the network whole
+slices and slide `roi_size` windows over them (`SliceInferer`, `overlap` 0.25, Gaussian blending), so nothing of the
+brain is cut. The three outputs are thresholded at `threshold` (probability >= 0.5), nested (ET inside TC inside WT),
+inverted to the input's own grid and written as one label map in the input's convention (`output_labels: "input"`;
+or `brats2021`, `brats2023`, `msd`).
+
+Any argument of any transform can be set from the command line by its config id, e.g. 1.5 mm voxels for inference:
+
+```bash
+python -m monai.bundle run inferring --config_file bundles/{name}/configs/inference.json \
+    --dataset_dir /data/new_cases --preprocessing#transforms#2#pixdim "[1.5,1.5,1.5]"
+```
 
 {use}
 Settings to override: `dataset_dir`, `datalist`, `output_dir`, `epochs`, `batch_size`, `learning_rate`, `roi_size`,
@@ -120,12 +125,30 @@ mlflow ui --backend-store-uri sqlite:///bundles/{name}/runs/train/mlruns.db
 
 ### MONAI Label
 
-The inference config exposes `network_def`, `preprocessing`, `postprocessing` and `inferer`; the metadata's first
-input (`image`, 4 channels) and output (`pred`, channel_def TC/WT/ET) are what MONAI Label's bundle app reads. Its
-datastore gives one image per case, so store each case as one 4-channel NIfTI (T1ce, T1, T2, FLAIR). MONAI Label's
-package pulls its own torch and numpy < 2: install it in a separate environment with this package, and start it with
-`monailabel start_server --app monaibundle --studies <datastore> --conf models {name} --conf zoo_source github`
-after copying this bundle into the app's model folder.
+The bundle runs in MONAI Label 0.8.5's `monaibundle` app: `/info` names the labels by the values written (NCR 1, ED 2,
+ET 4), `/infer` returns the same label map as `monai.bundle run inferring` on the same file and weights, `/train` with
+a few labelled studies writes `models/model.pt` (the last weights when no validation case is left). MONAI Label's
+datastore holds one file per study: store each study as one 4D NIfTI (T1ce, T1, T2, FLAIR), labels under
+`labels/final/`. The inference config's `displayable_configs` (roi size, overlap, threshold) appear in MONAI Label's
+client. MONAI Label needs packages of its own (numpy < 2, jsonschema < 4), so `make monailabel` installs it with this
+package in `.venv-monailabel`, apart from `.venv`. On one machine, CPU only (the bundle needs `models/model.pt`):
+
+```bash
+make monailabel && . .venv-monailabel/bin/activate
+monailabel apps --download --name monaibundle --output apps
+mkdir -p apps/monaibundle/model && cp -r bundles/{name} apps/monaibundle/model/{name}
+CUDA_VISIBLE_DEVICES="" monailabel start_server --app apps/monaibundle --studies /data/studies \
+    --conf models {name} --conf zoo_source ngc --conf sam2 false --host 127.0.0.1 --port 8000
+curl http://127.0.0.1:8000/info/
+curl -X POST "http://127.0.0.1:8000/infer/{name}?image=<study id>&output=image" \
+    -F 'params={{"device":"cpu"}}' -o <study id>_pred.nii.gz
+curl -X POST "http://127.0.0.1:8000/train/{name}?run_sync=true" -H 'Content-Type: application/json' \
+    -d '{{"max_epochs":1,"device":"cpu"}}'
+```
+
+`--conf models` names the folder copied into `model/`, so nothing is downloaded; MONAI Label reads `train.json` when
+the server starts (restart it after editing the config). Its `/info` shows the network's `dimension` as 2: the network
+runs on axial slices, the label map is 3D.
 
 ## Pruning
 
@@ -151,17 +174,18 @@ SNIP at initialisation as published, then train for `finetune_epochs` at lr 1e-3
 
 ## Metrics
 
-Evaluation reports per subject, on the 3D volume (slices stacked back): Dice and HD95 for TC, WT and ET (the BraTS
-regions) and for NCR, ED and ET (the label's sub-regions), plus the thesis-style pooled Dice and the mean IoU as
-separately named columns. Empty regions follow the BraTS convention (both empty: Dice 1, HD95 0; one empty: Dice 0).
-The thesis's headline "Dice 0.985" pooled every output channel on soft predictions, background-like voxels included;
-it is not comparable with the per-region Dice and is kept only for comparison.
+Evaluation scores what inference writes: the label map, on the input's own grid, against the original seg file, with
+the file's voxel spacing (HD95 in mm), following the official BraTS evaluation (`metric_convention: "brats"`): per
+subject and region (TC, WT, ET and the sub-regions NCR, ED), Dice and HD95 as the 95th percentile of the pooled
+symmetric surface distances; 373 mm when exactly one side is empty or the two do not overlap; a region empty in both
+is NaN and left out of the means (the summary counts the subjects in each mean). Lesion-wise Dice and HD95 with lesion
+counts, precision, recall and F1 follow BraTS 2023 (`lesionwise: "brats2023-gli"`: 26-connectivity, ground-truth
+lesions dilated by 3 voxels for matching, lesions under 50 voxels ignored). The thesis's conventions (both empty:
+Dice 1, HD95 0) remain available as `metric_convention: "thesis"`, and the thesis's headline "Dice 0.985", pooled over
+every output channel on soft predictions, is kept as a separately named column for comparison only.
 
-Measured with `raagr2 study --profile quick` (CPU; the synthetic set at 64x64x32, 64x64 slices, 6 epochs, batch 8;
-evaluated on 3 held-out subjects): Dice TC {tc:.2f}, WT {wt:.2f}, ET {et:.2f}; thesis-style pooled Dice {pooled:.3f}.
-This proves the pipeline, not the model: enhancing tumour is not learnt in 6 CPU epochs, and the ET figure is mostly
-the lower-grade subject without ET, scored 1 for an empty prediction. No figures on real BraTS data have been measured
-by this project yet (the `full` profile needs a GPU); the thesis reports a pooled Dice near 0.98 for every variant.
+No weights ship with this bundle, so its metadata has no `eval_metrics`: a number here would describe a run, not the
+bundle. `raagr2 study` trains, evaluates and compares every variant and writes the figures to its report.
 
 ## Differences from the thesis
 
@@ -174,8 +198,7 @@ by this project yet (the `full` profile needs a GPU); the thesis reports a poole
 
 {limits} 2D slice-wise segmentation ignores
 through-plane context. `--resume true` restores the network, optimizer, LR scheduler and epoch, but restarts the
-early-stopping patience count. Serving with MONAI Label is described from its bundle app's documented behaviour and
-has not been run by this project (its package needs its own environment).
+early-stopping patience count.
 """
 
 
@@ -211,7 +234,6 @@ def bundle_readme(variant: Variant) -> str:
         name=variant.name,
         use=use,
         limits=limits,
-        **dict(zip(("tc", "wt", "et", "pooled"), QUICK_STUDY[variant.name])),
     )
 
 

@@ -276,3 +276,39 @@ def test_missing_dataset_dir_on_the_command_line_ends_with_one_message(tmp_path)
         f"error: dataset_dir {tmp_path / 'nowhere'} does not exist; pass a BraTS folder or leave it at the default "
         f"to use the built-in synthetic set ({tmp_path / 'default-synthetic'})."
     )
+
+
+class _SliceCounter(torch.nn.Module):
+    """Predicts nothing and counts the axial slices it is given: how the preprocessing resampled the study."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(()))
+        self.slices = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.slices += x.shape[0]
+        return torch.zeros(x.shape[0], 3, *x.shape[2:]) + 0.0 * self.anchor
+
+
+def test_a_transform_argument_is_overridden_by_its_config_id(tiny_dataset, tmp_path):
+    """``--preprocessing#transforms#2#pixdim "[1,1,2]"`` (what ``monai.bundle run`` passes as an override) reaches the
+    Spacingd of the inference chain: 2 mm slices halve the slices the network sees; the label map still comes back on
+    the input's grid."""
+    entry = load_split(tiny_dataset, "testing")[0]
+    depth = nib.load(entry["image"][0]).shape[2]
+    counts = {}
+    for pixdim in ([1.0, 1.0, 1.0], [1.0, 1.0, 2.0]):
+        network = _SliceCounter()
+        wf = workflow(
+            "depthwise", "inference", "infer", datalist=None, dataset_dir=tiny_dataset,
+            output_dir=str(tmp_path / str(pixdim[2])), network_def=network, handlers=[],
+            **{"preprocessing#transforms#2#pixdim": pixdim, "data": [entry]},
+        )
+        assert type(wf.parser.get_parsed_content("preprocessing").transforms[2]).__name__ == "SpacingKeepPathsd"
+        wf.run()
+        wf.finalize()
+        counts[pixdim[2]] = network.slices
+        written = nib.load(str(tmp_path / str(pixdim[2]) / f"{entry['case']}_pred.nii.gz"))
+        assert written.shape == nib.load(entry["image"][0]).shape
+    assert counts == {1.0: depth, 2.0: depth // 2}
