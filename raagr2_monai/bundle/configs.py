@@ -382,6 +382,13 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
             "overlap": "$float(@displayable_configs#overlap)",
             "threshold": "$float(@displayable_configs#threshold)",
             "output_dir": "$@bundle_root + '/runs/inference'",
+            # the runtime behind the network: torch (models/model.pt, or ckpt_path), or onnxruntime / openvino
+            # (models/model.onnx / model.xml from `raagr2 export`, checked against the bundle's weights); threads:
+            # intra-op CPU threads, null = the runtime's default
+            "backend": "torch",
+            "threads": None,
+            "network": "$@network_def.to(@device) if @backend == 'torch' "
+            "else raagr2_monai.bundle.checked(raagr2_monai.deploy.load_backend, @bundle_root, @backend, @threads)",
             "datalist_section": "testing",
             "data": "$raagr2_monai.data.inference_cases(@dataset_dir, @datalist, @datalist_section, @label_convention)",
             "output_postfix": "pred",
@@ -399,7 +406,12 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
             "inferer": slice_inferer_spec(),
             "postprocessing": writeback_spec("@preprocessing"),
             "handlers": [
-                {"_target_": "raagr2_monai.handlers.WeightsLoader", "load_path": "@ckpt_path", "network": "@network"},
+                {
+                    "_target_": "raagr2_monai.handlers.WeightsLoader",
+                    "_disabled_": "$@backend != 'torch'",
+                    "load_path": "@ckpt_path",
+                    "network": "@network",
+                },
                 {"_target_": "StatsHandler", "iteration_log": False},
             ],
             "evaluator": {
@@ -412,7 +424,11 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                 "val_handlers": "@handlers",
                 "amp": "@use_amp",
             },
-            "initialize": list(_CHECKS),
+            "initialize": [
+                *_CHECKS,
+                "$raagr2_monai.bundle.checked(raagr2_monai.deploy.check_backend, @backend)",
+                "$torch.set_num_threads(int(@threads)) if @threads and @backend == 'torch' else None",
+            ],
             "run": ["$@evaluator.run()"],
             "inferring": "$@run",
         }

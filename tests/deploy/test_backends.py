@@ -204,3 +204,48 @@ def test_torch_backend_channels_last_and_threads(bundles):
     x = torch.randn(2, 4, 32, 48)
     out = fast(x)
     assert out.is_contiguous() and float((out - eager(x)).abs().max()) <= 1e-4
+
+
+@pytest.mark.slow
+def test_bundle_inference_with_each_backend_writes_the_same_label_map(bundles, tmp_path):
+    """``--backend onnxruntime|openvino`` in the bundle's own inference workflow: same preprocessing and write-back,
+    label maps equal to torch's on >= 99.99 % of voxels; a backend without its exported file is refused first."""
+    import nibabel as nib
+    import numpy as np
+    from monai.bundle import ConfigWorkflow
+
+    from raagr2_monai.data import generate
+
+    data = tmp_path / "data"
+    generate(str(data), cases=1, seed=4, shape=(48, 40, 16))
+    maps = {}
+    for backend in BACKENDS:
+        out = tmp_path / backend
+        wf = ConfigWorkflow(
+            config_file=str(bundles["plain"] / "configs" / "inference.json"), workflow_type="infer",
+            bundle_root=str(bundles["plain"]), dataset_dir=str(data), output_dir=str(out), backend=backend,
+            threads=1, roi_size=[32, 32], sw_batch_size=4,
+        )
+        wf.initialize()
+        wf.run()
+        wf.finalize()
+        (written,) = out.glob("*_pred.nii.gz")
+        maps[backend] = np.asarray(nib.load(str(written)).dataobj)
+    assert len(np.unique(maps["torch"])) > 1
+    for backend in ("onnxruntime", "openvino"):
+        assert maps[backend].shape == maps["torch"].shape
+        assert float((maps[backend] == maps["torch"]).mean()) >= 0.9999, backend
+    (bundles["plain"] / "models" / "model.onnx").rename(tmp_path / "model.onnx")
+    try:
+        wf = ConfigWorkflow(
+            config_file=str(bundles["plain"] / "configs" / "inference.json"), workflow_type="infer",
+            bundle_root=str(bundles["plain"]), dataset_dir=str(data), output_dir=str(tmp_path / "none"),
+            backend="onnxruntime",
+        )
+        wf.initialize()
+        with pytest.raises(Exception) as info:
+            wf.run()
+        assert "model.onnx" in str(info.value) or "model.onnx" in repr(info.value.__cause__)
+        assert not (tmp_path / "none").exists() or not list((tmp_path / "none").glob("*.nii.gz"))
+    finally:
+        (tmp_path / "model.onnx").rename(bundles["plain"] / "models" / "model.onnx")
