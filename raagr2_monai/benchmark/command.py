@@ -10,7 +10,8 @@ from raagr2_monai.bundle.load import bundle_name, check_bundle, load_bundle_netw
 from raagr2_monai.networks import NETWORKS, get_network
 from raagr2_monai.utils import atomic_write_text, parse_sequence
 
-from .measure import META_KEY, benchmark_models, check_settings
+from .backends import backend_latencies, check_backends
+from .measure import BASELINE, META_KEY, benchmark_models, check_settings
 from .render import check_format, model_rows, render
 
 __all__ = ["run_benchmark", "benchmark_command"]
@@ -26,6 +27,8 @@ def run_benchmark(
     device: Optional[str] = None,
     measure_memory: bool = True,
     train_step: bool = True,
+    backends: Union[str, Sequence[str], None] = None,
+    threads: Optional[int] = None,
 ) -> Dict[str, Any]:
     """Benchmark variants (fresh networks, 3 output channels) and bundle folders in one run (``raagr2 benchmark``).
 
@@ -39,6 +42,10 @@ def run_benchmark(
             neither variants nor bundles, all four.
         bundles: comma-separated bundle folders or a sequence.
         size, batches, repeats, warmup, device, measure_memory, train_step: as in :func:`benchmark_models`.
+        backends: also time every model behind these inference backends (``torch``, ``onnxruntime``,
+            ``openvino``; :func:`~raagr2_monai.benchmark.backends.backend_latencies`), on the CPU: each row gets
+            ``backends`` with the latencies and the speed-ups over the baseline's eager PyTorch of this run.
+        threads: CPU threads of the backends (``None``: each runtime's default).
 
     Returns:
         The :func:`benchmark_models` result.
@@ -55,6 +62,9 @@ def run_benchmark(
         ['baseline', 'depthwise', 'paired']
     """
     settings = check_settings(size, batches, repeats, warmup)
+    chosen = check_backends(parse_sequence(backends, "backends")) if backends else ()
+    if threads is not None and (not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive integer; got {threads!r}.")
     names, folders = parse_sequence(variants, "variants"), parse_sequence(bundles, "bundles")
     if not names and not folders:
         names = list(NETWORKS)
@@ -88,6 +98,18 @@ def run_benchmark(
         if name != META_KEY:
             row["source"] = sources.get(name, "variant baseline (fresh network, added as the reference)")
             row["weights"] = weights.get(name)
+    if chosen:
+        if BASELINE not in models:
+            models = {BASELINE: get_network(BASELINE, out_channels=3), **models}
+        timed = backend_latencies(models, chosen, size, batch_sizes, repeats, warmup, threads)
+        for name, figures in timed.items():
+            result[name]["backends"] = figures
+        result[META_KEY]["backends"] = {
+            "backends": list(chosen),
+            "threads": threads,
+            "method": "each model exported (raagr2_monai.deploy.export_network, parity-checked) and timed on the CPU "
+            "like latency_ms; speed-up = the baseline's eager PyTorch median / this median, same batch",
+        }
     return result
 
 
@@ -103,17 +125,20 @@ def benchmark_command(
     device: Optional[str] = None,
     memory: bool = True,
     train: bool = True,
+    backends: Union[str, Sequence[str], None] = None,
+    threads: Optional[int] = None,
 ) -> str:
     """``raagr2 benchmark``: run :func:`run_benchmark`, render it, and print it or write it to ``output``.
 
     ``memory`` and ``train`` switch the peak-memory and training-step measurements on or off (their figures are then
-    empty); the other arguments are those of :func:`run_benchmark` and :func:`render`.
+    empty); ``backends`` and ``threads`` add the latency behind each inference backend; the other arguments are those
+    of :func:`run_benchmark` and :func:`render`.
 
     Returns:
         The rendered text, or with ``output`` a line naming the file (written to a temporary name, then renamed).
     """
     check_format(format)
-    result = run_benchmark(variants, bundles, size, batch, repeats, warmup, device, memory, train)
+    result = run_benchmark(variants, bundles, size, batch, repeats, warmup, device, memory, train, backends, threads)
     text = render(result, format)
     if not output:
         return text

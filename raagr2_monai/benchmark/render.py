@@ -115,7 +115,35 @@ def _table(result: Mapping[str, Any]) -> str:
         + _aligned(header, rows)
         + ["", f"Ratios against {meta['baseline']!r} from this run (sparse MB against its dense MB):"]
         + _aligned(ratio_header, ratio_rows)
+        + _backend_table(result)
     )
+
+
+def _backend_table(result: Mapping[str, Any]) -> List[str]:
+    """Latency behind each inference backend, with the speed-up over the baseline's eager PyTorch (if measured)."""
+    meta, models = result[META_KEY], model_rows(result)
+    if "backends" not in meta:
+        return []
+    chosen, batches = meta["backends"]["backends"], meta["settings"]["batches"]
+    threads = meta["backends"]["threads"]
+    header = ["model"] + [f"{backend} b{b} ms (speed-up)" for backend in chosen for b in batches]
+    rows = []
+    for name, row in models.items():
+        figures = row["backends"]
+        rows.append(
+            [name]
+            + [
+                f"{figures['latency_ms'][backend][str(b)]['median']:.1f} "
+                f"({figures['speedup_vs_baseline_torch'][backend][str(b)]:.2f}x)"
+                for backend in chosen
+                for b in batches
+            ]
+        )
+    return [
+        "",
+        f"By inference backend, CPU, {threads or 'default'} threads: median ms per forward pass; speed-up = "
+        f"{meta['baseline']!r} eager PyTorch median / this, same run, same batch:",
+    ] + _aligned(header, rows)
 
 
 def _csv(result: Mapping[str, Any]) -> str:
@@ -131,9 +159,14 @@ def _csv(result: Mapping[str, Any]) -> str:
         "torch_threads": env["torch_threads"], "size": meta["settings"]["size"], "repeats": meta["settings"]["repeats"],
         "warmup": meta["settings"]["warmup"], "timer": meta["timer"], "flop_counter": meta["flop_counter"],
     }
+    chosen = meta["backends"]["backends"] if "backends" in meta else []
+    by_backend = [(backend, str(b)) for backend in chosen for b in batches]
     columns = (
         ["model"] + figures + [f"latency_b{b}_{stat}_ms" for b, stat in latency] + tail
-        + [f"vs_baseline_{k}" for k in ratios] + [f"vs_baseline_latency_b{b}" for b in batches] + list(context)
+        + [f"vs_baseline_{k}" for k in ratios] + [f"vs_baseline_latency_b{b}" for b in batches]
+        + [f"{backend}_b{b}_median_ms" for backend, b in by_backend]
+        + [f"{backend}_b{b}_speedup_vs_baseline_torch" for backend, b in by_backend]
+        + list(context)
     )
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -143,6 +176,8 @@ def _csv(result: Mapping[str, Any]) -> str:
         writer.writerow(
             [name] + [row[k] for k in figures] + [row["latency_ms"][b][stat] for b, stat in latency]
             + [row[k] for k in tail] + [r[k] for k in ratios] + [r["latency_ms"][str(b)] for b in batches]
+            + [row["backends"]["latency_ms"][backend][b]["median"] for backend, b in by_backend]
+            + [row["backends"]["speedup_vs_baseline_torch"][backend][b] for backend, b in by_backend]
             + list(context.values())
         )
     return buffer.getvalue()

@@ -6,7 +6,7 @@ import csv
 import fire
 import pytest
 
-from raagr2_monai.benchmark import META_KEY, benchmark_command, benchmark_models, check_settings, run_benchmark
+from raagr2_monai.benchmark import META_KEY, benchmark_command, benchmark_models, check_settings, render, run_benchmark
 from raagr2_monai.bundle import bundle_name
 from raagr2_monai.cli import COMMANDS
 from raagr2_monai.networks import get_network
@@ -79,3 +79,30 @@ def test_cli_writes_csv(tmp_path):
     assert row["peak_mem_mb"] == row["train_step_ms"] == ""
     assert row["timer"] == "time.perf_counter" and int(row["torch_threads"]) == 1 and row["size"] == "32"
     assert [p.name for p in out.parent.iterdir()] == ["result.csv"]
+
+
+@pytest.mark.slow
+def test_backends_are_timed_against_the_baseline_torch_eager_of_the_same_run():
+    result = run_benchmark("depthwise", size=32, batches=1, repeats=1, warmup=0, measure_memory=False,
+                           train_step=False, backends="onnxruntime", threads=1)
+    assert result[META_KEY]["backends"]["backends"] == ["torch", "onnxruntime"]
+    for name in ("baseline", "depthwise"):
+        figures = result[name]["backends"]
+        assert set(figures["latency_ms"]) == {"torch", "onnxruntime"}
+        for backend, per_batch in figures["latency_ms"].items():
+            spread = per_batch["1"]
+            assert spread["p25"] <= spread["median"] <= spread["p75"]
+            reference = result["baseline"]["backends"]["latency_ms"]["torch"]["1"]["median"]
+            assert figures["speedup_vs_baseline_torch"][backend]["1"] == pytest.approx(reference / spread["median"])
+    assert result["baseline"]["backends"]["speedup_vs_baseline_torch"]["torch"]["1"] == 1.0
+    table = render(result, "table")
+    assert "onnxruntime b1 ms (speed-up)" in table
+    header = render(result, "csv").splitlines()[0].split(",")
+    assert {"onnxruntime_b1_median_ms", "onnxruntime_b1_speedup_vs_baseline_torch"} <= set(header)
+
+
+def test_unknown_backend_and_bad_threads_are_refused_before_measuring():
+    with pytest.raises(ValueError, match="tensorrt"):
+        run_benchmark("depthwise", size=32, batches=1, repeats=1, backends="tensorrt")
+    with pytest.raises(ValueError, match="threads"):
+        run_benchmark("depthwise", size=32, batches=1, repeats=1, backends="torch", threads=0)
