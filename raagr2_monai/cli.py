@@ -1,12 +1,22 @@
 """The ``raagr2`` command line (Python Fire): one sub-command per job.
 
-Each command imports what it needs when it runs, so ``raagr2 --help`` stays fast.
+Each command imports what it needs when it runs, so ``raagr2 --help`` stays fast and a mistyped command line is
+refused at once. Before Fire dispatches, :func:`check_command_line` checks the line against the chosen command's
+signature: an unknown command or option, or a value with no parameter to take it, ends in one ``error:`` line (exit
+status 2) before anything runs. A command's user error (a missing file, a bad setting: :func:`user_error`) ends in
+one ``error:`` line too (exit status 1); ``--verbose`` anywhere on the line, or ``RAAGR2_VERBOSE=1``, shows its
+traceback instead.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import json
-from typing import Dict
+import os
+import re
+import sys
+from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 import fire
 
@@ -175,18 +185,289 @@ def study(
     return f"report: {result.root / 'report.md'}"
 
 
-COMMANDS = {
+def segment(
+    bundle: str, output_dir: str, dataset_dir: str | None = None, datalist: str | None = None,
+    ckpt_path: str | None = None, device: str | None = None, roi_size: int | str | tuple | None = None, repeat: int = 1,
+) -> str:
+    """Segment every study of a folder (or a datalist's testing section) with a bundle; print, per study, the label map
+    written and the seconds of each stage (load, preprocess, network, invert, postprocess, write).
+
+    Args:
+        bundle: the bundle folder (a pruned bundle included).
+        output_dir: where the label maps go (``<case>_pred.nii.gz``, on each study's own grid).
+        dataset_dir: a folder of studies (BraTS case folders, a Decathlon ``dataset.json``, or 4D NIfTI files).
+        datalist: a datalist JSON instead of ``dataset_dir`` (``raagr2 datalist`` writes one).
+        ckpt_path: the weights (default: the bundle's ``models/model.pt``).
+        device: ``cpu`` or ``cuda`` (default: CUDA when available).
+        roi_size: in-plane size of the network's slices, ``96`` or ``96,96`` (default: the bundle's).
+        repeat: runs per study; with more than one, each stage's median (a benchmark of one study, end to end).
+    """
+    from .bundle.segment import segment_command
+
+    return segment_command(bundle, output_dir, dataset_dir, datalist, ckpt_path, device, roi_size, repeat)
+
+
+def export(
+    bundle: str, formats: str | tuple = "onnx,openvino", opset: int | None = None, tolerance: float | None = None,
+    dynamo: bool = False,
+) -> str:
+    """Export a trained bundle's network to ONNX and/or OpenVINO IR beside its weights, checked against PyTorch.
+
+    Args:
+        bundle: the bundle folder (a pruned bundle included).
+        formats: ``onnx``, ``openvino`` or ``onnx,openvino``.
+        opset: the ONNX opset (default: ``raagr2_monai.deploy.DEFAULT_OPSET``).
+        tolerance: largest absolute difference from eager PyTorch allowed (default:
+            ``raagr2_monai.deploy.PARITY_TOLERANCE``).
+        dynamo: use the dynamo exporter of ``torch.onnx.export`` instead of the TorchScript one.
+    """
+    from .deploy.command import export_command
+
+    # the defaults live with the exporter; naming them here would import torch before any option is checked
+    given = {name: value for name, value in (("opset", opset), ("tolerance", tolerance)) if value is not None}
+    return export_command(bundle, formats, dynamo=dynamo, **given)
+
+
+COMMANDS: Dict[str, Callable[..., Any]] = {
     "summary": summary,
     "bundles": bundles,
     "synth": synth,
     "datalist": datalist,
     "benchmark": benchmark,
     "study": study,
+    "segment": segment,
+    "export": export,
 }
 
+#: Exit status of a command line that does not fit its command (Fire's own usage errors exit with 2 too).
+USAGE_ERROR = 2
+#: Exit status of a user error raised by a command.
+USER_ERROR = 1
+#: Fire's help flags, which Fire also takes after a lone ``--`` (``raagr2 summary -- --help``).
+_HELP = ("-h", "--help")
+#: Shows a user error's traceback; taken off the line before Fire reads it.
+_VERBOSE = "--verbose"
 
-def main() -> None:
-    fire.Fire(COMMANDS, name="raagr2")
+
+class UsageError(Exception):
+    """A command line that does not fit the chosen command; the message is the whole error line."""
+
+
+def _is_flag(token: str) -> bool:
+    """Fire's test for a flag (``--name``, ``-n``), which leaves negative numbers as values."""
+    return token.startswith("--") or re.match(r"^-[a-zA-Z]", token) is not None
+
+
+def _closest(word: str, choices: Sequence[str]) -> Optional[str]:
+    """The choice closest to a misspelt ``word`` (``difflib``), or ``None`` when none is close."""
+    matches = difflib.get_close_matches(word, choices, n=1)
+    return matches[0] if matches else None
+
+
+def _keyword(command: str, flag: str, is_alone: bool, names: Sequence[str], booleans: Sequence[str]) -> str:
+    """The parameter a flag sets, resolved as Fire does (``fire.core._ParseKeywordArgs``).
+
+    Args:
+        command: ``raagr2 <command>``, for messages.
+        flag: the flag as given, without ``=value``.
+        is_alone: no value follows (the last token, or a flag follows): ``--name`` is true, ``--noname`` false.
+        names: the command's parameters.
+        booleans: those with a boolean default, the only ones a flag alone sets (``--name`` true, ``--noname``
+            false).
+
+    Returns:
+        The parameter's name.
+
+    Raises:
+        UsageError: no parameter fits, naming the closest one (or listing them all); a one-letter flag that
+            several parameters start with; a flag without a value for a parameter that is not boolean.
+    """
+    key = flag.lstrip("-").replace("-", "_")
+    if is_alone and key.startswith("no") and key[2:] in booleans and key not in names:
+        return key[2:]
+    short = [name for name in names if len(key) == 1 and name[0] == key]
+    if len(short) > 1:
+        raise UsageError(f"{command}: {flag} is ambiguous; use one of {', '.join('--' + n for n in short)}.")
+    keyword = key if key in names else short[0] if short else None
+    if keyword is not None:
+        # Fire would pass True (``bundles --root`` builds paths from a bool): a forgotten value, not a switch
+        if is_alone and keyword not in booleans:
+            raise UsageError(f"{command}: {flag} needs a value ({flag} VALUE or {flag}=VALUE).")
+        return keyword
+    close = _closest(key, [*names, *("no" + name for name in booleans)])
+    if close is not None:
+        raise UsageError(f"{command} has no option {flag}; did you mean --{close}?")
+    raise UsageError(f"{command} has no option {flag}; its options: {', '.join('--' + n for n in names) or 'none'}.")
+
+
+def check_arguments(command: str, function: Callable[..., Any], args: Sequence[str]) -> None:
+    """Check a command's arguments against its signature, as Fire will read them, without running it.
+
+    Fire's forms: ``--name value``, ``--name=value``, ``--name`` alone (true), ``--noname`` (false), ``-n`` for the
+    only parameter starting with ``n``, hyphens for underscores; values without a flag fill, in order, the parameters
+    not named.
+
+    Args:
+        command: ``raagr2 <command>``, for messages.
+        function: the command's function.
+        args: the arguments after the command's name (and before a lone ``--``).
+
+    Raises:
+        UsageError: an unknown or ambiguous option, an option of a parameter that is not boolean without a value,
+            more values than parameters left to take them, or a required parameter without a value.
+    """
+    params = list(inspect.signature(function).parameters.values())
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    booleans = [p.name for p in params if isinstance(p.default, bool)]
+    any_keyword = any(p.kind is p.VAR_KEYWORD for p in params)
+    named, values = set(), []
+    skip_value = False
+    for index, token in enumerate(args):
+        if skip_value:
+            skip_value = False
+        elif not _is_flag(token):
+            values.append(token)
+        else:
+            has_value = "=" in token
+            is_alone = not has_value and (index + 1 == len(args) or _is_flag(args[index + 1]))
+            flag = token.split("=", 1)[0]
+            if not any_keyword:
+                named.add(_keyword(command, flag, is_alone, names, booleans))
+            skip_value = not has_value and not is_alone
+    open_slots = [p for p in params if p.kind is p.POSITIONAL_OR_KEYWORD and p.name not in named]
+    if len(values) > len(open_slots) and not any(p.kind is p.VAR_POSITIONAL for p in params):
+        slots = ", ".join(p.name for p in open_slots) or "its parameters are all named"
+        raise UsageError(
+            f"{command} takes at most {len(open_slots)} value(s) without an option here ({slots}); "
+            f"got {len(values)}: {' '.join(values)}."
+        )
+    filled = named | {p.name for p in open_slots[: len(values)]}
+    missing = [p.name for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               and p.name not in filled]
+    if missing:
+        raise UsageError(f"{command} needs {', '.join('--' + name for name in missing)}.")
+
+
+def check_command_line(args: Sequence[str], commands: Mapping[str, Callable[..., Any]] = COMMANDS) -> List[str]:
+    """Refuse, before anything runs, a command line that Fire would not run as meant.
+
+    Args:
+        args: the arguments after ``raagr2``.
+        commands: the commands by name.
+
+    Returns:
+        The arguments for Fire: ``args``, except that a help flag after a command gives ``<command> --help``
+        (Fire shows help only for a help flag right after the command; further on it would run the command with
+        the other values first).
+
+    Raises:
+        UsageError: an unknown command, or arguments that do not fit it (:func:`check_arguments`); help requests
+            (``--help``, ``-h``) and a bare ``raagr2`` pass, for Fire to answer.
+
+    Example::
+
+        >>> check_command_line(["summary", "--size", "32", "--format=json"])
+        ['summary', '--size', '32', '--format=json']
+        >>> check_command_line(["summary", "--size", "32", "--help"])
+        ['summary', '--help']
+        >>> check_command_line(["summary", "--out_channel", "3"])
+        Traceback (most recent call last):
+        ...
+        raagr2_monai.cli.UsageError: raagr2 summary has no option --out_channel; did you mean --out_channels?
+    """
+    args = list(args)
+    mine = args
+    if "--" in args:  # Fire's own flags follow the last lone "--"
+        mine = args[: len(args) - 1 - args[::-1].index("--")]
+    if not mine or mine[0] in _HELP:
+        return args
+    name, rest = mine[0], mine[1:]
+    if name not in commands:
+        close = None if _is_flag(name) else _closest(name, list(commands))
+        hint = f"did you mean {close}?" if close else f"commands: {', '.join(commands)}."
+        raise UsageError(f"raagr2 has no command {name}; {hint}")
+    if any(token in _HELP for token in rest):
+        return [name, "--help"]
+    check_arguments(f"raagr2 {name}", commands[name], rest)
+    return args
+
+
+def _user_error_types() -> Tuple[type, ...]:
+    """What counts as the user's error: bad settings or input (``ValueError``: BraTSDataError,
+    CheckpointMismatchError and ExportMismatchError are ones), files that are missing, in the way or not readable,
+    and an export that failed its parity check."""
+    types: List[type] = [ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+                         PermissionError]
+    # an ExportParityError can only have been raised once its module was imported: no import here, which would
+    # pull torch and the exporters in to print an error
+    export = sys.modules.get("raagr2_monai.deploy.export")
+    if export is not None:
+        types.append(export.ExportParityError)
+    return tuple(types)
+
+
+def user_error(error: BaseException) -> Optional[BaseException]:
+    """The user error behind ``error``: itself, or one it was raised from (MONAI's config parser wraps the errors of
+    a config's expressions in a ``RuntimeError``); ``None`` for anything else, a bug whose traceback is wanted.
+
+    Args:
+        error: what a command raised.
+
+    Returns:
+        The user error, or ``None``.
+    """
+    types = _user_error_types()
+    cause: Optional[BaseException] = error
+    while cause is not None:
+        if isinstance(cause, types) or _is_key_message(cause):
+            return cause
+        cause = cause.__cause__
+    return None
+
+
+def _is_key_message(error: BaseException) -> bool:
+    """A ``KeyError`` that explains itself (a datalist entry without ``image``, masks for another network): its
+    argument is a sentence. A bare key (``KeyError: 'x'``) is a failed lookup, a bug whose traceback is wanted."""
+    return isinstance(error, KeyError) and len(error.args) == 1 and " " in str(error.args[0])
+
+
+def _message(error: BaseException) -> str:
+    """An error's message: a ``KeyError`` shows its argument, not its ``repr``."""
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        return str(error.args[0])
+    return str(error) or type(error).__name__
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    """End ``raagr2`` with one ``error:`` line on stderr and exit status ``status``."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    """Run ``raagr2``: check the command line, then let Fire dispatch it.
+
+    Args:
+        argv: the arguments after ``raagr2`` (default ``sys.argv[1:]``).
+
+    Raises:
+        SystemExit: 2 for a command line that does not fit its command, 1 for a user error (:func:`user_error`),
+            each after one ``error:`` line on stderr; whatever Fire raises for its own errors and help.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = _VERBOSE in args or os.environ.get("RAAGR2_VERBOSE", "").lower() not in ("", "0", "false", "no")
+    args = [arg for arg in args if arg != _VERBOSE]
+    try:
+        args = check_command_line(args)
+    except UsageError as err:
+        _fail(str(err), USAGE_ERROR)
+    try:
+        fire.Fire(COMMANDS, command=args, name="raagr2")
+    except Exception as err:  # noqa: BLE001 - a user error ends in its message, anything else in its traceback
+        cause = user_error(err)
+        if verbose or cause is None:
+            raise
+        _fail(_message(cause), USER_ERROR)
 
 
 if __name__ == "__main__":

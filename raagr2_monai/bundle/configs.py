@@ -534,13 +534,21 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
                 "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_prune_settings, "
                 "@method, @ratio, @scope, @finetune_epochs, @from_scratch)"
             ),
+            # without trained weights there is nothing to prune: say so before anything is read or written
+            (
+                "$None if @from_scratch else "
+                "raagr2_monai.bundle.checked(raagr2_monai.networks.check_weights, @source_ckpt, 'source_ckpt')"
+            ),
             *_CHECKS,
             "$raagr2_monai.bundle.prepare_output_dir(@output_dir, @overwrite)",
             "$monai.utils.set_determinism(seed=@seed)",
             "$raagr2_monai.bundle.record_run(@run_dir, @run_settings, @seed)",
         ],
         "run": [
-            "$None if @from_scratch else raagr2_monai.bundle.load_weights(@network, @source_ckpt)",
+            (
+                "$None if @from_scratch else "
+                "raagr2_monai.bundle.load_weights(@network, @source_ckpt, setting='source_ckpt')"
+            ),
             "$@validate#early_stop.set_trainer(@train#trainer)",
             "$raagr2_monai.bundle.run_pruning(@train#trainer, @validate#evaluator, @prune_handler, @finetune_epochs)",
             (

@@ -9,7 +9,7 @@ from typing import Optional, Tuple, Union
 from monai.bundle import ConfigParser
 from torch import nn
 
-from raagr2_monai.networks import load_weights
+from raagr2_monai.networks import load_weights, missing_weights
 
 __all__ = ["build_bundle_network", "bundle_name", "check_bundle", "is_bundle", "load_bundle_network"]
 
@@ -118,5 +118,5 @@ def load_bundle_network(bundle_dir: PathLike, require_weights: bool = False) -> 
     if weights.is_file():
         load_weights(network, str(weights))
     elif require_weights:
-        raise FileNotFoundError(f"{weights} does not exist: train the bundle (or prune it) first.")
+        raise missing_weights(weights, setting=None)
     return network

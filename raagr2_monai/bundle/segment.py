@@ -7,6 +7,7 @@ write-back (``configs/inference.json``), so the result is what ``monai.bundle ru
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,12 +17,17 @@ import torch
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
+from raagr2_monai.data import check_data_source, inference_cases
+from raagr2_monai.data.chains import check_roi_size
 from raagr2_monai.networks import load_weights
+from raagr2_monai.utils import parse_sequence
 
-__all__ = ["Segmenter", "StudyTiming"]
+__all__ = ["Segmenter", "StudyTiming", "STAGES", "median_timing", "format_timing", "segment_command"]
 
 PathLike = Union[str, os.PathLike]
 
+#: The stages of one study, in the order they run.
+STAGES = ("load", "preprocess", "network", "invert", "postprocess", "write")
 #: Stage of each transform of the bundle's chains, by class name; anything else counts as ``preprocess``.
 _STAGES = {"LoadBraTSd": "load", "Invertd": "invert", "SaveImaged": "write"}
 
@@ -131,3 +137,126 @@ class Segmenter:
     def run(self, entries: Sequence[Mapping[str, Any]]) -> List[StudyTiming]:
         """Segment every study of ``entries``."""
         return [self(entry) for entry in entries]
+
+
+def median_timing(runs: Sequence[StudyTiming]) -> StudyTiming:
+    """Each stage's median over several runs of the same study, so that one slow run (the first, warming caches up;
+    one disturbed by other work) does not count; the total is then the sum of those medians.
+
+    Args:
+        runs: the timings of the runs, at least one.
+
+    Returns:
+        A :class:`StudyTiming` with the first run's case and output.
+
+    Example::
+
+        >>> runs = [StudyTiming("c", {"load": t, "network": 1.0}) for t in (0.1, 0.2, 0.9)]
+        >>> median_timing(runs).seconds
+        {'load': 0.2, 'network': 1.0}
+    """
+    if not runs:
+        raise ValueError("median_timing needs at least one run.")
+    stages = dict.fromkeys(stage for run in runs for stage in run.seconds)
+    seconds = {stage: statistics.median(run.seconds.get(stage, 0.0) for run in runs) for stage in stages}
+    return StudyTiming(case=runs[0].case, seconds=seconds, output=runs[0].output)
+
+
+def format_timing(timing: StudyTiming, runs: int = 1) -> str:
+    """One line for a study: its case, the file written, and the seconds of each stage (:data:`STAGES` order).
+
+    Args:
+        timing: the study's timing (a median one for ``runs`` > 1).
+        runs: the number of runs it summarises.
+
+    Returns:
+        The line.
+
+    Example::
+
+        >>> format_timing(StudyTiming("c", {"network": 1.5, "load": 0.25}, "out/c_pred.nii.gz"))
+        'c: out/c_pred.nii.gz; load 0.250 s, network 1.500 s, total 1.750 s'
+    """
+    order = [s for s in STAGES if s in timing.seconds] + [s for s in timing.seconds if s not in STAGES]
+    stages = ", ".join(f"{stage} {timing.seconds[stage]:.3f} s" for stage in order)
+    median = f" (median of {runs} runs)" if runs > 1 else ""
+    return f"{timing.case}: {timing.output or 'nothing written'}; {stages}, total {timing.total:.3f} s{median}"
+
+
+def _check_device(device: Optional[str]) -> None:
+    """Refuse a device this machine does not have, before the network is built on it."""
+    if device is None:
+        return
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}.") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine; use --device cpu.")
+
+
+def segment_command(
+    bundle: PathLike,
+    output_dir: PathLike,
+    dataset_dir: Optional[str] = None,
+    datalist: Optional[str] = None,
+    ckpt_path: Optional[str] = None,
+    device: Optional[str] = None,
+    roi_size: Any = None,
+    repeat: int = 1,
+    echo: Callable[[str], None] = print,
+) -> str:
+    """``raagr2 segment``: segment every study of a folder or datalist with a bundle, timing each stage.
+
+    Every setting is checked before the network is built; each study's line (:func:`format_timing`) goes to
+    ``echo`` as soon as it is written.
+
+    Args:
+        bundle: the bundle folder.
+        output_dir: where the label maps are written (``<case>_pred.nii.gz``).
+        dataset_dir: a folder of studies, in any layout :func:`raagr2_monai.data.inference_cases` reads.
+        datalist: a datalist JSON instead (its ``testing`` section).
+        ckpt_path: the weights (default: the bundle's ``models/model.pt``).
+        device: ``cpu`` or ``cuda`` (default: CUDA when available).
+        roi_size: in-plane size of the slices the network sees (one size or two, multiples of 16; default: the
+            bundle's).
+        repeat: runs per study; with more than one, each stage's median (:func:`median_timing`).
+        echo: where the lines go.
+
+    Returns:
+        The summary line: studies segmented and the median total time per study.
+
+    Raises:
+        ValueError: neither or both of ``dataset_dir`` and ``datalist``, a bad ``roi_size``, ``repeat`` or device, a
+            datalist without studies.
+        FileNotFoundError: the bundle, its weights, the folder or the datalist does not exist.
+        raagr2_monai.data.BraTSDataError: the folder holds no study, or a study misses a modality.
+        raagr2_monai.networks.CheckpointMismatchError: the weights do not fit the bundle's network.
+
+    Example::
+
+        segment_command("bundles/depthwise", "out", dataset_dir="/data/new_cases", repeat=5)
+    """
+    if (dataset_dir is None) == (datalist is None):
+        raise ValueError("pass the studies as --dataset_dir DIR or as --datalist FILE (one of the two).")
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+        raise ValueError(f"repeat must be a whole number >= 1; got {repeat!r}.")
+    overrides: Dict[str, Any] = {}
+    if roi_size is not None:
+        sizes = parse_sequence(roi_size, "roi_size", int)
+        overrides["roi_size"] = check_roi_size(sizes * 2 if len(sizes) == 1 else sizes)
+    _check_device(device)
+    check_data_source(dataset_dir, datalist)
+    entries = inference_cases(dataset_dir, datalist)
+    if not entries:  # inference_cases refuses a folder without studies, not an empty datalist section
+        raise ValueError(f"{datalist} holds no study in its testing section.")
+    segmenter = Segmenter(bundle, output_dir, ckpt_path=ckpt_path, device=device, **overrides)
+    totals = []
+    for entry in entries:
+        timing = median_timing([segmenter(entry) for _ in range(repeat)])
+        echo(format_timing(timing, repeat))
+        totals.append(timing.total)
+    return (
+        f"segmented {len(entries)} {'study' if len(entries) == 1 else 'studies'} with {bundle} into {output_dir}; "
+        f"median {statistics.median(totals):.3f} s per study"
+    )

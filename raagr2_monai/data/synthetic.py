@@ -295,7 +295,9 @@ def generate(
         raise ValueError(f"cases must be at least 1; got {cases}.")
     out = os.path.abspath(os.path.expanduser(str(out_dir)))
     if os.path.exists(out) and os.listdir(out) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; pass overwrite=True to replace it.")
+        raise FileExistsError(
+            f"{out} exists and is not empty; pass overwrite=True (raagr2 synth --overwrite) to replace it."
+        )
     parent = os.path.dirname(out)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.tmp-", dir=parent)

@@ -36,6 +36,8 @@ PathLike = Union[str, os.PathLike]
 
 #: Packages whose versions an export record states besides :func:`raagr2_monai.utils.versions`'.
 _EXPORT_PACKAGES = ("onnx", "onnxruntime", "openvino", "onnxscript")
+#: The export format of an exported model's main file, by suffix.
+_FORMAT_OF_SUFFIX = {".onnx": "onnx", ".xml": "openvino"}
 
 
 class ExportMismatchError(ValueError):
@@ -131,12 +133,15 @@ def read_record(artifact: PathLike, model_format: Optional[str] = None) -> Expor
     """
     artifact = Path(artifact)
     path = record_path(artifact)
+    # the exported files lie in <bundle>/models/: the command that (re)writes them names that bundle
+    formats = model_format or _FORMAT_OF_SUFFIX.get(artifact.suffix, "onnx,openvino")
+    export = f"raagr2 export {artifact.parent.parent} --formats {formats}"
     if not artifact.is_file():
-        raise FileNotFoundError(f"Exported model {artifact} does not exist: export the bundle first (raagr2 export).")
+        raise FileNotFoundError(f"Exported model {artifact} does not exist: export the bundle first ({export}).")
     if not path.is_file():
         raise FileNotFoundError(
             f"{artifact} has no export record {path}: it was not written by raagr2 export (or the export was "
-            "interrupted); export the bundle again."
+            f"interrupted); export the bundle again ({export})."
         )
     try:
         document = json.loads(path.read_text())

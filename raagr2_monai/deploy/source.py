@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 from torch import nn
 
 from raagr2_monai.bundle.load import build_bundle_network, check_bundle
-from raagr2_monai.networks import load_weights, variant_of
+from raagr2_monai.networks import load_weights, missing_weights, variant_of
 from raagr2_monai.pruning import read_history
 from raagr2_monai.utils import unwrap
 
@@ -157,7 +157,7 @@ def read_bundle(bundle_dir: PathLike) -> BundleModel:
     config = root / "configs" / "inference.json"
     weights = root / "models" / "model.pt"
     if not weights.is_file():
-        raise FileNotFoundError(f"{weights} does not exist: train the bundle (or prune it) before exporting it.")
+        raise missing_weights(weights, setting=None)
     network, history = build_bundle_network(root)
     try:
         variant_of(network)

@@ -15,7 +15,7 @@ from .blocks import (
     UpConv,
 )
 from .raagr2net import DepthwiseSharedRAAGR2Net, EncoderDecoderSharedRAAGR2Net, PairedSharedRAAGR2Net, RAAGR2Net
-from .checkpoint import CheckpointMismatchError, load_weights
+from .checkpoint import CheckpointMismatchError, check_weights, load_weights, missing_weights
 from .registry import NETWORKS, get_network, variant_of
 from .stats import count_flops, count_parameters, parameters_per_part, state_dict_mb
 
@@ -35,7 +35,9 @@ __all__ = [
     "EncoderDecoderSharedRAAGR2Net",
     "NETWORKS",
     "CheckpointMismatchError",
+    "check_weights",
     "load_weights",
+    "missing_weights",
     "get_network",
     "variant_of",
     "count_flops",

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -139,7 +140,8 @@ def get_profile(profile: Union[str, Profile], **overrides: Any) -> Profile:
     """A profile by name (or as given), with fields replaced by ``overrides``.
 
     Raises:
-        ValueError: for an unknown profile name or field, or settings that cannot work.
+        ValueError: for an unknown profile name (the message names the closest valid one) or field, or settings that
+            cannot work.
 
     Example::
 
@@ -151,7 +153,9 @@ def get_profile(profile: Union[str, Profile], **overrides: Any) -> Profile:
     elif profile in PROFILES:
         base = PROFILES[profile]
     else:
-        raise ValueError(f"Unknown profile {profile!r}; valid profiles: {', '.join(PROFILES)}.")
+        close = difflib.get_close_matches(str(profile), PROFILES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ValueError(f"Unknown profile {profile!r}{hint}; valid profiles: {', '.join(PROFILES)}.")
     names = {f.name for f in dataclasses.fields(Profile)}
     unknown = sorted(set(overrides) - names)
     if unknown:
