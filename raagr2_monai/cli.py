@@ -139,6 +139,7 @@ def benchmark(
     variants: str | tuple | None = None, bundles: str | tuple | None = None, size: int = 192,
     batch: str | int | tuple = (1, 8), repeats: int = 10, warmup: int = 2, format: str = "table",
     output: str | None = None, device: str | None = None, memory: bool = True, train: bool = True,
+    backends: str | tuple | None = None, threads: int | None = None,
 ) -> str:
     """Benchmark variants and bundles: parameters, size, FLOPs, latency, peak memory, training step, ratios to baseline.
 
@@ -154,10 +155,15 @@ def benchmark(
         device: ``cpu`` or ``cuda`` (default: CUDA when available).
         memory: measure peak memory (``--nomemory`` skips it; on CPU it starts one process per model).
         train: measure the training step (``--notrain`` skips it).
+        backends: also time each model behind these inference backends on the CPU (``torch,onnxruntime,openvino``;
+            each model is exported first), with the speed-up over the baseline's eager PyTorch of this run.
+        threads: CPU threads of the backends (default: each runtime's own).
     """
     from .benchmark import benchmark_command
 
-    return benchmark_command(variants, bundles, size, batch, repeats, warmup, format, output, device, memory, train)
+    return benchmark_command(
+        variants, bundles, size, batch, repeats, warmup, format, output, device, memory, train, backends, threads
+    )
 
 
 def study(
@@ -188,6 +194,7 @@ def study(
 def segment(
     bundle: str, output_dir: str, dataset_dir: str | None = None, datalist: str | None = None,
     ckpt_path: str | None = None, device: str | None = None, roi_size: int | str | tuple | None = None, repeat: int = 1,
+    backend: str = "torch", threads: int | None = None,
 ) -> str:
     """Segment every study of a folder (or a datalist's testing section) with a bundle; print, per study, the label map
     written and the seconds of each stage (load, preprocess, network, invert, postprocess, write).
@@ -201,10 +208,14 @@ def segment(
         device: ``cpu`` or ``cuda`` (default: CUDA when available).
         roi_size: in-plane size of the network's slices, ``96`` or ``96,96`` (default: the bundle's).
         repeat: runs per study; with more than one, each stage's median (a benchmark of one study, end to end).
+        backend: ``torch``, or ``onnxruntime`` / ``openvino`` to run the bundle's export (``raagr2 export`` first).
+        threads: CPU threads of the backend (default: the runtime's own).
     """
-    from .bundle.segment import segment_command
+    from .deploy.segment import segment_command
 
-    return segment_command(bundle, output_dir, dataset_dir, datalist, ckpt_path, device, roi_size, repeat)
+    return segment_command(
+        bundle, output_dir, dataset_dir, datalist, ckpt_path, device, roi_size, repeat, backend, threads
+    )
 
 
 def export(

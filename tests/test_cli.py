@@ -44,8 +44,8 @@ def benchmark_must_not_run(monkeypatch):
         (["benchmark", "--zzz"], "raagr2 benchmark has no option --zzz; its options: --variants, --bundles,"),
         (["benchmark", "--output"], "raagr2 benchmark: --output needs a value"),
         (
-            ["benchmark", "a", "b", "192", "1", "10", "2", "table", "x", "cpu", "1", "1", "extra"],
-            "raagr2 benchmark takes at most 11 value(s)",
+            ["benchmark", "a", "b", "192", "1", "10", "2", "table", "x", "cpu", "1", "1", "torch", "1", "extra"],
+            "raagr2 benchmark takes at most 13 value(s)",
         ),
         (["benchmrk", "--size", "32"], "raagr2 has no command benchmrk; did you mean benchmark?"),
     ],

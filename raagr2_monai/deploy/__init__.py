@@ -1,6 +1,7 @@
 """Deployment of RAAGR2-Net: export to ONNX and OpenVINO IR with a parity check (:mod:`.export`), the record that
 ties an export to its bundle (:mod:`.record`, :mod:`.source`, :mod:`.fingerprint`), inference backends usable as the
-network of MONAI's inferers (:mod:`.backends`), and the ``raagr2 export`` command (:mod:`.command`)."""
+network of MONAI's inferers (:mod:`.backends`), a bundle's inference timed by stage (:mod:`.segment`, ``raagr2
+segment``) and the ``raagr2 export`` command (:mod:`.command`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from .export import (
 )
 from .fingerprint import file_sha256, history_sha256, state_dict_sha256
 from .record import RECORD_FORMAT, ExportMismatchError, ExportRecord, check_against_bundle, read_record, record_path
+from .segment import Segmenter, StudyTiming, median_timing, segment_command
 from .source import BundleModel, ModelSource, read_bundle, source_of
 
 __all__ = [
@@ -60,4 +62,8 @@ __all__ = [
     "BundleModel",
     "source_of",
     "read_bundle",
+    "Segmenter",
+    "StudyTiming",
+    "median_timing",
+    "segment_command",
 ]

@@ -1,7 +1,7 @@
 """Segment studies with a bundle, outside an engine, timing every stage: the bundle's own preprocessing, inferer and
 write-back (``configs/inference.json``), so the result is what ``monai.bundle run inferring`` writes.
 
-``raagr2 segment`` uses it; so do the benchmarks that report how long one study takes end to end.
+``raagr2 segment`` uses it, with any inference backend; so do the benchmarks that report how long one study takes end to end.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from raagr2_monai.data import check_data_source, inference_cases
 from raagr2_monai.data.chains import check_roi_size
 from raagr2_monai.networks import load_weights
 from raagr2_monai.utils import parse_sequence
+
+from .backends import check_backend
 
 __all__ = ["Segmenter", "StudyTiming", "STAGES", "median_timing", "format_timing", "segment_command"]
 
@@ -70,6 +72,9 @@ class Segmenter:
         output_dir: where label maps are written.
         ckpt_path: the weights; ``None`` = the bundle's ``models/model.pt``.
         device: ``cpu`` or ``cuda``; ``None`` = the bundle's default (CUDA when available).
+        backend: ``torch``, or ``onnxruntime`` / ``openvino`` to run the bundle's exported ``models/model.onnx`` /
+            ``model.xml`` (``raagr2 export``; checked against the bundle's weights, so ``ckpt_path`` does not apply).
+        threads: intra-op CPU threads of the backend (``None``: the runtime's default).
         overrides: other config ids to set (``roi_size``, ``overlap``, ``sw_batch_size``, ``threshold``, ...).
 
     Raises:
@@ -89,6 +94,8 @@ class Segmenter:
         output_dir: PathLike,
         ckpt_path: Optional[PathLike] = None,
         device: Optional[str] = None,
+        backend: str = "torch",
+        threads: Optional[int] = None,
         **overrides: Any,
     ) -> None:
         root = Path(bundle_dir)
@@ -101,12 +108,20 @@ class Segmenter:
         parser["output_dir"] = str(output_dir)
         if device is not None:
             parser["device"] = f"$torch.device('{device}')"
+        if backend != "torch" and ckpt_path is not None:
+            raise ValueError(f"ckpt_path applies to the torch backend only; {backend} runs the bundle's export.")
+        parser["backend"] = backend
+        parser["threads"] = threads
         for key, value in overrides.items():
             parser[key] = value
+        check_backend(backend)
+        if threads is not None and backend == "torch":
+            torch.set_num_threads(int(threads))
         self.device = parser.get_parsed_content("device")
         self.network = parser.get_parsed_content("network").eval()
         weights = Path(ckpt_path) if ckpt_path is not None else root / "models" / "model.pt"
-        load_weights(self.network, str(weights))
+        if backend == "torch":
+            load_weights(self.network, str(weights))
         self.preprocessing: Compose = parser.get_parsed_content("preprocessing")
         self.inferer = parser.get_parsed_content("inferer")
         self.postprocessing: Compose = parser.get_parsed_content("postprocessing")
@@ -204,6 +219,8 @@ def segment_command(
     device: Optional[str] = None,
     roi_size: Any = None,
     repeat: int = 1,
+    backend: str = "torch",
+    threads: Optional[int] = None,
     echo: Callable[[str], None] = print,
 ) -> str:
     """``raagr2 segment``: segment every study of a folder or datalist with a bundle, timing each stage.
@@ -221,6 +238,8 @@ def segment_command(
         roi_size: in-plane size of the slices the network sees (one size or two, multiples of 16; default: the
             bundle's).
         repeat: runs per study; with more than one, each stage's median (:func:`median_timing`).
+        backend: ``torch``, ``onnxruntime`` or ``openvino`` (the last two run the bundle's export).
+        threads: intra-op CPU threads of the backend (default: the runtime's own).
         echo: where the lines go.
 
     Returns:
@@ -246,11 +265,16 @@ def segment_command(
         sizes = parse_sequence(roi_size, "roi_size", int)
         overrides["roi_size"] = check_roi_size(sizes * 2 if len(sizes) == 1 else sizes)
     _check_device(device)
+    check_backend(backend)
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a whole number >= 1; got {threads!r}.")
     check_data_source(dataset_dir, datalist)
     entries = inference_cases(dataset_dir, datalist)
     if not entries:  # inference_cases refuses a folder without studies, not an empty datalist section
         raise ValueError(f"{datalist} holds no study in its testing section.")
-    segmenter = Segmenter(bundle, output_dir, ckpt_path=ckpt_path, device=device, **overrides)
+    segmenter = Segmenter(
+        bundle, output_dir, ckpt_path=ckpt_path, device=device, backend=backend, threads=threads, **overrides
+    )
     totals = []
     for entry in entries:
         timing = median_timing([segmenter(entry) for _ in range(repeat)])
