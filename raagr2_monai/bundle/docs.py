@@ -37,7 +37,8 @@ def _use(commands: Sequence[str], intro: str = "") -> str:
 def _run_commands(root: str) -> List[str]:
     """Evaluating and inferring with the bundle in ``root``, each command under a comment saying what it writes."""
     return [
-        "# evaluate models/model.pt on the testing split -> runs/evaluate/metrics_*.csv",
+        "# evaluate models/model.pt on the testing split -> runs/evaluate/metrics_*.csv, predictions/ and one",
+        "# overlay picture per subject in overlays/ (add --write_overlays false to skip the pictures)",
         "python -m monai.bundle run evaluating \\",
         f"    --config_file \"['{root}/configs/train.json','{root}/configs/evaluate.json']\"",
         "# label maps (0/1/2/4) in each input's own geometry -> runs/inference/<case>_seg.nii.gz",
