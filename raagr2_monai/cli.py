@@ -166,6 +166,20 @@ def benchmark(
     )
 
 
+def benchmark_metrics(lesions: int = 20, shape: str | tuple = (240, 240, 155), repeats: int = 5) -> str:
+    """Time the scoring of one subject: the global BraTS metrics against the lesion-wise ones (the evaluation's
+    ``brats2023-gli`` preset, and bipartite matching), on a generated study with ``lesions`` lesions per region.
+
+    Args:
+        lesions: lesions per region (the prediction misses one and adds two false positives).
+        shape: the volume's shape ``X,Y,Z`` (a BraTS study by default).
+        repeats: timed calls per figure (``time.perf_counter``; the median is printed).
+    """
+    from .benchmark.metrics import scoring_command
+
+    return scoring_command(lesions, shape, repeats)
+
+
 def study(
     profile: str = "quick", data_dir: str | None = None, output: str | None = None, seed: int = 0,
     resume: bool = True, fresh: bool = False,
@@ -245,6 +259,7 @@ COMMANDS: Dict[str, Callable[..., Any]] = {
     "synth": synth,
     "datalist": datalist,
     "benchmark": benchmark,
+    "benchmark_metrics": benchmark_metrics,
     "study": study,
     "segment": segment,
     "export": export,

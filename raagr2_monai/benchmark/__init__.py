@@ -1,7 +1,8 @@
 """What each model costs: parameters, size on disk, FLOPs, inference latency, peak memory, training step (issue 6).
 
 :func:`~.measure.benchmark_models` measures any set of networks in one run and states every figure also as a ratio
-against the baseline measured in that same run (:mod:`.memory` measures the peak memory);
+against the baseline measured in that same run (:mod:`.memory` measures the peak memory); :mod:`.metrics` times the
+scoring of one subject, global against lesion-wise metrics (``raagr2 benchmark_metrics``);
 :func:`~.command.run_benchmark` builds the networks from variant names and bundle folders (``raagr2 benchmark``,
 :func:`~.command.benchmark_command`); :func:`~.render.render` writes the result as a table, CSV or JSON.
 
@@ -33,6 +34,7 @@ environment (device, CPU model, torch threads, versions), the settings and the d
 """
 
 from .command import benchmark_command, run_benchmark
+from .metrics import lesion_study, render_scoring, scoring_command, time_scoring
 from .measure import BASELINE, FLOP_COUNTER, META_KEY, TIMER, benchmark_models, check_settings
 from .render import FORMATS, check_format, model_rows, render
 
@@ -44,6 +46,10 @@ __all__ = [
     "TIMER",
     "benchmark_command",
     "benchmark_models",
+    "lesion_study",
+    "render_scoring",
+    "scoring_command",
+    "time_scoring",
     "check_format",
     "check_settings",
     "model_rows",

@@ -325,7 +325,9 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
 
     The evaluator runs the validation chain and inferer, then the inference write-back: every prediction is
     inverted onto its input's grid, written as a label map to ``<output_dir>/predictions/``, and scored from that
-    very label map against the case's seg file, in the input's voxel spacing (``BraTSMetricsWriter``).
+    very label map against the case's seg file, in the input's voxel spacing (``BraTSMetricsWriter``). With
+    ``write_overlays`` (the default) each subject's overlay picture goes to ``<output_dir>/overlays/``
+    (``OverlayWriter``); ``write_overlays=False`` leaves the handler out, e.g. for a study that never shows them.
     """
     return {
         "output_dir": "$@bundle_root + '/runs/evaluate'",
@@ -335,6 +337,7 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         # "brats": the official BraTS evaluation's rules; "thesis": both-empty regions score 1 (see the docs)
         "metric_convention": "brats",
         "lesionwise": "brats2023-gli",
+        "write_overlays": True,
         "validate#datalist": "$raagr2_monai.data.load_split(@dataset_dir, @eval_section, @datalist, @seed, label_convention=@label_convention)",
         "validate#postprocessing": writeback_spec(
             "@validate#preprocessing", keep_probabilities=True, output_dir="@prediction_dir", output_labels=False
@@ -353,6 +356,9 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
             },
             {
                 "_target_": "raagr2_monai.handlers.OverlayWriter",
+                # a disabled component is dropped from the list: no handler, no overlays folder. Compared as text
+                # because the command line (Fire) passes `--write_overlays false` as the string 'false'
+                "_disabled_": "$str(@write_overlays).lower() in ('false', '0')",
                 "output_dir": "$@output_dir + '/overlays'",
                 "datalist": "@validate#datalist",
                 "convention": "@metric_convention",
@@ -361,6 +367,7 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         "run_settings#eval_section": "@eval_section",
         "run_settings#metric_convention": "@metric_convention",
         "run_settings#lesionwise": "@lesionwise",
+        "run_settings#write_overlays": "@write_overlays",
         "run": ["$@validate#evaluator.run()"],
         "evaluating": "$@run",
     }

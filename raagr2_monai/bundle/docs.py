@@ -27,7 +27,8 @@ def _run_commands(root: str) -> List[str]:
     """Evaluating and inferring with the bundle in ``root``, each command under a comment saying what it writes."""
     return [
         "# evaluate models/model.pt on the testing split: the written label maps scored against the seg files",
-        "# -> runs/evaluate/metrics_per_subject.csv, metrics_summary.csv, predictions/, overlays/",
+        "# -> runs/evaluate/metrics_per_subject.csv, metrics_summary.csv, predictions/, and one overlay picture per",
+        "# subject in overlays/ (--write_overlays false skips the pictures)",
         "python -m monai.bundle run evaluating \\",
         f"    --config_file \"['{root}/configs/train.json','{root}/configs/evaluate.json']\"",
         "# label maps in each input's own grid and label convention -> runs/inference/<case>_pred.nii.gz",
@@ -180,7 +181,7 @@ subject and region (TC, WT, ET and the sub-regions NCR, ED), Dice and HD95 as th
 symmetric surface distances; 373 mm when exactly one side is empty or the two do not overlap; a region empty in both
 is NaN and left out of the means (the summary counts the subjects in each mean). Lesion-wise Dice and HD95 with lesion
 counts, precision, recall and F1 follow BraTS 2023 (`lesionwise: "brats2023-gli"`: 26-connectivity, ground-truth
-lesions dilated by 3 voxels for matching, lesions under 50 voxels ignored). The thesis's conventions (both empty:
+lesions dilated by 3 voxels for matching, lesions of 50 mm³ or less ignored). The thesis's conventions (both empty:
 Dice 1, HD95 0) remain available as `metric_convention: "thesis"`, and the thesis's headline "Dice 0.985", pooled over
 every output channel on soft predictions, is kept as a separately named column for comparison only.
 

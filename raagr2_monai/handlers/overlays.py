@@ -17,7 +17,7 @@ from raagr2_monai.data.transforms import CONVENTION_KEY
 from raagr2_monai.data.validation import BraTSDataError, read_label_file
 from raagr2_monai.metrics import get_convention
 from raagr2_monai.handlers.items import item_value, source_file
-from raagr2_monai.visualize import as_labelmap, overlay_figure, read_modalities, save_png
+from raagr2_monai.visualize import as_labelmap, file_channels, overlay_figure, read_modalities, save_png
 
 __all__ = ["OverlayWriter"]
 
@@ -101,15 +101,6 @@ class OverlayWriter:
             raise ValueError(f"OverlayWriter: output item {index} has neither a case id nor a seg file name.")
         return strip_extension(os.path.basename(seg_path))
 
-    def _file_channels(self, entry: Mapping[str, Any]) -> Sequence[str]:
-        """The modality in each channel of a 4D file: ``channels``, or the entry's own order (a Decathlon study)."""
-        if entry.get("channels") is None:
-            return self.channels
-        names = [""] * len(CHANNELS)
-        for modality, file_channel in zip(CHANNELS, entry["channels"]):
-            names[int(file_channel)] = modality
-        return names
-
     def iteration_completed(self, engine: Engine) -> None:
         """Write the overlay of every subject of the current iteration's output.
 
@@ -138,7 +129,7 @@ class OverlayWriter:
             labels = entry.get(CONVENTION_KEY) or DEFAULT_CONVENTION
             truth, _ = read_label_file(seg_path, case, labels)
             try:
-                volumes, affine = read_modalities(image, tuple(_SHOWN), self._file_channels(entry), case)
+                volumes, affine = read_modalities(image, tuple(_SHOWN), file_channels(entry, self.channels), case)
             except BraTSDataError as err:
                 if "image" in entry:
                     raise

@@ -1,6 +1,7 @@
-"""``report.md``: the study's three tables with the thesis's published figures beside ours (marked †), the training
-table, the sources of every row, the charts and the thesis's own tables with what is wrong with them; and
-:func:`write_report`, which writes it with the tables and charts."""
+"""``report.md``: the study's three tables with the thesis's published figures beside ours (marked †), the lesion-wise
+scores, the training table, each family's best model on a test subject and per subject, the sources of every row, the
+charts and the thesis's own tables with what is wrong with them; and :func:`write_report`, which writes it with the
+tables, charts and figures."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any, List, Mapping, Optional, Sequence, Union
 from raagr2_monai.utils import atomic_write_text
 
 from .charts import write_charts
-from .rows import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
+from .figures import FAMILY_TITLES, EvaluationFigures, FamilyBest, best_per_family, write_evaluation_figures
+from .rows import LESIONWISE_TABLE_COLUMNS, TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
 from .tables import write_tables
 from .thesis import THESIS_NOTES, THESIS_ROW, THESIS_TABLE1, THESIS_TABLE2, THESIS_TABLE3, THESIS_TABLE4
 
@@ -59,6 +61,8 @@ def render_markdown(
     tracking_uri: str,
     charts: Mapping[str, Path],
     tables: Mapping[str, Path],
+    best: Sequence[FamilyBest],
+    figures: EvaluationFigures,
 ) -> str:
     """The text of ``report.md``.
 
@@ -71,6 +75,9 @@ def render_markdown(
         tracking_uri: the study's MLflow tracking URI.
         charts: chart name -> PNG path (:func:`~raagr2_monai.report.charts.write_charts`).
         tables: table name -> JSON path (:func:`~raagr2_monai.report.tables.write_tables`).
+        best: each family's best model (:func:`~raagr2_monai.report.figures.best_per_family`).
+        figures: the comparison and distribution figures of those models
+            (:func:`~raagr2_monai.report.figures.write_evaluation_figures`).
     """
     settings, steps = state["settings"], state["steps"]
     p = settings["profile"]
@@ -103,9 +110,10 @@ def render_markdown(
 
     # Table 1
     lines += ["", "## Table 1: quality on the test subjects", "",
-              "BraTS-style per-subject metrics on the 3D volumes (mean over subjects): Dice and HD95 (voxels) for the "
-              "regions TC, WT, ET and the subregions NCR (= TC - ET) and ED (= WT - TC); an empty region scores Dice "
-              "1 / HD95 0 when the prediction is empty too, else Dice 0 / HD95 = the volume diagonal. The "
+              "BraTS-style per-subject metrics on the 3D volumes (mean over subjects): Dice and HD95 (mm) for the "
+              "regions TC, WT, ET and the subregions NCR (= TC - ET) and ED (= WT - TC), under the official BraTS "
+              "convention: a region empty on both sides scores NaN and is left out of the mean; a region missed, "
+              "predicted where there is none, or predicted without overlap scores Dice 0 / HD95 373. The "
               "**thesis-style pooled Dice** (all channels and voxels pooled, soft predictions) is kept only to compare "
               "with the thesis's headline figure. Columns marked † are the thesis's published figures "
               "(its Table 1), not ours.", ""]
@@ -116,6 +124,18 @@ def render_markdown(
         body.append([f"{r['label']} (`{r['model']}`)"] + [quality_cell(k, r["quality"][k]) for k, _ in TABLE1_COLUMNS]
                     + [_thesis(r["model"], THESIS_TABLE1, k, ".4f") for k in ("pooled_dice", "TC", "WT", "ET")])
     lines += _md_table(header, body)
+
+    lines += ["", "## Lesion-wise scores on the test subjects", "",
+              "BraTS 2023 lesion-wise metrics under the evaluation's `lesionwise` preset (recorded in each "
+              "evaluation's `run.json`): a region's lesions are its connected components, each scored against the "
+              "predicted components matched to it; a missed lesion and a false-positive component each count "
+              "Dice 0 and HD95 373 (mm). The default preset, `brats2023-gli`, groups ground-truth components that a "
+              "3-voxel dilation joins into one lesion and leaves out lesions of 50 mm³ or less. F1 = 2 TP / (2 TP + "
+              "FP + FN) of the lesion counts. Means over test subjects; a region empty on both sides (NaN) is left "
+              "out.", ""]
+    lines += _md_table(["model"] + [h for _, h in LESIONWISE_TABLE_COLUMNS],
+                       [[f"`{r['model']}`"] + [_fmt(r["lesionwise"][k], ".2f" if "hd95" in k else ".4f")
+                                               for k, _ in LESIONWISE_TABLE_COLUMNS] for r in rows])
 
     # Table 2
     bench_note = (f"{meta['settings']['device']}, {p['bench_size']}x{p['bench_size']}, "
@@ -166,15 +186,36 @@ def render_markdown(
     body = []
     for r in rows:
         epochs = r["history"].get("epochs") or []
-        vals = [e["val_mean_dice"] for e in epochs if "val_mean_dice" in e]
-        vals += [r["history"]["validation_only"]["val_mean_dice"]] if r["history"].get("validation_only") else []
         thesis_row = THESIS_TABLE4.get(THESIS_ROW.get(r["model"], ""))
         body.append([f"`{r['model']}`", str(r["cost"]["epochs"]), _fmt(r["cost"]["train_seconds"], ".0f"),
                      _fmt(sum(e["seconds"] for e in epochs) / len(epochs), ".0f") if epochs else "-",
                      _fmt(epochs[-1]["train_loss"], ".4f") if epochs else "-",
-                     _fmt(max(vals), ".4f") if vals else "-",
+                     _fmt(r["validation"]["val_mean_dice"], ".4f"),
                      _fmt(thesis_row["train_minutes"], ".1f") if thesis_row else ""])
     lines += _md_table(header, body)
+
+    lines += ["", "## Each family's best model on the test subjects", "",
+              "Each family's best model (the baseline excluded) is the one with the highest best validation mean Dice "
+              "(the score on the validation subjects its kept checkpoint was selected on), so that the test subjects "
+              "below judge the choice instead of making it.", ""]
+    lines += _md_table(["family", "best model", "chosen on", "score"],
+                       [[FAMILY_TITLES.get(b.family, b.family), f"`{b.model}`",
+                         "best validation mean Dice" if b.basis == "validation" else "**mean test Dice**",
+                         _fmt(b.score, ".4f")] for b in best])
+    for b in best:
+        if b.basis == "test":
+            lines += ["", f"No {FAMILY_TITLES.get(b.family, b.family)} model has a validation score: `{b.model}` was "
+                          "chosen on the mean test Dice, so its figures below are optimistic."]
+    shown = ", ".join(f"`{m}`" for m in figures.models)
+    lines += ["", f"![best_models_subject]({rel(figures.comparison)})", "",
+              f"Test subject `{figures.case}` (the baseline's median test subject by mean Dice over TC/WT/ET), on the "
+              "axial FLAIR slice with the largest ground-truth whole tumour: the ground truth, then the predictions "
+              f"of {shown}, outlined per region; each panel's Dice is the subject's own from the model's "
+              "`metrics_per_subject.csv`.",
+              "", f"![best_models_distributions]({rel(figures.distributions)})", "",
+              f"Per-subject Dice and HD95 (mm) per region of {shown} on the {len(cases)} test subjects: per model a "
+              "box (median, quartiles, whiskers at 1.5 IQR) and every subject as a point; a region empty on both "
+              "sides (NaN under the BraTS convention) is left out, so n (under each box) can differ between regions."]
 
     lines += ["", "## Where each row comes from", "",
               "Paths are relative to this folder; the MLflow run is a child of this study's parent run.", ""]
@@ -218,8 +259,10 @@ def write_report(
     benchmark: Mapping[str, Any],
     dataset_dir: str,
     tracking_uri: str,
+    test_entries: Sequence[Mapping[str, Any]],
 ) -> Path:
-    """Write ``report.md``, ``tables/`` and ``charts/`` of a finished study into its folder.
+    """Write ``report.md``, ``tables/`` and ``charts/`` (with the figures of each family's best model) of a finished
+    study into its folder.
 
     Args:
         root: the study folder.
@@ -228,6 +271,8 @@ def write_report(
         benchmark: the benchmark's JSON.
         dataset_dir: the data the study ran on.
         tracking_uri: the study's MLflow tracking URI.
+        test_entries: the test subjects' datalist entries, as the evaluation read them (their images and seg files
+            are drawn, see :func:`~raagr2_monai.report.figures.write_evaluation_figures`).
 
     Returns:
         The path of ``report.md``.
@@ -237,6 +282,9 @@ def write_report(
     bench_size = state["settings"]["profile"]["bench_size"]
     device = benchmark["_meta"]["settings"]["device"]
     charts = write_charts(rows, root / "charts", f"{device}, {bench_size}x{bench_size}")
+    best = best_per_family(rows)
+    figures = write_evaluation_figures(root, rows, best, test_entries, root / "charts")
     path = root / "report.md"
-    atomic_write_text(path, render_markdown(root, rows, state, benchmark, dataset_dir, tracking_uri, charts, tables))
+    atomic_write_text(path, render_markdown(root, rows, state, benchmark, dataset_dir, tracking_uri, charts, tables,
+                                            best, figures))
     return path

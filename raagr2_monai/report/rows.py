@@ -1,9 +1,10 @@
 """The report's rows, one per model, gathered from plain data: the study folder, the content of its ``state.json``,
 the list of models and the benchmark's JSON.
 
-A row holds the model's quality (the evaluation's ``metrics_summary.csv``), cost (the benchmark and the training or
-pruning step), reductions against the baseline, training curve (``history.json``) and sources (the folders and files
-it came from, and its MLflow run id once the run is logged), so that every number can be traced.
+A row holds the model's quality and lesion-wise scores (the evaluation's ``metrics_summary.csv``), cost (the benchmark
+and the training or pruning step), reductions against the baseline, training curve and best validation score
+(``history.json``) and sources (the folders and files it came from, and its MLflow run id once the run is logged), so
+that every number can be traced.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ __all__ = [
     "TABLE1_COLUMNS",
     "TABLE2_COLUMNS",
     "TABLE3_COLUMNS",
+    "LESIONWISE_TABLE_COLUMNS",
     "ModelLike",
     "collect_rows",
     "record_mlflow_runs",
     "step_name",
+    "validation_score",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -74,6 +77,14 @@ TABLE3_COLUMNS: Tuple[Tuple[str, str], ...] = (
     ("pooled_dice_change", "pooled Dice change (points)"),
 )
 
+#: (key, header) of the lesion-wise table: means over test subjects of the evaluation's ``lesion_<stat>_<region>``
+#: columns (:data:`raagr2_monai.metrics.LESIONWISE_COLUMNS`) for the BraTS regions.
+LESIONWISE_TABLE_COLUMNS: Tuple[Tuple[str, str], ...] = tuple(
+    (f"lesion_{stat}_{region}", f"{title} {region}")
+    for stat, title in (("dice", "lesion Dice"), ("hd95", "lesion HD95"), ("f1", "lesion F1"))
+    for region in REGIONS
+)
+
 
 class ModelLike(Protocol):
     """What a row needs to know of its model (:class:`raagr2_monai.study.ModelSpec` is one)."""
@@ -103,6 +114,28 @@ def step_name(model: ModelLike) -> str:
         'prune/snip-20'
     """
     return f"{'train' if model.kind == 'architecture' else 'prune'}/{model.name}"
+
+
+def validation_score(history: Mapping[str, Any]) -> Optional[float]:
+    """The best validation mean Dice of a run's ``history.json``: that of the model the run kept (training and
+    fine-tuning keep their best validation checkpoint; a pruned model that is not fine-tuned is validated once).
+
+    Returns:
+        The highest ``val_mean_dice`` over the epochs and the validation-only entry, or ``None`` without one.
+
+    Example::
+
+        >>> validation_score({"epochs": [{"val_mean_dice": 0.4}, {"val_mean_dice": 0.6}, {}], "validation_only": None})
+        0.6
+        >>> validation_score({"epochs": [], "validation_only": {"val_mean_dice": 0.3}})
+        0.3
+        >>> validation_score({"epochs": [{"train_loss": 0.9}]}) is None
+        True
+    """
+    values = [e["val_mean_dice"] for e in history.get("epochs") or [] if "val_mean_dice" in e]
+    if history.get("validation_only"):
+        values.append(history["validation_only"]["val_mean_dice"])
+    return max(values) if values else None
 
 
 def _read_csv(path: Path) -> List[Dict[str, str]]:
@@ -142,9 +175,10 @@ def collect_rows(
 
     Returns:
         Records with keys ``model``, ``label``, ``kind``, ``family``, ``variant``, ``method``, ``ratio``,
-        ``finetune_epochs``, ``from_scratch``, ``quality`` (Table 1 keys), ``cost`` (Table 2 keys), ``reduction``
-        (Table 3 keys), ``history`` and ``sources`` (``mlflow_run_id`` is ``None`` until
-        :func:`record_mlflow_runs`).
+        ``finetune_epochs``, ``from_scratch``, ``quality`` (Table 1 keys), ``lesionwise``
+        (:data:`LESIONWISE_TABLE_COLUMNS` keys, ``None`` where the summary has no value), ``cost`` (Table 2 keys),
+        ``reduction`` (Table 3 keys), ``history``, ``validation`` (``val_mean_dice``: :func:`validation_score`) and
+        ``sources`` (``mlflow_run_id`` is ``None`` until :func:`record_mlflow_runs`).
 
     Raises:
         ValueError: a step of a model is not recorded as finished.
@@ -164,6 +198,7 @@ def collect_rows(
         dices = [quality[f"dice_{r}"] for r in REGIONS]
         quality["dice_mean"] = sum(dices) / 3 if all(d is not None for d in dices) else None
         quality["subjects"] = int(float(summary["count"]["dice_TC"]))
+        history = json.loads((root / made["history"]).read_text())
         b = benchmark[spec.name]
         cost = {
             "params": b["params"],
@@ -194,6 +229,7 @@ def collect_rows(
                 "finetune_epochs": spec.finetune_epochs,
                 "from_scratch": spec.from_scratch,
                 "quality": quality,
+                "lesionwise": {key: _float(mean.get(key)) for key, _ in LESIONWISE_TABLE_COLUMNS},
                 "cost": cost,
                 "reduction": {
                     "params": _reduction(vs["nonzero_params"]),
@@ -205,7 +241,8 @@ def collect_rows(
                     "peak_mem_mb": _reduction(vs["peak_mem_mb"]),
                     "train_step_ms": _reduction(vs["train_step_ms"]),
                 },
-                "history": json.loads((root / made["history"]).read_text()),
+                "history": history,
+                "validation": {"val_mean_dice": validation_score(history)},
                 "sources": {
                     "bundle": made["bundle"],
                     "run_json": made["run_json"],

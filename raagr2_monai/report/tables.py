@@ -1,5 +1,5 @@
-"""The report's tables as files: Tables 1-3 as CSV and JSON (one flat record per model, with its sources), and the
-thesis's published tables as JSON."""
+"""The report's tables as files: Tables 1-3 and the lesion-wise scores as CSV and JSON (one flat record per model,
+with its sources), and the thesis's published tables as JSON."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
 from raagr2_monai.utils import atomic_write_text
 
-from .rows import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
+from .rows import LESIONWISE_TABLE_COLUMNS, TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
 from .thesis import THESIS_NOTES, THESIS_TABLE1, THESIS_TABLE2, THESIS_TABLE3, THESIS_TABLE4
 
 __all__ = ["table_records", "write_tables"]
@@ -30,11 +30,13 @@ def _flat(row: Mapping[str, Any], section: str, columns: Sequence[Tuple[str, str
 
 
 def table_records(rows: Sequence[Mapping[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
-    """The three tables as lists of flat records (one per model, with the sources), as written to CSV and JSON."""
+    """The three tables and the lesion-wise scores as lists of flat records (one per model, with the sources), as
+    written to CSV and JSON."""
     return {
         "table1_quality": [_flat(r, "quality", TABLE1_COLUMNS) for r in rows],
         "table2_cost": [_flat(r, "cost", TABLE2_COLUMNS) for r in rows],
         "table3_reductions": [_flat(r, "reduction", TABLE3_COLUMNS) for r in rows if r["model"] != "baseline"],
+        "lesionwise_quality": [_flat(r, "lesionwise", LESIONWISE_TABLE_COLUMNS) for r in rows],
     }
 
 

@@ -18,7 +18,9 @@ Each model is a MONAI bundle of its own, driven in-process through ``monai.bundl
   deleted once the training has finished);
 - ``<study>/models/baseline/pruned/<model>/``: the pruned bundle that ``configs/prune.json`` writes (``pruning.json``,
   ``runs/prune/{run.json,history.json}``);
-- ``<study>/eval/<model>/``: ``metrics_per_subject.csv``, ``metrics_summary.csv`` and ``run.json`` of the evaluation;
+- ``<study>/eval/<model>/``: ``metrics_per_subject.csv``, ``metrics_summary.csv``, ``run.json`` and the written
+  label maps (``predictions/<case>_pred.nii.gz``) of the evaluation (no per-subject overlay pictures: the report draws
+  the baseline and each family's best model on one test subject instead);
 - ``<study>/benchmark.json``, ``<study>/report.md``, ``<study>/tables/``, ``<study>/charts/``;
 - ``<study>/mlruns.db`` (MLflow tracking, ``mlflow ui --backend-store-uri sqlite:///<study>/mlruns.db``) and
   ``<study>/mlartifacts/``;

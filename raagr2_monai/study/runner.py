@@ -12,7 +12,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from monai.bundle import ConfigWorkflow
 
@@ -194,24 +194,29 @@ class Study:
         }
 
     def evaluate(self, spec: ModelSpec) -> Dict[str, Any]:
-        """Evaluate a row's bundle on the test subjects (its ``evaluating`` workflow)."""
+        """Evaluate a row's bundle on the test subjects (its ``evaluating`` workflow), without the per-subject overlay
+        pictures: the report draws its own figures from the written predictions."""
         bundle = self.bundle_dir(spec)
         out = self.eval_dir(spec)
         wf = _workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
                        bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
-                       **self._data_override())
+                       write_overlays=False, **self._data_override())
         try:
             wf.run()
         finally:
             wf.finalize()
         self.counts["evaluate"] += 1
-        cases = [e["case"] for e in load_split(self.dataset_dir, "testing", None, self.seed)]
+        cases = [e["case"] for e in self.test_entries()]
         return {
             "per_subject_csv": self._rel(out / "metrics_per_subject.csv"),
             "summary_csv": self._rel(out / "metrics_summary.csv"),
             "run_json": self._rel(out / "run.json"),
             "cases": cases,
         }
+
+    def test_entries(self) -> List[Dict[str, Any]]:
+        """The test subjects' datalist entries, as the evaluation reads them (the ``testing`` split of the seed)."""
+        return load_split(self.dataset_dir, "testing", None, self.seed)
 
     def benchmark(self) -> Dict[str, Any]:
         """Benchmark every row's bundle in one run (ratios against the baseline of that run); FLOPs also at
@@ -279,7 +284,8 @@ class Study:
         rows = collect_rows(self.root, self.state.data, self.models, benchmark)
         params = {"data_dir": self.data_dir, "dataset_dir": self.dataset_dir, "seed": self.seed}
         record_mlflow_runs(rows, self.tracker.log_models(rows, self.profile.settings(), params))
-        report = write_report(self.root, rows, self.state.data, benchmark, self.dataset_dir, self.tracking_uri)
+        report = write_report(self.root, rows, self.state.data, benchmark, self.dataset_dir, self.tracking_uri,
+                              self.test_entries())
         self.tracker.finish(rows, report, benchmark_json)
         self.state.set("last_run_seconds", time.perf_counter() - start)
         return report

@@ -19,7 +19,7 @@ from .orientation import AxialView, axial_view
 from .overlay import overlay_figure
 from .regions import as_labelmap, region_dice, region_masks
 from .slices import SLICE_REGIONS, TumourSlice, tumour_slices
-from .volumes import read_modalities
+from .volumes import file_channels, read_modalities
 
 __all__ = [
     "comparison_figure",
@@ -42,5 +42,6 @@ __all__ = [
     "SLICE_REGIONS",
     "TumourSlice",
     "tumour_slices",
+    "file_channels",
     "read_modalities",
 ]

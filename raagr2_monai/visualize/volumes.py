@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -12,7 +13,27 @@ import numpy as np
 from raagr2_monai.constants import CHANNELS
 from raagr2_monai.data.validation import BraTSDataError, Problem, case_files, header_problems, raise_first
 
-__all__ = ["read_modalities"]
+__all__ = ["file_channels", "read_modalities"]
+
+
+def file_channels(entry: Mapping[str, Any], channels: Sequence[str] = CHANNELS) -> tuple[str, ...]:
+    """The modality of each image file, or of each channel of a 4D file, of a datalist entry: ``channels``, or the
+    entry's own order when it has ``"channels"`` (a Decathlon study: the file channel of each of
+    :data:`~raagr2_monai.constants.CHANNELS`, in that order).
+
+    Example::
+
+        >>> file_channels({"image": "c.nii.gz", "channels": [2, 0, 1, 3]})  # T1ce in file channel 2, T1 in 0, ...
+        ('t1', 't2', 't1ce', 'flair')
+        >>> file_channels({"image": ["a", "b", "c", "d"]})
+        ('t1ce', 't1', 't2', 'flair')
+    """
+    if entry.get("channels") is None:
+        return tuple(channels)
+    names = [""] * len(CHANNELS)
+    for modality, file_channel in zip(CHANNELS, entry["channels"]):
+        names[int(file_channel)] = modality
+    return tuple(names)
 
 
 def read_modalities(

@@ -4,10 +4,11 @@ import json
 
 import pytest
 import torch
-from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
+from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
 from raagr2_monai.bundle.configs import VARIANTS
 from raagr2_monai.bundle.generate import SCHEMA_PATH, expected_files
+from raagr2_monai.handlers import BraTSMetricsWriter, OverlayWriter
 from raagr2_monai.networks import get_network
 
 from .conftest import BUNDLES, REPO, VARIANT_NAMES
@@ -109,3 +110,22 @@ def test_verify_net_in_out_and_ckpt_export(variant, tmp_path):
     x = torch.randn(1, 4, 32, 32)
     with torch.no_grad():
         assert torch.allclose(scripted(x), net(x), atol=1e-5)
+
+
+def test_write_overlays_switches_the_overlay_writer_off(tmp_path):
+    """``write_overlays`` false (a bool, or the text the command line passes) leaves the OverlayWriter out of the
+    evaluator's handlers, so no ``overlays`` folder is made; the metrics writer stays."""
+    evaluate = load("depthwise", "evaluate")
+    assert evaluate["write_overlays"] is True and evaluate["run_settings#write_overlays"] == "@write_overlays"
+    for flag, expected in ((True, 1), (False, 0), ("false", 0), ("true", 1)):
+        parser = ConfigParser(load("depthwise", "train"))
+        parser.update(evaluate)
+        # an empty test split and a stand-in network: only the wiring of the handlers is built, nothing is read
+        parser.update({"write_overlays": flag, "validate#datalist": [], "output_dir": str(tmp_path),
+                       "ckpt_path": str(tmp_path / "model.pt"), "network": "$torch.nn.Identity()"})
+        handlers = parser.get_parsed_content("validate#handlers")
+        writers = [h for h in handlers if isinstance(h, OverlayWriter)]
+        assert len(writers) == expected, flag
+        assert [h.output_dir for h in writers] == [tmp_path / "overlays"] * expected
+        assert sum(isinstance(h, BraTSMetricsWriter) for h in handlers) == 1
+    assert not (tmp_path / "overlays").exists()

@@ -3,7 +3,9 @@ figures (typed from its Tables 1-3)."""
 
 import csv
 
-from raagr2_monai.report import collect_rows, record_mlflow_runs, write_report
+from matplotlib.image import imread
+
+from raagr2_monai.report import best_per_family, collect_rows, record_mlflow_runs, write_report
 
 from .conftest import MODELS
 
@@ -14,11 +16,11 @@ def _line(text: str, start: str) -> str:
     return next(line for line in text.splitlines() if line.startswith(start))
 
 
-def test_report_tables_and_charts(finished):
+def test_report_tables_and_charts(finished, subjects):
     root, state, benchmark = finished
     rows = collect_rows(root, state, MODELS, benchmark)
-    record_mlflow_runs(rows, {"baseline": "b" * 32, "magnitude-20": "m" * 32})
-    path = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////study/mlruns.db")
+    record_mlflow_runs(rows, {"baseline": "b" * 32, "magnitude-20": "m" * 32, "magnitude-20-ft": "f" * 32})
+    path = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////study/mlruns.db", subjects)
     text = path.read_text()
     assert path == root / "report.md"
     assert "Data: `/data/synthetic` (built-in synthetic set); split by patient, seed 3; every model evaluated on the " \
@@ -46,8 +48,62 @@ def test_report_tables_and_charts(finished):
     with open(root / "tables" / "table2_cost.csv", newline="") as f:
         cost = list(csv.DictReader(f))
     assert [(r["model"], r["nonzero_params"], r["peak_mem_mb"], r["source_mlflow_run_id"]) for r in cost] == [
-        ("baseline", "1000", "500.0", "b" * 32), ("magnitude-20", "800", "", "m" * 32)]
+        ("baseline", "1000", "500.0", "b" * 32), ("magnitude-20", "800", "", "m" * 32),
+        ("magnitude-20-ft", "800", "", "f" * 32)]
     for name in ("dice_vs_params", "dice_vs_latency", "region_dice", "training_curves"):
         assert (root / "charts" / f"{name}.png").read_bytes()[:8] == PNG
         assert f"![{name}](charts/{name}.png)" in text
     assert not [p for p in root.rglob(".*") if p.is_file()], "no temporary file is left behind"
+
+
+def test_lesionwise_table_shows_the_summary_means(finished, subjects):
+    root, state, benchmark = finished
+    rows = collect_rows(root, state, MODELS, benchmark)
+    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    assert "## Lesion-wise scores on the test subjects" in text
+    assert "| model | lesion Dice TC | lesion Dice WT | lesion Dice ET | lesion HD95 TC | lesion HD95 WT | " \
+        "lesion HD95 ET | lesion F1 TC | lesion F1 WT | lesion F1 ET |" in text
+    assert "| `baseline` | 0.5000 | 0.6250 | 0.2500 | 20.00 | 10.00 | 30.00 | 0.5000 | 0.8750 | 0.2500 |" in text
+    assert "| `magnitude-20` | 0.2500 | 0.5000 | - | 40.00 | 20.00 | - | 0.2500 | 0.5000 | - |" in text
+    with open(root / "tables" / "lesionwise_quality.csv", newline="") as f:
+        assert [r["lesion_hd95_TC"] for r in csv.DictReader(f)] == ["20.0", "40.0", "16.0"]
+
+
+def test_best_model_figures_are_pngs_shown_in_the_report(finished, subjects):
+    root, state, benchmark = finished
+    rows = collect_rows(root, state, MODELS, benchmark)
+    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    sizes = {}
+    for name in ("best_models_subject", "best_models_distributions"):
+        png = root / "charts" / f"{name}.png"
+        assert png.read_bytes()[:8] == PNG
+        assert 10_000 < png.stat().st_size < 1_000_000
+        sizes[name] = imread(png).shape
+        assert f"![{name}](charts/{name}.png)" in text
+    # three panels (truth, baseline, magnitude-20) of 3 x 4.05 inches; two panels (Dice, HD95) of 5.5 x 4 inches
+    assert sizes == {"best_models_subject": (405, 900, 4), "best_models_distributions": (400, 1100, 4)}
+    # the baseline's median subject of the two is the lower one, c1
+    assert "Test subject `c1` (the baseline's median test subject by mean Dice over TC/WT/ET)" in text
+    assert "Per-subject Dice and HD95 (mm) per region of `baseline`, `magnitude-20` on the 2 test subjects" in text
+    assert not [p for p in root.rglob(".*") if p.is_file()], "no temporary file is left behind"
+
+
+def test_best_of_a_family_is_chosen_on_validation_not_on_test(finished, subjects):
+    root, state, benchmark = finished
+    rows = collect_rows(root, state, MODELS, benchmark)
+    # the test subjects prefer magnitude-20-ft (the only mean test Dice), the validation subjects magnitude-20
+    (best,) = best_per_family(rows)
+    assert (best.family, best.model, best.basis, best.score) == ("magnitude", "magnitude-20", "validation", 0.45)
+    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    assert "| magnitude pruning | `magnitude-20` | best validation mean Dice | 0.4500 |" in text
+    assert "chosen on the mean test Dice" not in text
+
+    # no validation score anywhere in the family: the choice falls back on test, and the report says so
+    for row in rows:
+        row["validation"]["val_mean_dice"] = None
+    (best,) = best_per_family(rows)
+    assert (best.model, best.basis) == ("magnitude-20-ft", "test")
+    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    assert "| magnitude pruning | `magnitude-20-ft` | **mean test Dice** | 0.6250 |" in text
+    assert "No magnitude pruning model has a validation score: `magnitude-20-ft` was chosen on the mean test " \
+        "Dice" in text

@@ -9,7 +9,7 @@ from .conftest import MODELS
 
 def test_quality_cost_and_reductions_of_each_model(finished):
     root, state, benchmark = finished
-    base, pruned = collect_rows(root, state, MODELS, benchmark)
+    base, pruned, tuned = collect_rows(root, state, MODELS, benchmark)
     assert (base["model"], base["label"], base["family"]) == ("baseline", "RAAGR2-Net (baseline)", "architecture")
     assert (pruned["label"], pruned["family"], pruned["ratio"]) == ("Magnitude 20 %", "magnitude", 0.2)
     assert base["quality"]["dice_mean"] == pytest.approx(0.5)  # (0.5 + 0.75 + 0.25) / 3
@@ -27,6 +27,10 @@ def test_quality_cost_and_reductions_of_each_model(finished):
     assert reduction["pooled_dice_change"] == pytest.approx(-10.0)  # 100 x (0.8 - 0.9) points
     assert base["reduction"]["dice_mean_change"] == 0.0 and base["reduction"]["size_sparse_mb"] is None
     assert pruned["history"]["epochs"][0]["train_loss"] == 0.9
+    # the best validation mean Dice of each run's history, and the lesion-wise means of its summary
+    assert [r["validation"]["val_mean_dice"] for r in (base, pruned, tuned)] == [0.2, 0.45, 0.35]
+    assert base["lesionwise"]["lesion_dice_WT"] == 0.625 and base["lesionwise"]["lesion_f1_ET"] == 0.25
+    assert pruned["lesionwise"]["lesion_hd95_ET"] is None and tuned["lesionwise"]["lesion_hd95_TC"] == 16.0
 
 
 def test_rows_name_their_sources(finished):
@@ -43,7 +47,7 @@ def test_rows_name_their_sources(finished):
     }
     assert rows[0]["sources"]["pruning_json"] is None
     record_mlflow_runs(rows, {"baseline": "a" * 32})
-    assert [r["sources"]["mlflow_run_id"] for r in rows] == ["a" * 32, None]
+    assert [r["sources"]["mlflow_run_id"] for r in rows] == ["a" * 32, None, None]
 
 
 def test_an_unfinished_step_is_named(finished):

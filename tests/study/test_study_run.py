@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from raagr2_monai.report import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
+from raagr2_monai.report import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS, validation_score
 from raagr2_monai.study import run_study
 
 pytestmark = pytest.mark.slow
@@ -118,6 +118,34 @@ def test_charts_are_png_files(study):
         image = matplotlib.image.imread(str(path))
         assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 300
         assert f"(charts/{name}.png)" in (study.root / "report.md").read_text()
+
+
+def test_report_shows_each_familys_best_model_chosen_on_validation(study):
+    import matplotlib.image
+
+    text = (study.root / "report.md").read_text()
+    runs = {m: study.root / "models" / m / "runs" / "train" for m in ("baseline", "depthwise")}
+    runs.update({m: study.root / "models" / "baseline" / "pruned" / m / "runs" / "prune" for m in MODELS[2:]})
+    val = {m: validation_score(json.loads((run / "history.json").read_text())) for m, run in runs.items()}
+    best = {"weight sharing": "depthwise",
+            "magnitude pruning": max(("magnitude-20", "magnitude-20-ft"), key=lambda m: val[m]),
+            "DepGraph pruning": max(("depgraph-20", "depgraph-20-ft"), key=lambda m: val[m])}
+    for family, model in best.items():
+        assert f"| {family} | `{model}` | best validation mean Dice | {val[model]:.4f} |" in text
+    for name in ("best_models_subject", "best_models_distributions"):
+        path = study.root / "charts" / f"{name}.png"
+        assert path.read_bytes()[:8] == PNG
+        height, width, _ = matplotlib.image.imread(str(path)).shape
+        assert height > 300 and width > 800
+        assert f"![{name}](charts/{name}.png)" in text
+    assert f"the predictions of `baseline`, {', '.join(f'`{m}`' for m in best.values())}, outlined" in text
+    assert "## Lesion-wise scores on the test subjects" in text
+    lesionwise = json.loads((study.root / "tables" / "lesionwise_quality.json").read_text())
+    assert [r["model"] for r in lesionwise] == MODELS
+    # the study's evaluations write predictions but no overlay pictures
+    for model in MODELS:
+        assert len(list((study.root / "eval" / model / "predictions").glob("*_pred.nii.gz"))) == 2
+        assert not (study.root / "eval" / model / "overlays").exists()
 
 
 def test_training_curves_are_recorded(study):
