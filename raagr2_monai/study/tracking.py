@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Sequence, Tuple, Union
 
+from raagr2_monai.report import best_per_family
+
 from .state import StudyState
 
 __all__ = ["EXPERIMENT", "MODEL_TAG", "StudyTracker", "tracking_uri"]
@@ -146,8 +148,8 @@ class StudyTracker:
 
     def finish(self, rows: Sequence[Mapping[str, Any]], report: PathLike, benchmark_json: PathLike) -> Dict[str, Any]:
         """Attach the report, tables, charts, benchmark and state to the parent run, register the best model of each
-        family (architectures, and each pruning method: highest mean test Dice) without pickling it, and end the
-        parent run.
+        family (:func:`raagr2_monai.report.best_per_family`: the best validation mean Dice, the baseline excluded, as
+        the report shows it) without pickling it, and end the parent run.
 
         A registered version's source is the child run's ``bundle`` artifact folder: the bundle's configs and its
         plain state_dict (``models/model.pt``, plus the pruning history or masks), loadable with
@@ -171,14 +173,10 @@ class StudyTracker:
             client.log_artifacts(parent_id, str(self.root / folder), artifact_path=folder)
         client.log_artifact(parent_id, str(benchmark_json))
         client.log_artifact(parent_id, str(self.state.path))
-        best: Dict[str, Mapping[str, Any]] = {}
-        for row in rows:
-            score = row["quality"]["dice_mean"]
-            if score is None:
-                continue
-            if row["family"] not in best or score > best[row["family"]]["quality"]["dice_mean"]:
-                best[row["family"]] = row
-        for family, row in best.items():
+        by_model = {row["model"]: row for row in rows}
+        # the report's own choice (validation first), so that what is registered is what the report shows
+        best = {choice.family: (by_model[choice.model], choice) for choice in best_per_family(rows)}
+        for family, (row, choice) in best.items():
             registered = f"raagr2-best-{family}"
             if registered in record["registered"]:
                 continue
@@ -189,14 +187,15 @@ class StudyTracker:
             source = f"{client.get_run(run_id).info.artifact_uri}/bundle"
             try:
                 client.create_registered_model(
-                    registered, description=f"Best {family} model of the raagr2 study (mean BraTS Dice on the test "
-                                            "subjects); a MONAI bundle folder with a plain state_dict.")
+                    registered, description=f"Best {family} model of the raagr2 study (chosen on its best validation "
+                                            "mean Dice); a MONAI bundle folder with a plain state_dict.")
             except MlflowException as err:
                 if "already exists" not in str(err).lower() and "RESOURCE_ALREADY_EXISTS" not in str(err):
                     raise
             version = client.create_model_version(
                 registered, source=source, run_id=run_id,
-                tags={MODEL_TAG: row["model"], "dice_mean": f"{row['quality']['dice_mean']:.4f}"},
+                tags={MODEL_TAG: row["model"], "chosen_on": choice.basis, "score": f"{choice.score:.4f}",
+                      "test_dice_mean": str(row["quality"]["dice_mean"])},
             )
             record["registered"][registered] = {"model": row["model"], "version": version.version, "source": source}
             self.state.set("mlflow", record)
