@@ -10,7 +10,7 @@ ML_VENV ?= .venv-monailabel
 ML_PIP := $(ML_VENV)/bin/pip
 ML_PIN := -c constraints-monailabel.txt --build-constraint constraints-monailabel.txt
 
-.PHONY: install demo test clean monailabel
+.PHONY: install demo test test-heavy clean monailabel
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# the tests that run the real network over whole BraTS-size studies (minutes each), left out of `make test`
+test-heavy: install
+	$(PY) -m pytest -q -m heavy
 
 # sam2 (a monailabel dependency) compiles optional CUDA kernels unless SAM2_BUILD_CUDA=0.
 $(ML_VENV)/.installed: setup.cfg pyproject.toml constraints.txt constraints-monailabel.txt tools/torchvision-stub/pyproject.toml

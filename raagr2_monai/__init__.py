@@ -5,14 +5,13 @@ Sub-packages load on first use (``raagr2_monai.networks``, ``raagr2_monai.data``
 """
 
 import importlib
+import pkgutil
 from typing import Any
 
 __version__ = "0.1.0"
 
-_SUBMODULES = (
-    "benchmark", "bundle", "cli", "constants", "data", "handlers", "losses", "metrics", "networks", "pruning", "report",
-    "study", "utils",
-)
+# every module and sub-package beside this file, found rather than listed, so that a new one is reachable at once
+_SUBMODULES = frozenset(module.name for module in pkgutil.iter_modules(__path__))
 
 
 def __getattr__(name: str) -> Any:

@@ -129,3 +129,39 @@ def test_write_overlays_switches_the_overlay_writer_off(tmp_path):
         assert [h.output_dir for h in writers] == [tmp_path / "overlays"] * expected
         assert sum(isinstance(h, BraTSMetricsWriter) for h in handlers) == 1
     assert not (tmp_path / "overlays").exists()
+
+
+def _strings(node):
+    """Every string of a parsed JSON config."""
+    if isinstance(node, dict):
+        node = list(node.values())
+    if isinstance(node, list):
+        for value in node:
+            yield from _strings(value)
+    elif isinstance(node, str):
+        yield node
+
+
+def test_every_dotted_path_in_the_configs_resolves_from_a_bare_import():
+    """A config's ``$raagr2_monai.a.b(...)`` expression is evaluated after ``import raagr2_monai`` alone (the package
+    loads its sub-packages on first use), so each such path must resolve by attribute access in a fresh interpreter;
+    a plain string naming a class or function (``_target_``, a writer) is imported by ``locate`` and must import."""
+    import re
+    import subprocess
+    import sys
+
+    expressions, targets = set(), set()
+    for config in BUNDLES.glob("*/configs/*.json"):
+        for text in _strings(json.loads(config.read_text())):
+            found = re.findall(r"raagr2_monai(?:\.[A-Za-z_]\w*)+", text)
+            (expressions if text.startswith("$") else targets).update(found)
+    assert any(".deploy." in p for p in expressions) and any(".handlers." in p for p in targets)
+    script = (
+        "import functools, pydoc, sys, raagr2_monai\n"
+        "split = sys.argv.index('--')\n"
+        "for path in sys.argv[1:split]:\n"
+        "    functools.reduce(getattr, path.split('.')[1:], raagr2_monai)\n"
+        "for path in sys.argv[split + 1:]:\n"
+        "    assert pydoc.locate(path) is not None, path\n"
+    )
+    subprocess.run([sys.executable, "-c", script, *sorted(expressions), "--", *sorted(targets)], check=True, timeout=300)

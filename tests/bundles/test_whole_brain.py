@@ -168,32 +168,3 @@ def test_bad_affine_and_empty_brain_stop_naming_the_file(tiny_dataset, tmp_path)
     cause = root_cause(err.value)
     assert isinstance(cause, BraTSDataError) and "y_t1ce.nii.gz: the image is zero everywhere" in str(cause)
     assert not list(tmp_path.glob("out*/*.nii.gz")), "nothing is written for a bad study"
-
-
-def test_train_evaluate_infer_at_brats_size(tmp_path_factory):
-    """The whole chain on BraTS-size studies at the bundles' defaults: one short epoch of small crops, then evaluate
-    and infer over whole 240 x 240 x 155 volumes, every output on the input's grid."""
-    data = tmp_path_factory.mktemp("brats-size-set")
-    generate(str(data), cases=4, seed=11, shape=(240, 240, 155))  # split 2 / 1 / 1
-    out = tmp_path_factory.mktemp("chain")
-    settings = {"dataset_dir": str(data), "epochs": 1, "num_samples": 2, "batch_size": 4, "sw_batch_size": 16}
-    wf = workflow("depthwise", "train", "train", output_dir=str(out), ckpt_dir=str(out / "models"), **settings)
-    wf.run()
-    wf.finalize()
-    assert (out / "models" / "model.pt").is_file()
-    wf = workflow("depthwise", ["train", "evaluate"], None, output_dir=str(out / "eval"), ckpt_dir=str(out / "models"),
-                  **settings)
-    wf.run()
-    rows = _read_rows(out / "eval" / "metrics_per_subject.csv")
-    assert len(rows) == 1 and 0.0 <= float(rows[0]["dice_WT"]) <= 1.0
-    case = rows[0]["case"]
-    new = out / "new"
-    new.mkdir()
-    (new / case).symlink_to(data / case)  # a folder holding the one new study
-    wf = workflow("depthwise", "inference", "infer", dataset_dir=str(new), output_dir=str(out / "pred"),
-                  ckpt_path=str(out / "models" / "model.pt"), sw_batch_size=16)
-    wf.run()
-    for written in (out / "eval" / "predictions" / f"{case}_pred.nii.gz", out / "pred" / f"{case}_pred.nii.gz"):
-        image = nib.load(str(written))
-        assert image.shape == (240, 240, 155)
-        assert set(np.unique(np.asarray(image.dataobj)).tolist()) <= {0, 1, 2, 4}
