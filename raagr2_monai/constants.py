@@ -1,4 +1,4 @@
-"""Names and values that the whole package shares: modalities, label values, regions and subregions (SPEC §2).
+"""Names and values that the whole package shares: modalities, label values, regions and subregions.
 
 Defined once here; every other module imports them, so a table, a transform and a metric cannot disagree.
 """

@@ -1,4 +1,4 @@
-"""The thesis loss: a weighted sum of binary cross-entropy and soft Dice on sigmoid probabilities (SPEC §3).
+"""The thesis loss: a weighted sum of binary cross-entropy and soft Dice on sigmoid probabilities.
 
 ``loss = lambda_bce * BCE + (1 - lambda_bce) * DiceLoss`` (thesis eq. 7, ``lambda_bce = 0.5``), optionally with the
 border weight map of the original RAAGR2-Net applied to both terms.

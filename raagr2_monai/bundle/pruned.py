@@ -59,7 +59,7 @@ def check_prune_settings(
     Raises:
         ValueError: for an unknown method or scope, a ratio outside (0, 1), a negative or non-integer
             ``finetune_epochs``, a non-boolean ``from_scratch``, or ``from_scratch`` without training epochs (an
-            untrained pruned network is what the thesis's "SNIP without fine-tuning" row measured, SPEC §4).
+            untrained pruned network is what the thesis's "SNIP without fine-tuning" row measured).
 
     Example::
 

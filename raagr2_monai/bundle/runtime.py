@@ -2,7 +2,7 @@
 :mod:`raagr2_monai.networks` for the configs), recording the run.
 
 Configs name them by dotted path (``$raagr2_monai.bundle.find_bundle_root()``) so that a bundle carries no Python
-of its own (a ``scripts`` package in the working directory would shadow a bundle's own, SPEC §5).
+of its own (a ``scripts`` package in the working directory would shadow a bundle's own).
 """
 
 from __future__ import annotations

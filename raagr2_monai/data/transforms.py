@@ -2,7 +2,7 @@
 :mod:`raagr2_monai.data.chains`, and bundle configs name these classes by dotted path
 (``raagr2_monai.data.transforms.LoadBraTSd``).
 
-Datalist entries (SPEC §2) are dictionaries::
+Datalist entries are dictionaries::
 
     {"case": "BraTS2021_00000",
      "image": [t1ce, t1, t2, flair],   # four 3D NIfTI paths in the network's channel order,

@@ -1,4 +1,4 @@
-"""Ignite handlers that prune a network inside a MONAI training run and keep the pruning in force (SPEC §4).
+"""Ignite handlers that prune a network inside a MONAI training run and keep the pruning in force.
 
 - :class:`PruneHandler`: prunes the trainer's network when the trainer starts (magnitude, SNIP or DepGraph), rebinds
   the optimizer to the pruned parameters (DepGraph replaces them), keeps masks in force after every optimizer step,

@@ -1,4 +1,4 @@
-"""BraTS per-subject region metrics (Dice, HD95), and the thesis-style pooled Dice and mean IoU kept apart (SPEC §3).
+"""BraTS per-subject region metrics (Dice, HD95), and the thesis-style pooled Dice and mean IoU kept apart.
 
 All metrics are computed per subject on the 3D volume (the 2D network's slices stacked back), on binarised
 predictions and labels of shape (B, 3, *spatial) whose channels are the BraTS regions TC, WT, ET (the order of MONAI's

@@ -1,4 +1,4 @@
-"""Building blocks of RAAGR2-Net and its weight-shared variants (SPEC §1).
+"""Building blocks of RAAGR2-Net and its weight-shared variants.
 
 Every block is 2D, keeps the spatial size (3x3 convolutions are padded by their dilation) and uses
 out-of-place activations: in-place ReLUs break torch-pruning's dependency tracing.
@@ -53,7 +53,7 @@ class SeparableConv(nn.Sequential):
     One module rather than two, so that structured pruning can treat it as a unit: dropping input channel ``j``
     drops the ``m = out_channels / in_channels`` grouped filters of group ``j`` and the matching columns of the 1x1
     (:class:`raagr2_monai.pruning.structured.SeparableConvPruner`; torch-pruning 1.6.1 mis-prunes the grouped
-    convolution on its own, SPEC §4).
+    convolution on its own).
 
     Args:
         in_channels: input channels (the groups).

@@ -3,7 +3,7 @@
 All four share one U-shaped skeleton: five encoder stages (4 -> 32 -> 64 -> 128 -> 256 -> 512, 2x2 max-pooling
 between stages), four decoder levels (``UpConv``, ``AttentionGate`` on the skip connection, a block on
 ``concat[gated skip, upsampled]``) and a 1x1 sigmoid head. The variants differ only in the encoder stage and the
-decoder block they plug in. Parameter counts at ``out_channels=5`` (SPEC §1): baseline 8,911,301; depthwise
+decoder block they plug in. Parameter counts at ``out_channels=5``: baseline 8,911,301; depthwise
 5,046,221; paired 5,051,061; encdec 6,606,701.
 """
 

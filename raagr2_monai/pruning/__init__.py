@@ -1,4 +1,4 @@
-"""Pruning of RAAGR2-Net (SPEC §4): magnitude and SNIP masks (:mod:`.unstructured`), DepGraph channel pruning
+"""Pruning of RAAGR2-Net: magnitude and SNIP masks (:mod:`.unstructured`), DepGraph channel pruning
 (:mod:`.structured`), one entry point for all three with its report (:mod:`.methods`), persistence of pruned networks
 (:mod:`.persist`) and the optimizer after pruning (:mod:`.optimizer`).
 

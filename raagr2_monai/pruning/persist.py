@@ -1,4 +1,4 @@
-"""Save and rebuild structurally pruned networks: a plain state_dict plus the pruning history (SPEC §4).
+"""Save and rebuild structurally pruned networks: a plain state_dict plus the pruning history.
 
 A channel-pruned RAAGR2-Net cannot be rebuilt from its class alone, and whole models are never unpickled. The
 history (``[[module name, is_out_channel_pruning, [indices]], ...]`` from torch-pruning) is stored as JSON together

@@ -1,4 +1,4 @@
-"""Structured (channel) pruning of RAAGR2-Net with DepGraph through torch-pruning 1.6.1 (SPEC §4).
+"""Structured (channel) pruning of RAAGR2-Net with DepGraph through torch-pruning 1.6.1.
 
 torch-pruning does not handle RAAGR2-Net out of the box; the three reproduced failures are met here:
 

@@ -1,4 +1,4 @@
-"""Unstructured pruning through masks: magnitude and SNIP (SPEC §4).
+"""Unstructured pruning through masks: magnitude and SNIP.
 
 Masks are kept outside the model in a :class:`MaskSet` and applied by multiplying the weights in place. This is
 chosen over ``torch.nn.utils.prune``: its reparametrisation replaces ``weight`` by a computed attribute, which the

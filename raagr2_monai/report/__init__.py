@@ -1,7 +1,7 @@
 """The study's report: tables (Markdown, CSV, JSON), charts (PNG) and the thesis's published figures beside ours.
 
 - :mod:`.thesis`: the thesis's Tables 1-4 as published, which of our rows claim to be the same model, and what is
-  wrong with those figures (SPEC §1-§4);
+  wrong with those figures;
 - :mod:`.rows`: one row per model, gathered from plain data (the study folder, its ``state.json``, the list of models
   and the benchmark's JSON), each naming its sources so that every number can be traced;
 - :mod:`.tables`: Tables 1-3 and the lesion-wise scores as CSV and JSON, and the thesis's tables as JSON;

@@ -1,5 +1,5 @@
 """The thesis's published figures (its Tables 1-4), which rows of ours claim to be the same model, and what is wrong
-with those figures (SPEC §1-§4).
+with those figures.
 
 Copied from the thesis and shown only in columns and sections marked "thesis (published)": nothing in this package
 produced them.
@@ -13,7 +13,7 @@ __all__ = ["THESIS_TABLE1", "THESIS_TABLE2", "THESIS_TABLE3", "THESIS_TABLE4", "
 
 # Thesis Table 1 ("Performance Metrics Comparison Across All Model Variants"), as published. Its columns: pooled
 # "Dice Coef." (soft, all channels incl. background-like ones, per batch of slices), "Mean IoU", and "C2/C3/C4 Dice",
-# which the thesis calls NCR/NET, ET, ED but which were in fact the TC, ET and WT output channels (SPEC §2).
+# which the thesis calls NCR/NET, ET, ED but which were in fact the TC, ET and WT output channels.
 THESIS_TABLE1: Dict[str, Dict[str, float]] = {
     "Base RAAGR2-Net": {"pooled_dice": 0.9849, "mean_iou": 0.9710, "TC": 0.8254, "ET": 0.8247, "WT": 0.8513},
     "Depthwise Shared": {"pooled_dice": 0.9837, "mean_iou": 0.9690, "TC": 0.7638, "ET": 0.6408, "WT": 0.8526},
@@ -96,7 +96,7 @@ THESIS_ROW: Dict[str, str] = {
     "snip-20-ft": "SNIP 20% (FT)",
 }
 
-#: What is wrong with the thesis's figures (SPEC §1-§4); printed under every comparison.
+#: What is wrong with the thesis's figures; printed under every comparison.
 THESIS_NOTES: Tuple[str, ...] = (
     "Its \"C2/C3/C4\" Dice columns, labelled NCR/NET, ET and ED, were the TC, ET and WT output channels; they are "
     "shown here under TC, ET and WT.",

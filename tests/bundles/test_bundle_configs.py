@@ -52,7 +52,7 @@ def test_bundles_differ_only_in_network_and_description(config):
         assert targets == {v.network for v in VARIANTS.values()}
 
 
-# SPEC §1: 8,911,301 / 5,046,221 / 5,051,061 / 6,606,701 parameters at 5 outputs; the 1x1 head has 33 parameters per
+# The published counts: 8,911,301 / 5,046,221 / 5,051,061 / 6,606,701 parameters at 5 outputs; the 1x1 head has 33 parameters per
 # output channel, so the bundles' 3 outputs have 66 fewer
 DOCUMENTED_PARAMS = {"baseline": "8,911,235", "depthwise": "5,046,155", "paired": "5,050,995", "encdec": "6,606,635"}
 
@@ -62,7 +62,7 @@ def test_documented_sizes_are_the_published_ones(variant):
     readme = (BUNDLES / variant / "docs" / "README.md").read_text()
     assert f"| parameters | {DOCUMENTED_PARAMS[variant]} (3 output channels) |" in readme
     if variant == "baseline":
-        # SPEC §1: 15,460,761,600 FLOPs at 5 outputs; 3 outputs drop 2 x 32 x 2 x 192 x 192 = 4,718,592 of the head
+        # The published count: 15,460,761,600 FLOPs at 5 outputs; 3 outputs drop 2 x 32 x 2 x 192 x 192 = 4,718,592 of the head
         assert "| FLOPs per 192x192 slice | 15.46 G " in readme
 
 

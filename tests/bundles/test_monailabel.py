@@ -39,11 +39,23 @@ from monai.transforms import Compose, LoadImaged, Resize, SaveImaged
 
 from raagr2_monai.data import make_case
 from raagr2_monai.networks import get_network
+from raagr2_monai.pruning import prune, save_pruned
 
 from .conftest import BUNDLES, VARIANT_NAMES
 
 pytestmark = pytest.mark.slow
 
+PRUNED = "baseline-depgraph-50"  # a DepGraph-pruned baseline, as configs/prune.json writes it
+#: The bundles served: the four variants and a pruned bundle, whose network_def rebuilds the pruned network.
+SERVED = [*VARIANT_NAMES, PRUNED]
+#: What a pruned bundle's network_def is (raagr2_monai.bundle.pruned writes it into every config).
+PRUNED_NETWORK_DEF = {
+    "_target_": "raagr2_monai.pruning.build_pruned_network",
+    "variant": "baseline",
+    "history": "$@bundle_root + '/models/pruning_history.json'",
+    "in_channels": 4,
+    "out_channels": 3,
+}
 DEVICE = "cpu"  # what MONAI Label puts in the config: a string, not a torch.device
 SHAPE = (40, 32, 16)  # synthesised; brain extents stay below 32 in-plane, so the roi 32 window only pads
 SLICES = slice(4, 12)  # eight of its slices are kept: 15 after resampling to 1 mm, for a fast slice-by-slice pass
@@ -55,6 +67,7 @@ HEAD_BIAS = {
     "depthwise": ((-10.0, 10.0, -10.0), 2),
     "paired": ((10.0, 10.0, 10.0), 4),
     "encdec": ((10.0, 10.0, -10.0), 1),
+    PRUNED: ((10.0, 10.0, 10.0), 4),
 }
 
 
@@ -88,13 +101,22 @@ def expected_labelmap(studies: Path, value: int) -> np.ndarray:
     return expected
 
 
-def _head_state(variant: str) -> dict:
-    network = get_network(variant)
+def _zero_head(network: torch.nn.Module, bias) -> torch.nn.Module:
     heads = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 3]
     with torch.no_grad():
         heads[-1].weight.zero_()
-        heads[-1].bias.copy_(torch.tensor(HEAD_BIAS[variant][0]))
-    return network.state_dict()
+        heads[-1].bias.copy_(torch.tensor(bias))
+    return network
+
+
+def _write_weights(variant: str, models: Path) -> None:
+    """``models/model.pt`` whose every voxel gets the variant's label; for the pruned bundle, also its history."""
+    if variant != PRUNED:
+        torch.save(_zero_head(get_network(variant), HEAD_BIAS[variant][0]).state_dict(), models / "model.pt")
+        return
+    network = get_network("baseline")
+    result = prune(network, "depgraph", 0.5, example_inputs=torch.zeros(1, 4, 32, 32))
+    save_pruned(models, _zero_head(network, HEAD_BIAS[variant][0]), result.history, {"method": "depgraph"})
 
 
 @pytest.fixture
@@ -106,14 +128,17 @@ def bundle(variant, studies, tmp_path) -> Path:
     the built-in synthetic set, which would be generated first: 24 volumes of 96x96x64).
     """
     root = tmp_path / "model" / variant
-    shutil.copytree(BUNDLES / variant, root, ignore=shutil.ignore_patterns("runs", "models", "pruned"))
+    source = BUNDLES / ("baseline" if variant == PRUNED else variant)
+    shutil.copytree(source, root, ignore=shutil.ignore_patterns("runs", "models", "pruned"))
     for name in ("inference.json", "train.json"):
         path = root / "configs" / name
         config = json.loads(path.read_text())
         config.update(roi_size=[32, 32], batch_size=8, num_samples=2, num_workers=0, dataset_dir=str(studies))
+        if variant == PRUNED:
+            config["network_def"] = PRUNED_NETWORK_DEF
         path.write_text(json.dumps(config, indent=4))
     (root / "models").mkdir()
-    torch.save(_head_state(variant), root / "models" / "model.pt")
+    _write_weights(variant, root / "models")
     return root
 
 
@@ -149,7 +174,7 @@ def _restored(d: dict, key: str, ref_image: str) -> dict:
     return d
 
 
-@pytest.mark.parametrize("variant", VARIANT_NAMES)
+@pytest.mark.parametrize("variant", SERVED)
 def test_info_names_labels_by_written_value(variant, bundle):
     key_image, key_pred, channel_def = _first_io(bundle)
     assert (key_image, key_pred) == ("image", "pred")  # MONAI Label feeds "image" and stores the output as "pred"
@@ -157,7 +182,7 @@ def test_info_names_labels_by_written_value(variant, bundle):
     assert sorted(labels.values()) == [1, 2, 4]
 
 
-@pytest.mark.parametrize("variant", VARIANT_NAMES)
+@pytest.mark.parametrize("variant", SERVED)
 def test_infer_as_bundle_infer_task(variant, bundle, studies):
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
@@ -199,7 +224,7 @@ def _weights(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@pytest.mark.parametrize("variant", VARIANT_NAMES)
+@pytest.mark.parametrize("variant", SERVED)
 def test_train_as_bundle_train_task(variant, bundle, studies):
     model_pt = bundle / "models" / "model.pt"
     before = _weights(model_pt)
@@ -233,7 +258,7 @@ def test_train_as_bundle_train_task(variant, bundle, studies):
     assert any(not torch.equal(after[k], before[k]) for k in before), "models/model.pt holds the trained weights"
 
 
-@pytest.mark.parametrize("variant", VARIANT_NAMES)
+@pytest.mark.parametrize("variant", SERVED)
 def test_monailabel_infer_task(variant, bundle, studies):
     bundle_infer = pytest.importorskip("monailabel.tasks.infer.bundle")
     task = bundle_infer.BundleInferTask(str(bundle), {})
@@ -250,7 +275,7 @@ def test_monailabel_infer_task(variant, bundle, studies):
     assert sorted(task.labels.values()) == [1, 2, 4]  # what /info shows
 
 
-@pytest.mark.parametrize("variant", VARIANT_NAMES)
+@pytest.mark.parametrize("variant", SERVED)
 def test_monailabel_train_task(variant, bundle, studies):
     bundle_train = pytest.importorskip("monailabel.tasks.train.bundle")
     from monailabel.datastore.local import LocalDatastore

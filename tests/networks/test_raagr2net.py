@@ -13,7 +13,7 @@ from raagr2_monai.networks import (
     variant_of,
 )
 
-# SPEC §1: the thesis's Table 2 counts at out_channels=5 (encdec corrected); the head holds 33 * out_channels.
+# The published counts: the thesis's Table 2 counts at out_channels=5 (encdec corrected); the head holds 33 * out_channels.
 PARAMS_OUT5 = {"baseline": 8_911_301, "depthwise": 5_046_221, "paired": 5_051_061, "encdec": 6_606_701}
 PARTS_OUT5 = {
     "baseline": (6_848_416, 1_568_160, 133_440, 361_120, 165),
