@@ -37,6 +37,7 @@ from monai.bundle import ConfigParser
 from monai.data import MetaTensor, partition_dataset
 from monai.transforms import Compose, LoadImaged, Resize, SaveImaged
 
+from raagr2_monai.bundle.pruned import pruned_network_def
 from raagr2_monai.data import make_case
 from raagr2_monai.networks import get_network
 from raagr2_monai.pruning import prune, save_pruned
@@ -48,14 +49,6 @@ pytestmark = pytest.mark.slow
 PRUNED = "baseline-depgraph-50"  # a DepGraph-pruned baseline, as configs/prune.json writes it
 #: The bundles served: the four variants and a pruned bundle, whose network_def rebuilds the pruned network.
 SERVED = [*VARIANT_NAMES, PRUNED]
-#: What a pruned bundle's network_def is (raagr2_monai.bundle.pruned writes it into every config).
-PRUNED_NETWORK_DEF = {
-    "_target_": "raagr2_monai.pruning.build_pruned_network",
-    "variant": "baseline",
-    "history": "$@bundle_root + '/models/pruning_history.json'",
-    "in_channels": 4,
-    "out_channels": 3,
-}
 DEVICE = "cpu"  # what MONAI Label puts in the config: a string, not a torch.device
 SHAPE = (40, 32, 16)  # synthesised; brain extents stay below 32 in-plane, so the roi 32 window only pads
 SLICES = slice(4, 12)  # eight of its slices are kept: 15 after resampling to 1 mm, for a fast slice-by-slice pass
@@ -135,7 +128,7 @@ def bundle(variant, studies, tmp_path) -> Path:
         config = json.loads(path.read_text())
         config.update(roi_size=[32, 32], batch_size=8, num_samples=2, num_workers=0, dataset_dir=str(studies))
         if variant == PRUNED:
-            config["network_def"] = PRUNED_NETWORK_DEF
+            config["network_def"] = pruned_network_def("baseline", "depgraph")  # as pruned bundles have it
         path.write_text(json.dumps(config, indent=4))
     (root / "models").mkdir()
     _write_weights(variant, root / "models")

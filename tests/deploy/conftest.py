@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from raagr2_monai.bundle.pruned import pruned_network_def
 from raagr2_monai.networks import get_network
 from raagr2_monai.pruning import prune, save_pruned
 from raagr2_monai.utils import atomic_save
@@ -21,13 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 SMALL = (8, 16, 32, 64, 128)
 #: Parity inputs (batch, H, W) small enough for a shared two-core machine; one non-square.
 PARITY = ((2, 32, 32), (1, 48, 32))
-PRUNED_NETWORK_DEF = {
-    "_target_": "raagr2_monai.pruning.build_pruned_network",
-    "variant": "baseline",
-    "history": "$@bundle_root + '/models/pruning_history.json'",
-    "in_channels": 4,
-    "out_channels": 3,
-}
+PRUNED_NETWORK_DEF = pruned_network_def("baseline", "depgraph")
 
 
 @pytest.fixture(autouse=True, scope="module")
