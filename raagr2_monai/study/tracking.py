@@ -99,7 +99,9 @@ class StudyTracker:
         client, experiment_id = self._client()
         record = self._record()
         if record["parent"] is None:
-            parent = client.create_run(experiment_id, run_name=f"study-{profile['name']}-{self.root.name}",
+            # named by profile and start time: the folder is in the tags, and "study-quick-quick" said nothing
+            started = time.strftime("%Y-%m-%d %H:%M")
+            parent = client.create_run(experiment_id, run_name=f"{profile['name']} study, {started}",
                                        tags={"raagr2.study": str(self.root), "raagr2.profile": profile["name"]})
             logged = {f"profile.{k}": v for k, v in profile.items()}
             logged.update(params)
