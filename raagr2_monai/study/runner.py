@@ -27,6 +27,7 @@ from raagr2_monai.report import collect_rows, record_mlflow_runs, step_name, wri
 from raagr2_monai.utils import atomic_write_text
 
 from .profiles import ModelSpec, Profile, experiment_matrix, get_profile
+from .progress import Progress, format_duration
 from .state import STATE_FILE, StudyState
 from .tracking import StudyTracker
 
@@ -128,13 +129,18 @@ class Study:
     # ------------------------------------------------------------------ steps
     def _step(self, step: str, action: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
         if self.state.done(step):
+            self.progress.skipped(step)
             return self.state.get(step)
-        self.echo(f"[study] {step} ...")
+        label = self.progress.label(step)
+        self.echo(f"{label} {step} ...")
         start = time.perf_counter()
         outputs = action()
         outputs["step_seconds"] = time.perf_counter() - start
         self.state.record(step, outputs)
-        self.echo(f"[study] {step} done in {outputs['step_seconds']:.0f} s")
+        self.progress.finished(step, outputs["step_seconds"])
+        left = self.progress.seconds_left()
+        estimate = f"; about {format_duration(left)} left" if left > 0 else ""
+        self.echo(f"{label} {step} done in {format_duration(outputs['step_seconds'])}{estimate}")
         return outputs
 
     def train(self, spec: ModelSpec) -> Dict[str, Any]:
@@ -270,6 +276,12 @@ class Study:
         """
         self.resolve_data()
         start = time.perf_counter()
+        self.progress = Progress(
+            [step_name(s) for s in self.models if s.kind == "architecture"]
+            + [step_name(s) for s in self.models if s.kind == "pruned"]
+            + [f"evaluate/{s.name}" for s in self.models]
+            + ["benchmark"]
+        )
         for spec in self.models:
             if spec.kind == "architecture":
                 self._step(step_name(spec), lambda spec=spec: self.train(spec))

@@ -206,8 +206,14 @@ def test_rerun_resumes_without_redoing_finished_steps(study):
     del after["mlflow"]["children"]["depgraph-20-ft"]
     state_file.write_text(json.dumps(after))
     shutil.rmtree(study.root / "eval" / "depgraph-20-ft")
-    resumed = run_study("tiny", output=study.root, echo=lambda line: None, **SETTINGS)
+    lines = []
+    resumed = run_study("tiny", output=study.root, echo=lines.append, **SETTINGS)
     assert resumed.counts == {"train": 0, "prune": 0, "evaluate": 1, "benchmark": 1}
+    steps = len(MODELS) + len(MODELS) + 1  # made (trained or pruned), evaluated, benchmark
+    progress = [line for line in lines if line.startswith("[study ")]
+    assert progress[0] == f"[study {steps - 1}/{steps}] evaluate/depgraph-20-ft ..."
+    assert re.fullmatch(rf"\[study {steps - 1}/{steps}\] evaluate/depgraph-20-ft done in \d+ s; about .+ left", progress[1])
+    assert progress[-1].startswith(f"[study {steps}/{steps}] benchmark done in ")
     assert (study.root / "eval" / "depgraph-20-ft" / "metrics_summary.csv").is_file()
     final = json.loads(state_file.read_text())
     assert final["steps"]["train/baseline"] == before["steps"]["train/baseline"]
