@@ -19,14 +19,7 @@ from monai.handlers import from_engine
 from raagr2_monai.handlers import BraTSMeanDice, BraTSMetricsWriter
 from raagr2_monai.metrics import METRIC_COLUMNS, SUBJECT_COLUMNS, pooled_dice
 
-
-def nested_cubes(size: int = 16) -> torch.Tensor:
-    """A (3, size, size, size) label: WT cube of side 8, TC cube of side 4 inside, ET cube of side 2 inside that."""
-    label = torch.zeros(3, size, size, size)
-    label[1, 2:10, 2:10, 2:10] = 1
-    label[0, 4:8, 4:8, 4:8] = 1
-    label[2, 5:7, 5:7, 5:7] = 1
-    return label
+from .metrics.test_functional import nested_cubes
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
