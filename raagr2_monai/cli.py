@@ -191,7 +191,7 @@ def study(
     ``<output>/report.md``; MLflow runs go to ``sqlite:///<output>/mlruns.db``.
 
     Args:
-        profile: ``quick`` (CPU, built-in synthetic data, about 20 minutes on two cores), ``full`` (GPU, real BraTS,
+        profile: ``quick`` (CPU, built-in synthetic data, over 20 minutes on two cores), ``full`` (GPU, real BraTS,
             the thesis's schedule; needs ``--data_dir``) or ``tiny`` (a smoke run).
         data_dir: a BraTS folder (default: the built-in synthetic set).
         output: the study folder (default ``results/<profile>``).
