@@ -24,8 +24,12 @@ How each figure is obtained (also recorded under the result's ``"_meta"`` key):
   forward pass: it includes the Python interpreter, the torch libraries, the weights, the input and the activations;
   nothing is subtracted. ``mem_before_forward_mb`` is the same process's resident set just before the forward pass;
   ``peak_since_start`` is true where the kernel's peak could not be reset then (no ``/proc/self/clear_refs``).
-- ``train_step_ms``: forward + :class:`~raagr2_monai.losses.RAAGR2Loss` + backward + Adam step at the largest batch,
-  median over the timed steps, on a copy of the model; ``train_images_per_s`` is the batch over that median.
+- ``train_step_ms``: forward + :class:`~raagr2_monai.losses.RAAGR2Loss` + backward + Adam step at the largest batch
+  (or a given ``train_shape``: the study times its own batch and crop), median over the timed steps, on a copy of the
+  model; ``train_images_per_s`` is the batch over that median.
+- ``timed_as``: with ``share_structure`` (the study's setting), models of the same structure (:func:`structure_groups`:
+  same modules, parameter and buffer shapes) are timed once, as the first of them: dense kernels do the same work
+  whatever the weights' values, so a mask-pruned or fine-tuned copy costs what its source costs.
 - ``vs_baseline``: each figure divided by the baseline's (the compressed size by the baseline's dense size); for
   latency, the medians per batch size.
 
@@ -35,7 +39,8 @@ environment (device, CPU model, torch threads, versions), the settings and the d
 
 from .command import benchmark_command, run_benchmark
 from .metrics import lesion_study, render_scoring, scoring_command, time_scoring
-from .measure import BASELINE, FLOP_COUNTER, META_KEY, TIMER, benchmark_models, check_settings
+from .backends import backend_latencies, check_backends
+from .measure import BASELINE, FLOP_COUNTER, META_KEY, TIMER, benchmark_models, check_settings, structure_groups
 from .render import FORMATS, check_format, model_rows, render
 
 __all__ = [
@@ -44,15 +49,18 @@ __all__ = [
     "FORMATS",
     "META_KEY",
     "TIMER",
+    "backend_latencies",
     "benchmark_command",
     "benchmark_models",
     "lesion_study",
     "render_scoring",
     "scoring_command",
     "time_scoring",
+    "check_backends",
     "check_format",
     "check_settings",
     "model_rows",
     "render",
     "run_benchmark",
+    "structure_groups",
 ]

@@ -19,7 +19,16 @@ from raagr2_monai.utils import default_device, environment, parse_sequence
 
 from .memory import cpu_peak_memory, cuda_peak_memory
 
-__all__ = ["BASELINE", "META_KEY", "FLOP_COUNTER", "TIMER", "benchmark_models", "check_settings", "latency"]
+__all__ = [
+    "BASELINE",
+    "META_KEY",
+    "FLOP_COUNTER",
+    "TIMER",
+    "benchmark_models",
+    "check_settings",
+    "latency",
+    "structure_groups",
+]
 
 #: Name of the reference model; every ratio is against it.
 BASELINE = "baseline"
@@ -29,6 +38,36 @@ META_KEY = "_meta"
 TIMER = "time.perf_counter"
 FLOP_COUNTER = "torch.utils.flop_counter.FlopCounterMode"
 _RATIO_KEYS = ("params", "nonzero_params", "size_mb", "flops", "peak_mem_mb", "train_step_ms", "train_images_per_s")
+
+
+def structure_groups(models: Mapping[str, nn.Module]) -> Dict[str, List[str]]:
+    """Models that do the same computation: same classes, same parameter and buffer names and shapes.
+
+    Dense kernels do the same work whatever the weights' values, so a mask-pruned network (zeros in place) and a
+    fine-tuned copy take the time and memory of the network they came from; only structured pruning changes them.
+
+    Args:
+        models: model name -> network.
+
+    Returns:
+        The first model of each structure (in the given order) -> every model of that structure, itself first.
+
+    Example::
+
+        >>> from raagr2_monai.networks import get_network
+        >>> zeroed = get_network("depthwise")
+        >>> _ = [p.data.zero_() for p in zeroed.parameters()]
+        >>> structure_groups({"a": get_network("depthwise"), "b": get_network("paired"), "c": zeroed})
+        {'a': ['a', 'c'], 'b': ['b']}
+    """
+    groups: Dict[Any, List[str]] = {}
+    for name, model in models.items():
+        key = (
+            tuple(type(m).__name__ for m in model.modules()),
+            tuple((k, tuple(v.shape)) for k, v in model.state_dict().items()),
+        )
+        groups.setdefault(key, []).append(name)
+    return {names[0]: names for names in groups.values()}
 
 
 def _check_int(value: Any, what: str, minimum: int) -> int:
@@ -158,7 +197,19 @@ def _sparse_mb(model: nn.Module) -> Optional[float]:
     return serialized_nbytes(to_sparse_state_dict(state, names)) / 1e6 if names else None
 
 
-def _measure(
+def _counts(model: nn.Module, size: int, sparse_mb: Optional[float]) -> Dict[str, Any]:
+    """What a network holds: parameters, non-zero parameters, sizes, FLOPs."""
+    params, nonzero = count_parameters(model), _nonzero(model)
+    return {
+        "params": params,
+        "nonzero_params": nonzero,
+        "size_mb": state_dict_mb(model),
+        "size_sparse_mb": sparse_mb if sparse_mb is not None else (_sparse_mb(model) if nonzero < params else None),
+        "flops": count_flops(model, (1, _in_channels(model), size, size)),
+    }
+
+
+def _timings(
     name: str,
     model: nn.Module,
     size: int,
@@ -167,19 +218,11 @@ def _measure(
     warmup: int,
     device: torch.device,
     measure_memory: bool,
-    train_step: bool,
-    sparse_mb: Optional[float],
+    train_shape: Optional[Tuple[int, int, int, int]],
 ) -> Dict[str, Any]:
+    """What a network costs to run: latency, peak memory, training step."""
     in_channels = _in_channels(model)
-    params, nonzero = count_parameters(model), _nonzero(model)
-    row: Dict[str, Any] = {
-        "params": params,
-        "nonzero_params": nonzero,
-        "size_mb": state_dict_mb(model),
-        "size_sparse_mb": sparse_mb if sparse_mb is not None else (_sparse_mb(model) if nonzero < params else None),
-    }
-    model.to(device).eval()
-    row["flops"] = count_flops(model, (1, in_channels, size, size))
+    row: Dict[str, Any] = {}
     row["latency_ms"] = {
         str(b): latency(model, (b, in_channels, size, size), warmup, repeats, device) for b in batches
     }
@@ -193,10 +236,10 @@ def _measure(
         )
     row.update(memory)
     row["train_step_ms"], row["train_images_per_s"] = None, None
-    if train_step:
+    if train_shape is not None:
         out_channels = _out_channels(model, in_channels)
         row["train_step_ms"], row["train_images_per_s"] = _train_step(
-            model, largest, out_channels, warmup, repeats, device
+            model, train_shape, out_channels, warmup, repeats, device
         )
     return row
 
@@ -214,7 +257,15 @@ def _ratios(row: Mapping[str, Any], base: Mapping[str, Any]) -> Dict[str, Any]:
     return ratios
 
 
-def _methods(device: torch.device, size: int, batches: Tuple[int, ...], repeats: int, warmup: int) -> Dict[str, str]:
+def _methods(
+    device: torch.device,
+    size: int,
+    batches: Tuple[int, ...],
+    repeats: int,
+    warmup: int,
+    train_shape: Optional[Tuple[int, ...]],
+    share_structure: bool,
+) -> Dict[str, str]:
     largest = max(batches)
     memory = (
         f"torch.cuda.max_memory_allocated over one forward pass at batch {largest} (weights, input, activations)"
@@ -234,8 +285,13 @@ def _methods(device: torch.device, size: int, batches: Tuple[int, ...], repeats:
         + (", torch.cuda.synchronize after each run" if device.type == "cuda" else "")
         + f"; median, p25, p75 of {repeats} timed runs after {warmup} warm-up runs; per_slice_ms = median / batch",
         "peak_mem_mb": memory,
-        "train_step_ms": f"{TIMER}: zero_grad + forward + RAAGR2Loss + backward + Adam step at batch {largest}, "
-        f"median of {repeats} steps after {warmup} warm-up steps, on a copy of the model",
+        "train_step_ms": f"{TIMER}: zero_grad + forward + RAAGR2Loss + backward + Adam step on an input of shape "
+        f"{list(train_shape) if train_shape else None}, median of {repeats} steps after {warmup} warm-up steps, on a "
+        "copy of the model",
+        "timed_as": "the model whose latency, memory and training step a row reports: itself, or with "
+        + ("structure sharing on, the first model of the same structure (same modules, parameter and buffer shapes; "
+           "dense kernels take the same time whatever the weights' values, so mask-pruned and fine-tuned copies "
+           "are timed once)" if share_structure else "structure sharing off, always itself"),
         "vs_baseline": "figure / the baseline's figure from this run (size_sparse_mb / the baseline's size_mb; "
         "latency_ms: medians)",
     }
@@ -252,6 +308,8 @@ def benchmark_models(
     train_step: bool = True,
     sparse_sizes: Optional[Mapping[str, float]] = None,
     baseline: str = BASELINE,
+    train_shape: Optional[Sequence[int]] = None,
+    share_structure: bool = False,
 ) -> Dict[str, Any]:
     """Measure every model in one run and state each figure as a ratio against the baseline of that run.
 
@@ -268,16 +326,19 @@ def benchmark_models(
         measure_memory: measure ``peak_mem_mb``. On CPU this starts one process per model with multiprocessing
             ``spawn``, which imports the caller's main module again: call from a ``__main__``-guarded script.
         train_step: measure ``train_step_ms`` and ``train_images_per_s``.
+        train_shape: input shape ``(B, C, H, W)`` of the training step; the largest batch at ``size`` by default.
         sparse_sizes: model name -> compressed size in MB to report (e.g. a saved file's); models not in it that hold
             zero weights get the size of their :func:`~raagr2_monai.pruning.to_sparse_state_dict` form.
         baseline: the name of the reference model; when absent, a fresh ``baseline`` RAAGR2-Net with the channels of
             the first model is added (first) and ``_meta["baseline_added"]`` says so.
+        share_structure: time each structure once (:func:`structure_groups`): models of the same structure as an
+            earlier one get its latency, memory and training step, and ``timed_as`` names it.
 
     Returns:
         ``{name: {"params", "nonzero_params", "size_mb", "size_sparse_mb", "flops",
         "latency_ms": {"1": {"median", "p25", "p75", "per_slice_ms"}, ...}, "peak_mem_mb", "mem_before_forward_mb",
-        "train_step_ms", "train_images_per_s", "vs_baseline": {...}}, ..., "_meta": {...}}``; figures that were not
-        measured are ``None``.
+        "train_step_ms", "train_images_per_s", "timed_as", "vs_baseline": {...}}, ..., "_meta": {...}}``; figures that
+        were not measured are ``None``.
 
     Raises:
         ValueError: for bad settings (see :func:`check_settings`), no models, a bad model name, or CUDA asked for
@@ -310,23 +371,39 @@ def benchmark_models(
         models = {baseline: reference, **models}
     sparse_sizes = dict(sparse_sizes or {})
     env = environment(dev)
-    result: Dict[str, Any] = {
-        name: _measure(
-            name, model, size, batches, repeats, warmup, dev, measure_memory, train_step, sparse_sizes.get(name)
-        )
-        for name, model in models.items()
-    }
+    shape = None
+    if train_step:
+        shape = tuple(int(d) for d in train_shape) if train_shape is not None else None
+        shape = shape or (max(batches), _in_channels(next(iter(models.values()))), size, size)
+    groups = structure_groups(models) if share_structure else {name: [name] for name in models}
+    result: Dict[str, Any] = {}
+    for first, names in groups.items():
+        models[first].to(dev).eval()
+        timed = _timings(first, models[first], size, batches, repeats, warmup, dev, measure_memory, shape)
+        for name in names:
+            models[name].to(dev).eval()
+            result[name] = {**_counts(models[name], size, sparse_sizes.get(name)), **copy.deepcopy(timed),
+                            "timed_as": first}
+    result = {name: result[name] for name in models}
     for row in result.values():
         row["vs_baseline"] = _ratios(row, result[baseline])
     if hasattr(os, "getloadavg"):
         env["load_average_1m_after"] = round(os.getloadavg()[0], 2)
     result[META_KEY] = {
         "environment": env,
-        "settings": {"size": size, "batches": list(batches), "repeats": repeats, "warmup": warmup, "device": str(dev)},
+        "settings": {
+            "size": size,
+            "batches": list(batches),
+            "repeats": repeats,
+            "warmup": warmup,
+            "device": str(dev),
+            "train_shape": list(shape) if shape else None,
+            "share_structure": share_structure,
+        },
         "baseline": baseline,
         "baseline_added": added,
         "timer": TIMER,
         "flop_counter": FLOP_COUNTER,
-        "methods": _methods(dev, size, batches, repeats, warmup),
+        "methods": _methods(dev, size, batches, repeats, warmup, shape, share_structure),
     }
     return result

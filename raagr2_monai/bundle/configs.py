@@ -508,6 +508,9 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         "learning_rate": f"$({train_lr} if @from_scratch else 0.0001)",
         "from_scratch": False,
         "snip_batches": 4,
+        # SNIP scores on batches padded with background to a BraTS slice (240 x 240): on small crops the deepest dilated
+        # taps would only see padding, score 0 and be removed first (raagr2_monai.pruning.padded_batches)
+        "snip_size": [240, 240],
         "bn_recalibration_batches": 0,
         "overwrite": False,
         "source_ckpt": "$@bundle_root + '/models/model.pt'",
@@ -524,6 +527,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
             "loss_function": "@loss",
             "roi_size": "@roi_size",
             "snip_batches": "@snip_batches",
+            "snip_size": "@snip_size",
             "bn_recalibration_batches": "@bn_recalibration_batches",
         },
         "train#handlers": ["@prune_handler", *_train_handlers("$@run_dir + '/last.pt'")],
@@ -533,6 +537,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         "run_settings#method": "@method",
         "run_settings#ratio": "@ratio",
         "run_settings#scope": "@scope",
+        "run_settings#snip_size": "$@snip_size if @method == 'snip' else None",
         "run_settings#from_scratch": "@from_scratch",
         "run_settings#source_ckpt": "$None if @from_scratch else @source_ckpt",
         "run_settings#output_dir": "@output_dir",

@@ -170,8 +170,10 @@ python -m monai.bundle run inferring --config_file bundles/{name}/pruned/depgrap
 Settings: `method` (`magnitude`, `snip`, `depgraph`), `ratio` (in (0, 1)), `scope` (`global` or `uniform`),
 `finetune_epochs` (0: no fine-tuning; the pruned model is validated once and saved, after re-estimating BatchNorm
 statistics on `bn_recalibration_batches` batches if that is > 0), `from_scratch` (prune the untrained network, e.g.
-SNIP at initialisation as published, then train for `finetune_epochs` at lr 1e-3), `snip_batches`, `source_ckpt`,
-`output_dir`, `overwrite`.
+SNIP at initialisation as published, then train for `finetune_epochs` at lr 1e-3), `snip_batches`, `snip_size`
+(SNIP's batches are padded with background to this in-plane size, 240 x 240 by default: on smaller training crops the
+deepest dilated taps of the baseline only see padding, get a zero score and would be removed first whatever their
+worth), `source_ckpt`, `output_dir`, `overwrite`.
 
 ## Metrics
 

@@ -30,6 +30,7 @@ from raagr2_monai.pruning import (
     check_ratio,
     check_scope,
     load_masks,
+    padded_batches,
     prune,
     pruning_report,
     rebind_optimizer,
@@ -77,6 +78,10 @@ class _KeepsPruning:
     def setup(self, engine: Engine) -> None:
         raise NotImplementedError
 
+    def _snip_data(self, data: Iterable[Any]) -> Iterable[Any]:
+        batches = itertools.islice(data, self.snip_batches)
+        return batches if self.snip_size is None else padded_batches(batches, self.snip_size)
+
     def metrics(self) -> Dict[str, float]:
         """The figures to publish; empty before :meth:`setup`."""
         raise NotImplementedError
@@ -116,6 +121,9 @@ class PruneHandler(_KeepsPruning):
         loss_function: SNIP's ``loss(prediction, label)``; the trainer's ``loss_function`` when omitted.
         roi_size: spatial size of DepGraph's tracing input and of the FLOP count.
         snip_batches: batches of the training loader SNIP scores on.
+        snip_size: in-plane size SNIP's batches are zero-padded to (:func:`raagr2_monai.pruning.padded_batches`), so
+            that on small training crops every weight, the deepest dilated taps included, sees data; ``None``: as
+            loaded.
         bn_recalibration_batches: if positive, re-estimate BatchNorm statistics on this many training batches after
             pruning (for a pruned model used without fine-tuning).
         network: the network to prune; the engine's ``network`` when omitted.
@@ -141,6 +149,7 @@ class PruneHandler(_KeepsPruning):
         loss_function: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
         roi_size: Sequence[int] = (32, 32),
         snip_batches: int = 4,
+        snip_size: Optional[Sequence[int]] = None,
         bn_recalibration_batches: int = 0,
         network: Optional[nn.Module] = None,
         optimizer: Optional[torch.optim.Optimizer] = None,
@@ -157,6 +166,7 @@ class PruneHandler(_KeepsPruning):
         self.loss_function = loss_function
         self.roi_size = tuple(int(s) for s in roi_size)
         self.snip_batches = snip_batches
+        self.snip_size = None if snip_size is None else tuple(int(s) for s in snip_size)
         self.bn_recalibration_batches = bn_recalibration_batches
         self.data = data
         self.result: Optional[PruneResult] = None
@@ -197,7 +207,7 @@ class PruneHandler(_KeepsPruning):
             self.method,
             self.ratio,
             example_inputs=torch.zeros(shape, device=model_device(network)),
-            data=itertools.islice(data, self.snip_batches) if self.method == "snip" else None,
+            data=self._snip_data(data) if self.method == "snip" else None,
             loss_fn=loss_function,
             scope=self.scope,
         )
@@ -215,6 +225,8 @@ class PruneHandler(_KeepsPruning):
         self._done = True
         self.report = pruning_report(result, network, shape, flops_before)
         self.report["scope"] = self.scope
+        if self.method == "snip":
+            self.report["snip_size"] = None if self.snip_size is None else list(self.snip_size)
         logger.info(
             "Pruned by %s at ratio %.3g (%s): %s %.4f; parameters %d -> %d; FLOPs at %s %d -> %d",
             self.method,

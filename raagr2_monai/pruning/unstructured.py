@@ -31,6 +31,7 @@ __all__ = [
     "magnitude_masks",
     "snip_scores",
     "snip_masks",
+    "padded_batches",
     "masks_from_scores",
     "recalibrate_bn",
     "to_sparse_state_dict",
@@ -241,6 +242,34 @@ def _split_batch(batch: Any) -> Tuple[torch.Tensor, torch.Tensor]:
     if isinstance(batch, (tuple, list)) and len(batch) == 2:
         return batch[0], batch[1]
     raise ValueError(f"A batch must be (image, label) or a dict with 'image' and 'label'; got {type(batch).__name__}.")
+
+
+def padded_batches(batches: Iterable[Any], size: Sequence[int]) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """``(image, label)`` batches zero-padded, centred, to at least ``size`` in-plane (background around them).
+
+    SNIP scores a weight by its gradient on the batches it is given; on small crops the widest dilated taps of the
+    deepest layers only ever see the convolutions' zero padding, so their gradient, hence their score, is exactly 0
+    and SNIP removes them first whatever their worth. Padded with background to the size of a real slice, every tap
+    reaches the crop's data.
+
+    Args:
+        batches: ``(image, label)`` pairs or dicts with ``image`` and ``label``, shaped ``(B, C, H, W)``.
+        size: the least ``(H, W)``; larger batches are left as they are.
+
+    Returns:
+        An iterator of ``(image, label)`` pairs.
+
+    Example::
+
+        >>> image, label = next(padded_batches([(torch.ones(1, 4, 32, 32), torch.ones(1, 3, 32, 32))], (64, 64)))
+        >>> tuple(image.shape), float(image.sum()), float(label[:, :, :16].sum())
+        ((1, 4, 64, 64), 4096.0, 0.0)
+    """
+    for batch in batches:
+        image, label = _split_batch(batch)
+        extra = [max(0, int(s) - int(d)) for s, d in zip(size, image.shape[-2:])]
+        pad = (extra[1] // 2, extra[1] - extra[1] // 2, extra[0] // 2, extra[0] - extra[0] // 2)
+        yield torch.nn.functional.pad(image, pad), torch.nn.functional.pad(label, pad)
 
 
 def _model_device(model: nn.Module) -> torch.device:

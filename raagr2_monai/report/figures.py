@@ -47,6 +47,7 @@ FAMILY_TITLES: Dict[str, str] = {
     "magnitude": "magnitude pruning",
     "snip": "SNIP pruning",
     "depgraph": "DepGraph pruning",
+    "hybrid": "hybrid (weight sharing + DepGraph)",
 }
 _REFERENCE = "baseline"  # the model every family is compared with, never a family's best itself
 

@@ -213,6 +213,8 @@ def collect_rows(
             "per_slice_ms": b["latency_ms"][bmax]["per_slice_ms"],
             "peak_mem_mb": b["peak_mem_mb"],
             "train_step_ms": b["train_step_ms"],
+            "train_epoch_s": b.get("train_epoch_s"),
+            "timed_as": b.get("timed_as", spec.name),
             "train_seconds": made["train_seconds"],
             "epochs": made["epochs"],
         }

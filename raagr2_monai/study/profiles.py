@@ -35,12 +35,23 @@ class Profile:
         finetune_epochs: fine-tuning epochs of the "fine-tuned" rows (each ratio also gets a row without).
         snip_batches: batches SNIP scores the weights on.
         snip_at_init: add the rows "SNIP at initialisation, then trained for ``epochs``" (Lee et al.'s setting).
-        bench_size: in-plane size of the latency, memory and training-step benchmark.
+        snip_size: in-plane size SNIP scores at: the training batches are zero-padded (background) to it, so that the
+            widest dilated taps of the deepest layers, which at a small ``roi_size`` only ever see padding, get a
+            gradient too (240: a BraTS slice, where every weight of every variant is reached; at most ``roi_size``
+            leaves the batches as they are).
+        hybrid_variant: the architecture of the deployable hybrid row (weight sharing + DepGraph + fine-tuning), or
+            ``None`` for no hybrid row; it must be among ``variants``.
+        hybrid_ratio: DepGraph's channel pruning ratio of the hybrid row.
+        hybrid_finetune_epochs: fine-tuning epochs of the hybrid row.
+        bench_size: in-plane size of the latency and memory benchmark (192: the thesis's slices).
         bench_batches: batch sizes of the latency benchmark.
         bench_repeats: timed runs per figure.
         bench_warmup: untimed runs before them.
         bench_memory: measure peak memory (on CPU one process per model).
-        bench_train_step: measure the training step.
+        bench_train_step: measure the training step (at ``batch_size`` x ``roi_size``, the study's own; the report
+            states the time of an epoch as that step times the steps of an epoch).
+        bench_backends: also time every model behind these exported runtimes (``onnxruntime``, ``openvino``) at
+            batch 1, beside eager PyTorch, for the report's Dice-against-latency chart.
         flops_size: in-plane size the FLOPs are counted at (192: the thesis's slices).
         needs_data_dir: the profile is meant for real BraTS data and refuses to run without ``data_dir``.
         synthetic_cases: cases of the synthetic set used without ``data_dir``.
@@ -61,12 +72,17 @@ class Profile:
     finetune_epochs: int = 1
     snip_batches: int = 2
     snip_at_init: bool = False
-    bench_size: int = 64
+    snip_size: int = 240
+    hybrid_variant: Optional[str] = "depthwise"
+    hybrid_ratio: float = 0.6
+    hybrid_finetune_epochs: int = 1
+    bench_size: int = 192
     bench_batches: Tuple[int, ...] = (1, 8)
     bench_repeats: int = 3
     bench_warmup: int = 1
     bench_memory: bool = True
     bench_train_step: bool = True
+    bench_backends: Tuple[str, ...] = ("openvino",)
     flops_size: int = 192
     needs_data_dir: bool = False
     synthetic_cases: int = 24
@@ -78,23 +94,25 @@ class Profile:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-#: The study's profiles. ``quick``: CPU, a synthetic set of 24 cases of 64 x 64 x 32 voxels (the built-in generator,
-#: smaller volumes than its default so that the whole brain fits a 64 x 64 slice), 6 training epochs, 2 fine-tuning
-#: epochs, benchmark at 64 x 64: sized for about 20 minutes on two cores. ``full``: the thesis's schedule (35 epochs,
-#: 20 fine-tuning epochs, 192 x 192 slices, batch 16, benchmark at 192 with 10 repeats, plus the "SNIP at
-#: initialisation + training" rows) on a GPU with real BraTS data. ``tiny``: a smoke run for the tests.
+#: The study's profiles. ``quick``: CPU, a synthetic set of 40 cases of 64 x 64 x 32 voxels (the built-in generator,
+#: smaller volumes than its default so that the whole brain fits a 64 x 64 slice; 6 test subjects), 24 training
+#: epochs, each pruning method at 30 % with and without 3 fine-tuning epochs, the hybrid row, and the benchmark at
+#: 192 x 192 (batch 1 and 8, eager PyTorch and OpenVINO): sized for under 20 minutes on two cores. ``full``: the
+#: thesis's schedule (35 epochs, 20 fine-tuning epochs, 192 x 192 slices, batch 16, ratios 10/20/30 %, benchmark with
+#: 10 repeats, plus the "SNIP at initialisation + training" rows) on a GPU with real BraTS data. ``tiny``: a smoke run
+#: for the tests.
 PROFILES: Dict[str, Profile] = {
     "quick": Profile(
         name="quick",
         roi_size=64,
-        epochs=6,
+        epochs=24,
         val_interval=2,
-        finetune_epochs=2,
-        bench_size=64,
-        bench_batches=(1, 4),
+        ratios=(0.3,),
+        finetune_epochs=3,
+        hybrid_finetune_epochs=8,
         bench_repeats=3,
         bench_warmup=1,
-        synthetic_cases=24,
+        synthetic_cases=40,
         synthetic_shape=(64, 64, 32),
     ),
     "full": Profile(
@@ -107,9 +125,10 @@ PROFILES: Dict[str, Profile] = {
         finetune_epochs=20,
         snip_batches=4,
         snip_at_init=True,
-        bench_size=192,
+        hybrid_finetune_epochs=20,
         bench_repeats=10,
         bench_warmup=2,
+        bench_backends=("onnxruntime", "openvino"),
         needs_data_dir=True,
     ),
     "tiny": Profile(
@@ -122,12 +141,15 @@ PROFILES: Dict[str, Profile] = {
         ratios=(0.2,),
         finetune_epochs=1,
         snip_batches=1,
+        snip_size=64,
+        hybrid_ratio=0.5,
         bench_size=32,
         bench_batches=(1, 2),
         bench_repeats=1,
         bench_warmup=0,
         bench_memory=False,
         bench_train_step=True,
+        bench_backends=(),
         flops_size=32,
         synthetic_cases=9,
         synthetic_shape=(48, 48, 16),
@@ -178,8 +200,18 @@ def _check_profile(p: Profile) -> None:
         raise ValueError(f"epochs and finetune_epochs must be >= 1; got {p.epochs} and {p.finetune_epochs}.")
     if not 1 <= p.val_interval <= p.epochs:
         raise ValueError(f"val_interval must lie in [1, epochs={p.epochs}]; got {p.val_interval}.")
-    if any(not 0.0 < r < 1.0 for r in p.ratios):
-        raise ValueError(f"ratios must lie strictly between 0 and 1; got {list(p.ratios)}.")
+    if any(not 0.0 < r < 1.0 for r in (*p.ratios, p.hybrid_ratio)):
+        raise ValueError(f"ratios and hybrid_ratio must lie strictly between 0 and 1; got {list(p.ratios)} and "
+                         f"{p.hybrid_ratio}.")
+    if p.hybrid_variant is not None and p.hybrid_variant not in p.variants:
+        raise ValueError(f"hybrid_variant must be one of the variants {list(p.variants)} or None; "
+                         f"got {p.hybrid_variant!r}.")
+    if p.hybrid_finetune_epochs < 1:
+        raise ValueError(f"hybrid_finetune_epochs must be >= 1; got {p.hybrid_finetune_epochs}.")
+    if p.snip_size < 16 or p.snip_size % 16:
+        raise ValueError(f"snip_size must be a positive multiple of 16; got {p.snip_size}.")
+    if [b for b in p.bench_backends if b not in ("onnxruntime", "openvino")]:
+        raise ValueError(f"bench_backends must be among onnxruntime, openvino; got {list(p.bench_backends)}.")
 
 
 @dataclass(frozen=True)
@@ -187,9 +219,10 @@ class ModelSpec:
     """One row of the study: an architecture, or the baseline pruned by a method at a ratio, with or without training.
 
     Attributes:
-        name: the row's name (``baseline``, ``magnitude-20``, ``magnitude-20-ft``, ``snip-20-init``, ...).
+        name: the row's name (``baseline``, ``magnitude-20``, ``magnitude-20-ft``, ``snip-20-init``, ``hybrid-60``, ...).
         kind: ``architecture`` or ``pruned``.
-        variant: the architecture (the one pruned, for a pruned row).
+        variant: the architecture (the one pruned, for a pruned row: the baseline, or another architecture for the
+            hybrid row).
         method: the pruning method, or ``None``.
         ratio: the pruning ratio, or ``None``.
         finetune_epochs: epochs trained after pruning (0: none).
@@ -209,6 +242,8 @@ class ModelSpec:
         """A human-readable name for tables and charts."""
         if self.kind == "architecture":
             return VARIANTS[self.variant].title
+        if self.family == "hybrid":
+            return f"Hybrid: {VARIANTS[self.variant].title} + DepGraph {round(float(self.ratio) * 100)} % + FT"
         title = {"magnitude": "Magnitude", "snip": "SNIP", "depgraph": "DepGraph"}[str(self.method)]
         text = f"{title} {round(float(self.ratio) * 100)} %"
         if self.from_scratch:
@@ -217,17 +252,22 @@ class ModelSpec:
 
     @property
     def family(self) -> str:
-        """``architecture`` or the pruning method (the MLflow registry keeps the best model of each)."""
-        return "architecture" if self.kind == "architecture" else str(self.method)
+        """``architecture``, ``hybrid`` (an architecture other than the baseline, pruned) or the pruning method (the
+        MLflow registry keeps the best model of each)."""
+        if self.kind == "architecture":
+            return "architecture"
+        return "hybrid" if self.variant != "baseline" else str(self.method)
 
 
 def experiment_matrix(profile: Profile) -> List[ModelSpec]:
-    """The study's rows, in report order: architectures, then per method and ratio without and with fine-tuning.
+    """The study's rows, in report order: architectures, then per method and ratio without and with fine-tuning,
+    the "SNIP at initialisation" rows, and last the hybrid row (``hybrid_variant`` pruned by DepGraph at
+    ``hybrid_ratio``, fine-tuned).
 
     Example::
 
         >>> [m.name for m in experiment_matrix(get_profile("tiny", methods=("depgraph",)))]
-        ['baseline', 'depthwise', 'depgraph-20', 'depgraph-20-ft']
+        ['baseline', 'depthwise', 'depgraph-20', 'depgraph-20-ft', 'hybrid-50']
     """
     rows = [ModelSpec(name=v, kind="architecture", variant=v) for v in profile.variants]
     for method in profile.methods:
@@ -240,4 +280,8 @@ def experiment_matrix(profile: Profile) -> List[ModelSpec]:
             rows.append(
                 ModelSpec(f"snip-{round(ratio * 100)}-init", "pruned", "baseline", "snip", ratio, profile.epochs, True)
             )
+    if profile.hybrid_variant is not None:
+        ratio = profile.hybrid_ratio
+        rows.append(ModelSpec(f"hybrid-{round(ratio * 100)}", "pruned", profile.hybrid_variant, "depgraph", ratio,
+                              profile.hybrid_finetune_epochs))
     return rows

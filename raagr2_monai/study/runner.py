@@ -8,6 +8,7 @@ one (``raagr2 study``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -16,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from monai.bundle import ConfigWorkflow
 
-from raagr2_monai.benchmark import benchmark_models
+from raagr2_monai.benchmark import backend_latencies, benchmark_models, structure_groups
 from raagr2_monai.bundle import load_bundle_network
 from raagr2_monai.bundle.generate import write_bundle
 from raagr2_monai.data import load_split
@@ -178,7 +179,8 @@ class Study:
         p = self.profile
         override = dict(
             method=spec.method, ratio=spec.ratio, finetune_epochs=spec.finetune_epochs,
-            from_scratch=spec.from_scratch, snip_batches=p.snip_batches, output_dir=str(out),
+            from_scratch=spec.from_scratch, snip_batches=p.snip_batches, snip_size=[p.snip_size, p.snip_size],
+            output_dir=str(out),
             source_ckpt=str(source / "models" / "model.pt"), overwrite=True, val_interval=1,
             **self._data_override(),
         )
@@ -225,8 +227,10 @@ class Study:
         return load_split(self.dataset_dir, "testing", None, self.seed)
 
     def benchmark(self) -> Dict[str, Any]:
-        """Benchmark every row's bundle in one run (ratios against the baseline of that run); FLOPs also at
-        ``flops_size``."""
+        """Benchmark every row's bundle in one run (ratios against the baseline of that run): counts per model, time
+        and memory once per structure (mask-pruned and fine-tuned copies compute what their source computes), the
+        training step at the study's own batch and crop (``train_epoch_s``: one step times the steps of an epoch),
+        the ``bench_backends`` at batch 1 beside eager PyTorch, and FLOPs also at ``flops_size``."""
         p = self.profile
         models, sparse, flops = {}, {}, {}
         for spec in self.models:
@@ -239,10 +243,33 @@ class Study:
         result = benchmark_models(
             models, size=p.bench_size, batches=p.bench_batches, repeats=p.bench_repeats, warmup=p.bench_warmup,
             device=p.device, measure_memory=p.bench_memory, train_step=p.bench_train_step, sparse_sizes=sparse,
+            train_shape=(p.batch_size, 4, p.roi_size, p.roi_size), share_structure=True,
         )
+        steps_per_epoch = math.ceil(len(load_split(self.dataset_dir, "training", None, self.seed)) * p.num_samples
+                                    / p.batch_size)
         for name, count in flops.items():
             result[name]["flops_at_flops_size"] = count
+            step_ms = result[name]["train_step_ms"]
+            result[name]["train_epoch_s"] = None if step_ms is None else step_ms * steps_per_epoch / 1e3
         result["_meta"]["flops_size"] = p.flops_size
+        result["_meta"]["methods"]["train_epoch_s"] = (
+            f"train_step_ms x {steps_per_epoch} steps per epoch (training cases x num_samples / batch_size); "
+            "measured in the benchmark, not the wall time of the study's training"
+        )
+        if p.bench_backends:
+            timed = backend_latencies({n: models[n] for n in structure_groups(models)},
+                                      ("torch", *p.bench_backends), p.bench_size, (1,), p.bench_repeats,
+                                      p.bench_warmup)
+            for first, names in structure_groups(models).items():
+                for name in names:
+                    result[name]["backends"] = timed[first]
+            result["_meta"]["backends"] = {
+                "backends": ["torch", *p.bench_backends],
+                "threads": None,
+                "method": "each structure exported (raagr2_monai.deploy.export_network, parity-checked) and timed on "
+                "the CPU at batch 1 like latency_ms, in one run with the baseline's eager PyTorch; speed-up = the "
+                "baseline's eager median / this median",
+            }
         path = self.root / "benchmark.json"
         atomic_write_text(str(path), json.dumps(result, indent=2))
         self.counts["benchmark"] += 1

@@ -16,7 +16,7 @@ from raagr2_monai.pruning import prune, serialized_nbytes, to_sparse_state_dict
 SMALL = dict(size=32, batches=(1, 2), repeats=2, warmup=0)
 ROW_KEYS = {
     "params", "nonzero_params", "size_mb", "size_sparse_mb", "flops", "latency_ms", "peak_mem_mb",
-    "mem_before_forward_mb", "train_step_ms", "train_images_per_s", "vs_baseline",
+    "mem_before_forward_mb", "train_step_ms", "train_images_per_s", "vs_baseline", "timed_as",
 }
 
 
@@ -35,11 +35,13 @@ def test_json_is_keyed_by_model_with_every_figure(measured):
         assert ROW_KEYS <= set(row)
         assert list(row["latency_ms"]) == ["1", "2"]
         assert all(set(row["latency_ms"][b]) == {"median", "p25", "p75", "per_slice_ms"} for b in ("1", "2"))
-        assert set(row["vs_baseline"]) == ROW_KEYS - {"vs_baseline", "mem_before_forward_mb"}
+        assert set(row["vs_baseline"]) == ROW_KEYS - {"vs_baseline", "mem_before_forward_mb", "timed_as"}
+        assert row["timed_as"] == name
         assert list(row["vs_baseline"]["latency_ms"]) == ["1", "2"]
     meta = doc[META_KEY]
     assert meta["baseline"] == "baseline" and meta["baseline_added"] is False
-    assert meta["settings"] == {"size": 32, "batches": [1, 2], "repeats": 2, "warmup": 0, "device": "cpu"}
+    assert meta["settings"] == {"size": 32, "batches": [1, 2], "repeats": 2, "warmup": 0, "device": "cpu",
+                                "train_shape": [2, 4, 32, 32], "share_structure": False}
     assert meta["environment"]["torch_threads"] == torch.get_num_threads()
     assert meta["environment"]["torch_threads"] > 0 and meta["environment"]["cpu_model"]
     assert meta["timer"] == "time.perf_counter" and "FlopCounterMode" in meta["flop_counter"]
@@ -75,6 +77,25 @@ def test_spread_memory_and_train_figures_are_consistent(measured):
             assert spread["per_slice_ms"] == spread["median"] / int(b)
         assert row["peak_mem_mb"] >= row["mem_before_forward_mb"] > 0
         assert row["train_images_per_s"] == pytest.approx(2 / (row["train_step_ms"] / 1e3))
+
+
+def test_shared_structures_are_timed_once_and_counted_apart(one_thread):
+    torch.manual_seed(0)
+    masked = get_network("baseline")
+    prune(masked, "magnitude", 0.5)
+    models = {"baseline": get_network("baseline"), "depthwise": get_network("depthwise"), "masked": masked}
+    result = benchmark_models(models, size=32, batches=1, repeats=1, warmup=0, measure_memory=False,
+                              train_shape=(3, 4, 16, 16), share_structure=True)
+    assert [result[n]["timed_as"] for n in models] == ["baseline", "depthwise", "baseline"]
+    # the zeroed copy reports the baseline's timing, but its own counts
+    assert result["masked"]["latency_ms"] == result["baseline"]["latency_ms"]
+    assert result["masked"]["train_step_ms"] == result["baseline"]["train_step_ms"]
+    assert result["depthwise"]["latency_ms"] != result["baseline"]["latency_ms"]
+    assert result["masked"]["nonzero_params"] < result["masked"]["params"] == result["baseline"]["params"]
+    # the training step ran at the given shape: 3 images per step
+    assert result["baseline"]["train_images_per_s"] == pytest.approx(3 / (result["baseline"]["train_step_ms"] / 1e3))
+    assert result[META_KEY]["settings"]["train_shape"] == [3, 4, 16, 16]
+    assert "same structure" in result[META_KEY]["methods"]["timed_as"]
 
 
 def test_table_names_timer_counter_and_threads(measured):

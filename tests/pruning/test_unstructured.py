@@ -11,6 +11,7 @@ from raagr2_monai.pruning import (
     MaskSet,
     from_sparse_state_dict,
     magnitude_masks,
+    padded_batches,
     prunable_weights,
     prune,
     recalibrate_bn,
@@ -153,6 +154,31 @@ def test_snip_on_network_exact_sparsity_and_no_side_effects():
     assert not net.training
     for name, b in net.named_buffers():
         assert torch.equal(b, buffers[name]), name
+
+
+def test_snip_on_small_crops_scores_deep_dilated_taps_zero_unless_padded_to_a_slice():
+    # on a 64 x 64 crop the baseline's deepest stage is 4 x 4: taps of its widest dilations only see padding, get no
+    # gradient and would be the first removed; padded with background to a BraTS slice (240) every weight is reached
+    # (the shared variants escape: one kernel serves every dilation, and the small ones reach data)
+    torch.manual_seed(0)
+    net = get_network("baseline")
+    crops = _batches(1, size=64)
+    small = snip_scores(net, crops, _loss)
+    padded = snip_scores(net, padded_batches(crops, (240, 240)), _loss)
+    unreached = {name: int((score == 0).sum()) for name, score in small.items() if bool((score == 0).any())}
+    assert unreached and all(name.startswith("encoder.") for name in unreached)
+    assert sum(unreached.values()) > 0.05 * sum(s.numel() for s in small.values())
+    assert all(bool((score > 0).all()) for score in padded.values())
+
+
+def test_padded_batches_centre_the_crop_in_background():
+    image, label = torch.arange(16.0).view(1, 1, 4, 4), torch.ones(1, 3, 4, 4)
+    out_image, out_label = next(padded_batches([{"image": image, "label": label}], (7, 8)))
+    assert out_image.shape == (1, 1, 7, 8) and out_label.shape == (1, 3, 7, 8)
+    assert torch.equal(out_image[..., 1:5, 2:6], image) and float(out_image.sum()) == float(image.sum())
+    assert float(out_label.sum()) == float(label.sum())
+    big = torch.zeros(1, 1, 9, 9)
+    assert next(padded_batches([(big, big)], (8, 8)))[0].shape == big.shape
 
 
 @pytest.mark.parametrize("ratio", [0, 1, -0.1, 1.5, float("nan"), float("inf"), "0.2", True, None])

@@ -18,7 +18,8 @@ def test_quality_cost_and_reductions_of_each_model(finished):
     assert base["cost"] == {
         "params": 1000, "nonzero_params": 1000, "size_mb": 4.0, "size_sparse_mb": None, "gflops": 8.0,
         "latency_b1_ms": 10.0, "latency_b1_p25_ms": 9.0, "latency_b1_p75_ms": 11.0, "latency_bmax_ms": 32.0,
-        "per_slice_ms": 8.0, "peak_mem_mb": 500.0, "train_step_ms": 100.0, "train_seconds": 30.0, "epochs": 1,
+        "per_slice_ms": 8.0, "peak_mem_mb": 500.0, "train_step_ms": 100.0, "train_epoch_s": None,
+        "timed_as": "baseline", "train_seconds": 30.0, "epochs": 1,
     }
     reduction = pruned["reduction"]
     assert reduction["params"] == pytest.approx(20.0) and reduction["size_sparse_mb"] == pytest.approx(25.0)

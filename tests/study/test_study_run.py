@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 # two architectures, magnitude and DepGraph at one ratio: the smallest study that has every kind of row
 SETTINGS = {"methods": ("magnitude", "depgraph")}
-MODELS = ["baseline", "depthwise", "magnitude-20", "magnitude-20-ft", "depgraph-20", "depgraph-20-ft"]
+MODELS = ["baseline", "depthwise", "magnitude-20", "magnitude-20-ft", "depgraph-20", "depgraph-20-ft", "hybrid-50"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -125,11 +125,13 @@ def test_report_shows_each_familys_best_model_chosen_on_validation(study):
 
     text = (study.root / "report.md").read_text()
     runs = {m: study.root / "models" / m / "runs" / "train" for m in ("baseline", "depthwise")}
-    runs.update({m: study.root / "models" / "baseline" / "pruned" / m / "runs" / "prune" for m in MODELS[2:]})
+    runs.update({m: study.root / "models" / "baseline" / "pruned" / m / "runs" / "prune" for m in MODELS[2:-1]})
+    runs["hybrid-50"] = study.root / "models" / "depthwise" / "pruned" / "hybrid-50" / "runs" / "prune"
     val = {m: validation_score(json.loads((run / "history.json").read_text())) for m, run in runs.items()}
     best = {"weight sharing": "depthwise",
             "magnitude pruning": max(("magnitude-20", "magnitude-20-ft"), key=lambda m: val[m]),
-            "DepGraph pruning": max(("depgraph-20", "depgraph-20-ft"), key=lambda m: val[m])}
+            "DepGraph pruning": max(("depgraph-20", "depgraph-20-ft"), key=lambda m: val[m]),
+            "hybrid (weight sharing + DepGraph)": "hybrid-50"}
     for family, model in best.items():
         assert f"| {family} | `{model}` | best validation mean Dice | {val[model]:.4f} |" in text
     for name in ("best_models_subject", "best_models_distributions"):
@@ -185,7 +187,8 @@ def test_mlflow_parent_child_runs_and_registered_models(study):
     assert {"report.md", "tables", "charts", "benchmark.json", "state.json"} <= artifacts
     assert parent.data.params["profile.name"] == "tiny"
     registered = {m.name for m in client.search_registered_models()}
-    assert registered == {"raagr2-best-architecture", "raagr2-best-magnitude", "raagr2-best-depgraph"}
+    assert registered == {"raagr2-best-architecture", "raagr2-best-magnitude", "raagr2-best-depgraph",
+                          "raagr2-best-hybrid"}
     version = client.get_model_version("raagr2-best-depgraph", "1")
     source = Path(version.source.removeprefix("file://"))
     state = torch.load(source / "models" / "model.pt", weights_only=True)
@@ -202,19 +205,19 @@ def test_rerun_resumes_without_redoing_finished_steps(study):
     assert after["steps"] == before["steps"] and after["mlflow"] == before["mlflow"]
 
     # an interruption after the prunings: the evaluation of one model and the benchmark were not recorded
-    del after["steps"]["evaluate/depgraph-20-ft"], after["steps"]["benchmark"]
-    del after["mlflow"]["children"]["depgraph-20-ft"]
+    del after["steps"]["evaluate/hybrid-50"], after["steps"]["benchmark"]
+    del after["mlflow"]["children"]["hybrid-50"]
     state_file.write_text(json.dumps(after))
-    shutil.rmtree(study.root / "eval" / "depgraph-20-ft")
+    shutil.rmtree(study.root / "eval" / "hybrid-50")
     lines = []
     resumed = run_study("tiny", output=study.root, echo=lines.append, **SETTINGS)
     assert resumed.counts == {"train": 0, "prune": 0, "evaluate": 1, "benchmark": 1}
     steps = len(MODELS) + len(MODELS) + 1  # made (trained or pruned), evaluated, benchmark
     progress = [line for line in lines if line.startswith("[study ")]
-    assert progress[0] == f"[study {steps - 1}/{steps}] evaluate/depgraph-20-ft ..."
-    assert re.fullmatch(rf"\[study {steps - 1}/{steps}\] evaluate/depgraph-20-ft done in \d+ s; about .+ left", progress[1])
+    assert progress[0] == f"[study {steps - 1}/{steps}] evaluate/hybrid-50 ..."
+    assert re.fullmatch(rf"\[study {steps - 1}/{steps}\] evaluate/hybrid-50 done in \d+ s; about .+ left", progress[1])
     assert progress[-1].startswith(f"[study {steps}/{steps}] benchmark done in ")
-    assert (study.root / "eval" / "depgraph-20-ft" / "metrics_summary.csv").is_file()
+    assert (study.root / "eval" / "hybrid-50" / "metrics_summary.csv").is_file()
     final = json.loads(state_file.read_text())
     assert final["steps"]["train/baseline"] == before["steps"]["train/baseline"]
     assert set(final["mlflow"]["children"]) == set(MODELS)
