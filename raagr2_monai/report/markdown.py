@@ -32,7 +32,7 @@ def _fmt(value: Any, spec: str) -> str:
 _FORMATS = {
     "params": ",d", "nonzero_params": ",d", "size_mb": ".2f", "size_sparse_mb": ".2f", "gflops": ".3f",
     "latency_b1_ms": ".2f", "latency_bmax_ms": ".2f", "per_slice_ms": ".2f", "peak_mem_mb": ".0f",
-    "train_step_ms": ".1f", "train_seconds": ".0f", "epochs": "d",
+    "train_step_ms": ".1f", "train_epoch_s": ".1f", "train_seconds": ".0f", "epochs": "d",
 }
 
 
@@ -148,9 +148,12 @@ def render_markdown(
               f"median of {p['bench_repeats']} timed forward passes after {p['bench_warmup']} warm-up ones on "
               f"{bench_note} (batch 1 and batch {bmax}; p25-p75 in the CSV). Peak memory: "
               f"{meta['methods']['peak_mem_mb']}. Train step: "
-              f"{meta['methods']['train_step_ms']}. Training s: wall time of the model's training run (for pruned "
-              "models: pruning plus fine-tuning), validation included. Columns marked † are the thesis's published "
-              "figures (its Table 2: GPU, FLOPs by ptflops at 192x192).", ""]
+              f"{meta['methods']['train_step_ms']}. Train s per epoch: "
+              f"{meta['methods'].get('train_epoch_s', 'not measured')}: the figure to compare models by. Training s "
+              "(wall): the wall time of the model's training run (for pruned models: pruning plus fine-tuning), "
+              "validation included, under whatever else the machine was doing: a record, not a comparison. "
+              f"{meta['methods'].get('timed_as', '')} Columns marked † are the thesis's published figures (its "
+              "Table 2: GPU, FLOPs by ptflops at 192x192).", ""]
     header = ["model"] + [h.replace("batch N", f"batch {bmax}") for _, h in TABLE2_COLUMNS] + [
         "† thesis parameters", "† thesis MB", "† thesis GFLOPs", "† thesis ms", "† thesis peak GB"]
     body = []
