@@ -9,11 +9,13 @@ channels, whereas TC/WT/ET are overlapping multi-label outputs that need a per-c
 
 from __future__ import annotations
 
+from typing import Any, Callable, Optional, Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["RAAGR2Loss", "border_weight_map"]
+__all__ = ["DistillationLoss", "RAAGR2Loss", "border_weight_map"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -168,3 +170,86 @@ class RAAGR2Loss(nn.Module):
         if self.reduction == "sum":
             return per_channel.sum()
         return per_channel
+
+
+class DistillationLoss(nn.Module):
+    """Knowledge distillation for a slimmed network: ``(1 - weight) * loss(pred, label) + weight * loss(pred, teacher)``
+    where ``teacher`` is the frozen teacher network's prediction on the same input (Hinton et al., 2015, with the
+    task's own loss on the teacher's sigmoid probabilities as soft targets).
+
+    The loss is called as any loss is, ``(prediction, label)``, so MONAI's ``SupervisedTrainer`` runs it unchanged: a
+    forward pre-hook on the student records each input, and the teacher sees that same batch. The teacher is put in
+    eval mode, has its gradients switched off and is moved to the input's device on first use.
+
+    Args:
+        loss: the supervised loss ``loss(prediction, target)`` (e.g. :class:`RAAGR2Loss`), also used against the
+            teacher's probabilities.
+        teacher: the trained teacher network (e.g. the baseline the student was pruned from or is compared with).
+        student: the network being trained; its forward passes are observed, never changed.
+        weight: share of the teacher term, in [0, 1] (0: the plain loss).
+
+    Raises:
+        ValueError: ``weight`` outside [0, 1]; at call time, no student forward pass recorded or an input whose batch
+            does not match the prediction's.
+
+    Example::
+
+        >>> from raagr2_monai.networks import get_network
+        >>> student, teacher = get_network("depthwise"), get_network("baseline")
+        >>> kd = DistillationLoss(RAAGR2Loss(), teacher, student, weight=0.5)
+        >>> x = torch.randn(2, 4, 32, 32); y = (torch.rand(2, 3, 32, 32) > 0.5).float()
+        >>> bool(kd(student(x), y) > 0)
+        True
+        >>> kd.remove()  # detach the hook when done
+    """
+
+    def __init__(
+        self, loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], teacher: nn.Module, student: nn.Module,
+        weight: float = 0.5,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= float(weight) <= 1.0:
+            raise ValueError(f"DistillationLoss: weight must lie in [0, 1]; got {weight}.")
+        self.loss = loss
+        self.weight = float(weight)
+        # a plain attribute list keeps the teacher out of this module's parameters and state_dict
+        self._teacher = [teacher.eval().requires_grad_(False)]
+        self._input: Optional[torch.Tensor] = None
+        self._hook = student.register_forward_pre_hook(self._record)
+
+    def _record(self, module: nn.Module, args: Tuple[Any, ...]) -> None:
+        self._input = args[0] if args else None
+
+    @property
+    def teacher(self) -> nn.Module:
+        """The frozen teacher network."""
+        return self._teacher[0]
+
+    def remove(self) -> None:
+        """Stop observing the student."""
+        self._hook.remove()
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The distillation loss of ``input`` (the student's prediction on the last recorded batch).
+
+        Args:
+            input: the student's sigmoid probabilities.
+            target: the labels.
+
+        Returns:
+            The weighted sum of the two losses.
+        """
+        supervised = self.loss(input, target)
+        if self.weight == 0.0:
+            return supervised
+        if self._input is None or self._input.shape[0] != input.shape[0]:
+            raise ValueError(
+                "DistillationLoss: no student input of this batch was recorded; pass the student network that "
+                "produced the prediction."
+            )
+        teacher = self.teacher
+        if next(teacher.parameters()).device != self._input.device:
+            teacher.to(self._input.device)
+        with torch.no_grad():
+            soft = teacher(self._input).float()
+        return (1.0 - self.weight) * supervised + self.weight * self.loss(input, soft)

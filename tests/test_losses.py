@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from raagr2_monai.losses import RAAGR2Loss, border_weight_map
+from raagr2_monai.losses import DistillationLoss, RAAGR2Loss, border_weight_map
+from raagr2_monai.networks import get_network
 
 # one channel, 2x2: two foreground pixels predicted 0.9 and 0.6, two background pixels predicted 0.2 and 0.1
 PROB = torch.tensor([[[[0.9, 0.2], [0.6, 0.1]]]])
@@ -157,3 +158,47 @@ def test_rejects_logits() -> None:
 def test_bad_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RAAGR2Loss(**kwargs)
+
+
+def _distillation_setup():
+    torch.manual_seed(0)
+    student, teacher = get_network("depthwise"), get_network("baseline")
+    x = torch.randn(2, 4, 32, 32)
+    y = (torch.rand(2, 3, 32, 32) > 0.5).float()
+    return student, teacher, x, y
+
+
+def test_distillation_mixes_the_label_and_teacher_losses_by_weight():
+    student, teacher, x, y = _distillation_setup()
+    base = RAAGR2Loss()
+    with torch.no_grad():
+        soft = teacher.eval()(x)
+    for weight in (0.0, 0.3, 1.0):
+        kd = DistillationLoss(base, teacher, student, weight=weight)
+        pred = student(x)
+        expected = (1 - weight) * base(pred, y) + weight * base(pred, soft)
+        assert torch.allclose(kd(pred, y), expected, atol=1e-6)
+        kd.remove()
+
+
+def test_distillation_trains_only_the_student_and_keeps_the_teacher_out_of_its_state():
+    student, teacher, x, y = _distillation_setup()
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    kd = DistillationLoss(RAAGR2Loss(), teacher, student, weight=0.5)
+    assert list(kd.state_dict()) == [] and list(kd.parameters()) == []
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-2)
+    student.train()
+    kd(student(x), y).backward()
+    optimizer.step()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in teacher.state_dict().items())
+    assert not teacher.training
+
+
+def test_distillation_refuses_a_bad_weight_and_a_prediction_it_did_not_see():
+    student, teacher, x, y = _distillation_setup()
+    with pytest.raises(ValueError, match=r"weight must lie in \[0, 1\]; got 1.5"):
+        DistillationLoss(RAAGR2Loss(), teacher, student, weight=1.5)
+    kd = DistillationLoss(RAAGR2Loss(), teacher, student)
+    with pytest.raises(ValueError, match="no student input of this batch was recorded"):
+        kd(torch.rand(2, 3, 32, 32), y)

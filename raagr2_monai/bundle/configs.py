@@ -512,6 +512,14 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         # taps would only see padding, score 0 and be removed first (raagr2_monai.pruning.padded_batches)
         "snip_size": [240, 240],
         "bn_recalibration_batches": 0,
+        # knowledge distillation while fine-tuning: a trained bundle (e.g. the baseline's) whose predictions the
+        # pruned network also learns from, with this share of the loss; null: the plain loss
+        "teacher_bundle": None,
+        "distill_weight": 0.5,
+        "teacher": (
+            "$None if @teacher_bundle is None else "
+            "raagr2_monai.bundle.load_bundle_network(@teacher_bundle, require_weights=True).to(@device)"
+        ),
         "overwrite": False,
         "source_ckpt": "$@bundle_root + '/models/model.pt'",
         "output_dir": "$@bundle_root + '/pruned/' + @method + '-' + str(round(@ratio * 100))",
@@ -531,6 +539,10 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
             "bn_recalibration_batches": "@bn_recalibration_batches",
         },
         "train#handlers": ["@prune_handler", *_train_handlers("$@run_dir + '/last.pt'")],
+        "train#trainer#loss_function": (
+            "$@loss if @teacher is None else raagr2_monai.losses.DistillationLoss(@loss, @teacher, @network, "
+            "@distill_weight)"
+        ),
         # a trainer needs at least one epoch; with finetune_epochs 0 it is built (its loader feeds SNIP) but not run
         "train#trainer#max_epochs": "$max(1, @finetune_epochs)",
         "run_settings#epochs": "@finetune_epochs",
@@ -539,6 +551,8 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         "run_settings#scope": "@scope",
         "run_settings#snip_size": "$@snip_size if @method == 'snip' else None",
         "run_settings#from_scratch": "@from_scratch",
+        "run_settings#teacher_bundle": "@teacher_bundle",
+        "run_settings#distill_weight": "$None if @teacher_bundle is None else @distill_weight",
         "run_settings#source_ckpt": "$None if @from_scratch else @source_ckpt",
         "run_settings#output_dir": "@output_dir",
         "initialize": [

@@ -43,6 +43,9 @@ class Profile:
             ``None`` for no hybrid row; it must be among ``variants``.
         hybrid_ratio: DepGraph's channel pruning ratio of the hybrid row.
         hybrid_finetune_epochs: fine-tuning epochs of the hybrid row.
+        hybrid_distill_weight: if positive, a second hybrid row is fine-tuned with knowledge distillation from the
+            trained baseline (:class:`raagr2_monai.losses.DistillationLoss` with this weight), so the report shows
+            whether distillation holds Dice better; 0: only the plain row.
         bench_size: in-plane size of the latency and memory benchmark (192: the thesis's slices).
         bench_batches: batch sizes of the latency benchmark.
         bench_repeats: timed runs per figure.
@@ -76,6 +79,7 @@ class Profile:
     hybrid_variant: Optional[str] = "depthwise"
     hybrid_ratio: float = 0.6
     hybrid_finetune_epochs: int = 1
+    hybrid_distill_weight: float = 0.5
     bench_size: int = 192
     bench_batches: Tuple[int, ...] = (1, 8)
     bench_repeats: int = 3
@@ -206,6 +210,8 @@ def _check_profile(p: Profile) -> None:
     if p.hybrid_variant is not None and p.hybrid_variant not in p.variants:
         raise ValueError(f"hybrid_variant must be one of the variants {list(p.variants)} or None; "
                          f"got {p.hybrid_variant!r}.")
+    if not 0.0 <= p.hybrid_distill_weight <= 1.0:
+        raise ValueError(f"hybrid_distill_weight must lie in [0, 1]; got {p.hybrid_distill_weight}.")
     if p.hybrid_finetune_epochs < 1:
         raise ValueError(f"hybrid_finetune_epochs must be >= 1; got {p.hybrid_finetune_epochs}.")
     if p.snip_size < 16 or p.snip_size % 16:
@@ -227,6 +233,7 @@ class ModelSpec:
         ratio: the pruning ratio, or ``None``.
         finetune_epochs: epochs trained after pruning (0: none).
         from_scratch: pruned at initialisation (SNIP's own setting), then trained.
+        distill_weight: fine-tuned with knowledge distillation from the trained baseline at this weight (0: none).
     """
 
     name: str
@@ -236,6 +243,7 @@ class ModelSpec:
     ratio: Optional[float] = None
     finetune_epochs: int = 0
     from_scratch: bool = False
+    distill_weight: float = 0.0
 
     @property
     def label(self) -> str:
@@ -243,7 +251,8 @@ class ModelSpec:
         if self.kind == "architecture":
             return VARIANTS[self.variant].title
         if self.family == "hybrid":
-            return f"Hybrid: {VARIANTS[self.variant].title} + DepGraph {round(float(self.ratio) * 100)} % + FT"
+            kd = " + distillation" if self.distill_weight else ""
+            return f"Hybrid: {VARIANTS[self.variant].title} + DepGraph {round(float(self.ratio) * 100)} % + FT{kd}"
         title = {"magnitude": "Magnitude", "snip": "SNIP", "depgraph": "DepGraph"}[str(self.method)]
         text = f"{title} {round(float(self.ratio) * 100)} %"
         if self.from_scratch:
@@ -261,13 +270,13 @@ class ModelSpec:
 
 def experiment_matrix(profile: Profile) -> List[ModelSpec]:
     """The study's rows, in report order: architectures, then per method and ratio without and with fine-tuning,
-    the "SNIP at initialisation" rows, and last the hybrid row (``hybrid_variant`` pruned by DepGraph at
-    ``hybrid_ratio``, fine-tuned).
+    the "SNIP at initialisation" rows, and last the hybrid rows (``hybrid_variant`` pruned by DepGraph at
+    ``hybrid_ratio`` and fine-tuned, without and with distillation from the baseline).
 
     Example::
 
         >>> [m.name for m in experiment_matrix(get_profile("tiny", methods=("depgraph",)))]
-        ['baseline', 'depthwise', 'depgraph-20', 'depgraph-20-ft', 'hybrid-50']
+        ['baseline', 'depthwise', 'depgraph-20', 'depgraph-20-ft', 'hybrid-50', 'hybrid-50-kd']
     """
     rows = [ModelSpec(name=v, kind="architecture", variant=v) for v in profile.variants]
     for method in profile.methods:
@@ -281,7 +290,10 @@ def experiment_matrix(profile: Profile) -> List[ModelSpec]:
                 ModelSpec(f"snip-{round(ratio * 100)}-init", "pruned", "baseline", "snip", ratio, profile.epochs, True)
             )
     if profile.hybrid_variant is not None:
-        ratio = profile.hybrid_ratio
-        rows.append(ModelSpec(f"hybrid-{round(ratio * 100)}", "pruned", profile.hybrid_variant, "depgraph", ratio,
-                              profile.hybrid_finetune_epochs))
+        ratio, epochs = profile.hybrid_ratio, profile.hybrid_finetune_epochs
+        name = f"hybrid-{round(ratio * 100)}"
+        rows.append(ModelSpec(name, "pruned", profile.hybrid_variant, "depgraph", ratio, epochs))
+        if profile.hybrid_distill_weight > 0:
+            rows.append(ModelSpec(f"{name}-kd", "pruned", profile.hybrid_variant, "depgraph", ratio, epochs,
+                                  distill_weight=profile.hybrid_distill_weight))
     return rows

@@ -186,6 +186,9 @@ class Study:
         )
         if spec.from_scratch:
             override["val_interval"] = min(p.val_interval, spec.finetune_epochs)
+        if spec.distill_weight:
+            override["teacher_bundle"] = str(self.bundle_dir(ModelSpec("baseline", "architecture", "baseline")))
+            override["distill_weight"] = spec.distill_weight
         wf = _workflow([source / "configs" / "train.json", source / "configs" / "prune.json"], "pruning", source,
                        **override)
         seconds = _run_with_history(wf, run_dir)

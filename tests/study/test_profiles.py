@@ -8,9 +8,9 @@ from raagr2_monai.study import PROFILES, experiment_matrix, get_profile
 def test_matrix_of_the_quick_profile():
     names = [m.name for m in experiment_matrix(get_profile("quick"))]
     assert names == ["baseline", "depthwise", "paired", "encdec", "magnitude-30", "magnitude-30-ft", "snip-30",
-                     "snip-30-ft", "depgraph-30", "depgraph-30-ft", "hybrid-60"]
+                     "snip-30-ft", "depgraph-30", "depgraph-30-ft", "hybrid-60", "hybrid-60-kd"]
     full = experiment_matrix(get_profile("full"))
-    assert len(full) == 4 + 3 * 3 * 2 + 3 + 1
+    assert len(full) == 4 + 3 * 3 * 2 + 3 + 2
     assert {"magnitude-10", "magnitude-10-ft", "snip-30-ft", "depgraph-20"} <= {m.name for m in full}
     assert [m.name for m in full if m.from_scratch] == ["snip-10-init", "snip-20-init", "snip-30-init"]
     assert all(m.finetune_epochs == 35 for m in full if m.from_scratch)
@@ -18,14 +18,16 @@ def test_matrix_of_the_quick_profile():
 
 def test_rows_are_labelled_and_grouped_by_family():
     specs = {m.name: m for m in experiment_matrix(get_profile("full"))}
-    names = ("encdec", "depgraph-30", "magnitude-10-ft", "snip-20-init", "hybrid-60")
+    names = ("encdec", "depgraph-30", "magnitude-10-ft", "snip-20-init", "hybrid-60", "hybrid-60-kd")
     assert [(specs[n].label, specs[n].family) for n in names] == [
         ("Encoder-Decoder Shared RAAGR2-Net", "architecture"),
         ("DepGraph 30 %", "depgraph"),
         ("Magnitude 10 % + FT", "magnitude"),
         ("SNIP 20 % at init + training", "snip"),
         ("Hybrid: Depthwise Shared RAAGR2-Net + DepGraph 60 % + FT", "hybrid"),
+        ("Hybrid: Depthwise Shared RAAGR2-Net + DepGraph 60 % + FT + distillation", "hybrid"),
     ]
+    assert (specs["hybrid-60"].distill_weight, specs["hybrid-60-kd"].distill_weight) == (0.0, 0.5)
     hybrid = specs["hybrid-60"]
     assert (hybrid.kind, hybrid.variant, hybrid.method, hybrid.ratio, hybrid.finetune_epochs) == (
         "pruned", "depthwise", "depgraph", 0.6, 20)
@@ -49,4 +51,7 @@ def test_bad_profiles_are_refused():
     with pytest.raises(ValueError, match="bench_backends must be among onnxruntime, openvino"):
         get_profile("tiny", bench_backends=("tensorrt",))
     assert [m.name for m in experiment_matrix(get_profile("tiny", hybrid_variant=None))][-1] == "depgraph-20-ft"
+    assert [m.name for m in experiment_matrix(get_profile("tiny", hybrid_distill_weight=0))][-1] == "hybrid-50"
+    with pytest.raises(ValueError, match="hybrid_distill_weight must lie in"):
+        get_profile("tiny", hybrid_distill_weight=2)
     assert PROFILES["quick"].settings()["synthetic_shape"] == [64, 64, 32]

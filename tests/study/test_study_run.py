@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 
 # two architectures, magnitude and DepGraph at one ratio: the smallest study that has every kind of row
 SETTINGS = {"methods": ("magnitude", "depgraph")}
-MODELS = ["baseline", "depthwise", "magnitude-20", "magnitude-20-ft", "depgraph-20", "depgraph-20-ft", "hybrid-50"]
+MODELS = ["baseline", "depthwise", "magnitude-20", "magnitude-20-ft", "depgraph-20", "depgraph-20-ft", "hybrid-50",
+          "hybrid-50-kd"]
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
@@ -125,13 +126,13 @@ def test_report_shows_each_familys_best_model_chosen_on_validation(study):
 
     text = (study.root / "report.md").read_text()
     runs = {m: study.root / "models" / m / "runs" / "train" for m in ("baseline", "depthwise")}
-    runs.update({m: study.root / "models" / "baseline" / "pruned" / m / "runs" / "prune" for m in MODELS[2:-1]})
-    runs["hybrid-50"] = study.root / "models" / "depthwise" / "pruned" / "hybrid-50" / "runs" / "prune"
+    runs.update({m: study.root / "models" / "baseline" / "pruned" / m / "runs" / "prune" for m in MODELS[2:-2]})
+    runs.update({m: study.root / "models" / "depthwise" / "pruned" / m / "runs" / "prune" for m in MODELS[-2:]})
     val = {m: validation_score(json.loads((run / "history.json").read_text())) for m, run in runs.items()}
     best = {"weight sharing": "depthwise",
             "magnitude pruning": max(("magnitude-20", "magnitude-20-ft"), key=lambda m: val[m]),
             "DepGraph pruning": max(("depgraph-20", "depgraph-20-ft"), key=lambda m: val[m]),
-            "hybrid (weight sharing + DepGraph)": "hybrid-50"}
+            "hybrid (weight sharing + DepGraph)": max(("hybrid-50", "hybrid-50-kd"), key=lambda m: val[m])}
     for family, model in best.items():
         assert f"| {family} | `{model}` | best validation mean Dice | {val[model]:.4f} |" in text
     for name in ("best_models_subject", "best_models_distributions"):
@@ -196,6 +197,16 @@ def test_mlflow_parent_child_runs_and_registered_models(study):
     assert (source / "models" / "pruning_history.json").is_file() and (source / "configs" / "inference.json").is_file()
 
 
+def test_hybrid_rows_prune_the_depthwise_model_and_one_distils_from_the_baseline(study):
+    pruned = study.root / "models" / "depthwise" / "pruned"
+    plain = json.loads((pruned / "hybrid-50" / "runs" / "prune" / "run.json").read_text())["settings"]
+    kd = json.loads((pruned / "hybrid-50-kd" / "runs" / "prune" / "run.json").read_text())["settings"]
+    assert (plain["method"], plain["ratio"], plain["teacher_bundle"], plain["distill_weight"]) == (
+        "depgraph", 0.5, None, None)
+    assert Path(kd["teacher_bundle"]) == study.root / "models" / "baseline" and kd["distill_weight"] == 0.5
+    assert plain["source_ckpt"] == kd["source_ckpt"] == str(study.root / "models" / "depthwise" / "models" / "model.pt")
+
+
 def test_rerun_resumes_without_redoing_finished_steps(study):
     state_file = study.root / "state.json"
     before = json.loads(state_file.read_text())
@@ -205,19 +216,19 @@ def test_rerun_resumes_without_redoing_finished_steps(study):
     assert after["steps"] == before["steps"] and after["mlflow"] == before["mlflow"]
 
     # an interruption after the prunings: the evaluation of one model and the benchmark were not recorded
-    del after["steps"]["evaluate/hybrid-50"], after["steps"]["benchmark"]
-    del after["mlflow"]["children"]["hybrid-50"]
+    del after["steps"]["evaluate/hybrid-50-kd"], after["steps"]["benchmark"]
+    del after["mlflow"]["children"]["hybrid-50-kd"]
     state_file.write_text(json.dumps(after))
-    shutil.rmtree(study.root / "eval" / "hybrid-50")
+    shutil.rmtree(study.root / "eval" / "hybrid-50-kd")
     lines = []
     resumed = run_study("tiny", output=study.root, echo=lines.append, **SETTINGS)
     assert resumed.counts == {"train": 0, "prune": 0, "evaluate": 1, "benchmark": 1}
     steps = len(MODELS) + len(MODELS) + 1  # made (trained or pruned), evaluated, benchmark
     progress = [line for line in lines if line.startswith("[study ")]
-    assert progress[0] == f"[study {steps - 1}/{steps}] evaluate/hybrid-50 ..."
-    assert re.fullmatch(rf"\[study {steps - 1}/{steps}\] evaluate/hybrid-50 done in \d+ s; about .+ left", progress[1])
+    assert progress[0] == f"[study {steps - 1}/{steps}] evaluate/hybrid-50-kd ..."
+    assert re.fullmatch(rf"\[study {steps - 1}/{steps}\] evaluate/hybrid-50-kd done in \d+ s; about .+ left", progress[1])
     assert progress[-1].startswith(f"[study {steps}/{steps}] benchmark done in ")
-    assert (study.root / "eval" / "hybrid-50" / "metrics_summary.csv").is_file()
+    assert (study.root / "eval" / "hybrid-50-kd" / "metrics_summary.csv").is_file()
     final = json.loads(state_file.read_text())
     assert final["steps"]["train/baseline"] == before["steps"]["train/baseline"]
     assert set(final["mlflow"]["children"]) == set(MODELS)
