@@ -4,8 +4,12 @@
   wrong with those figures;
 - :mod:`.rows`: one row per model, gathered from plain data (the study folder, its ``state.json``, the list of models
   and the benchmark's JSON), each naming its sources so that every number can be traced;
+- :mod:`.statistics`: the spread of the per-subject scores (standard deviation, 95 % confidence interval of the mean)
+  and the rows that score identically on every subject;
 - :mod:`.tables`: Tables 1-3 and the lesion-wise scores as CSV and JSON, and the thesis's tables as JSON;
-- :mod:`.charts`: the PNG charts;
+- :mod:`.labels`: chart labels placed so that none overlaps another or a point;
+- :mod:`.tradeoff`: the charts of mean Dice against non-zero parameters and against latency, with the Pareto front;
+- :mod:`.charts`: the PNG charts (those two, per-region Dice, training curves);
 - :mod:`.figures`: each family's best model (chosen on validation) beside the baseline on a test subject, and the
   per-subject distributions of their scores;
 - :mod:`.markdown`: ``report.md``, and :func:`~.markdown.write_report`, which writes it with the tables, charts and
@@ -17,7 +21,7 @@ Example::
     write_report(root, rows, state, benchmark, dataset_dir, tracking_uri, test_entries)
 """
 
-from .charts import write_charts
+from .charts import CHART_NAMES, region_dice_figure, training_curves_figure, training_groups, write_charts
 from .figures import (
     FAMILY_TITLES,
     EvaluationFigures,
@@ -37,8 +41,29 @@ from .rows import (
     step_name,
     validation_score,
 )
+from .labels import LABEL_GID, boxes_overlap, label_boxes, overlapping_labels, place_labels
+from .statistics import (
+    IDENTICAL_TOLERANCE,
+    IDENTITY_COLUMNS,
+    SPREAD_KEYS,
+    identical_rows,
+    quality_spread,
+    read_subject_scores,
+    spread,
+    subject_mean_dice,
+)
 from .tables import table_records, write_tables
 from .thesis import THESIS_NOTES, THESIS_ROW, THESIS_TABLE1, THESIS_TABLE2, THESIS_TABLE3, THESIS_TABLE4
+from .tradeoff import (
+    BACKEND_MARKERS,
+    COST_AXES,
+    FAMILY_STYLES,
+    CostPoint,
+    cost_points,
+    family_styles,
+    pareto_front,
+    quality_cost_figure,
+)
 
 __all__ = [
     "THESIS_TABLE1",
@@ -61,8 +86,33 @@ __all__ = [
     "best_per_family",
     "representative_case",
     "write_evaluation_figures",
+    "IDENTICAL_TOLERANCE",
+    "IDENTITY_COLUMNS",
+    "SPREAD_KEYS",
+    "identical_rows",
+    "quality_spread",
+    "read_subject_scores",
+    "spread",
+    "subject_mean_dice",
     "table_records",
     "write_tables",
+    "LABEL_GID",
+    "boxes_overlap",
+    "label_boxes",
+    "overlapping_labels",
+    "place_labels",
+    "BACKEND_MARKERS",
+    "COST_AXES",
+    "FAMILY_STYLES",
+    "CostPoint",
+    "cost_points",
+    "family_styles",
+    "pareto_front",
+    "quality_cost_figure",
+    "CHART_NAMES",
+    "region_dice_figure",
+    "training_curves_figure",
+    "training_groups",
     "write_charts",
     "quality_cell",
     "render_markdown",

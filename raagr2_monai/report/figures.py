@@ -30,6 +30,8 @@ from raagr2_monai.visualize import (
     save_png,
 )
 
+from .statistics import subject_mean_dice
+
 __all__ = [
     "FAMILY_TITLES",
     "FamilyBest",
@@ -133,12 +135,6 @@ def best_per_family(rows: Sequence[Mapping[str, Any]]) -> List[FamilyBest]:
     return chosen
 
 
-def _mean_dice(row: Mapping[str, Any]) -> float:
-    values = [float(row[f"dice_{r}"]) for r in REGIONS if row.get(f"dice_{r}") not in (None, "")]
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
-
 def representative_case(subject_rows: Sequence[Mapping[str, Any]], cases: Sequence[str]) -> str:
     """The subject of ``cases`` whose mean Dice (TC, WT, ET; NaN regions left out) is the median of the given
     per-subject rows (the lower of the two middle ones for an even count): a typical subject, neither the best nor
@@ -164,7 +160,7 @@ def representative_case(subject_rows: Sequence[Mapping[str, Any]], cases: Sequen
     """
     if not cases:
         raise ValueError("representative_case needs at least one case.")
-    scores = {str(r["case"]): _mean_dice(r) for r in subject_rows}
+    scores = {str(r["case"]): subject_mean_dice(r) for r in subject_rows}
     ranked = sorted((scores[c], i, c) for i, c in enumerate(cases) if math.isfinite(scores.get(c, math.nan)))
     return ranked[(len(ranked) - 1) // 2][2] if ranked else cases[0]
 

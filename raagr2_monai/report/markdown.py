@@ -1,7 +1,8 @@
-"""``report.md``: the study's three tables with the thesis's published figures beside ours (marked †), the lesion-wise
-scores, the training table, each family's best model on a test subject and per subject, the sources of every row, the
-charts and the thesis's own tables with what is wrong with them; and :func:`write_report`, which writes it with the
-tables, charts and figures."""
+"""``report.md``: the study's three tables with the thesis's published figures beside ours (marked †; Table 1 with the
+95 % confidence interval of every mean, and rows that score identically on every subject marked ‡ and explained), the
+lesion-wise scores, the training table, each family's best model on a test subject and per subject, the sources of
+every row, the charts and the thesis's own tables with what is wrong with them; and :func:`write_report`, which writes
+it with the tables, charts and figures."""
 
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import os
 from pathlib import Path
 from typing import Any, List, Mapping, Optional, Sequence, Union
 
+from raagr2_monai.constants import SCORED_REGIONS
 from raagr2_monai.utils import atomic_write_text
 
 from .charts import write_charts
 from .figures import FAMILY_TITLES, EvaluationFigures, FamilyBest, best_per_family, write_evaluation_figures
 from .rows import LESIONWISE_TABLE_COLUMNS, TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
+from .statistics import IDENTICAL_TOLERANCE
 from .tables import write_tables
 from .thesis import THESIS_NOTES, THESIS_ROW, THESIS_TABLE1, THESIS_TABLE2, THESIS_TABLE3, THESIS_TABLE4
 
@@ -36,9 +39,66 @@ _FORMATS = {
 }
 
 
-def quality_cell(key: str, value: Optional[float]) -> str:
-    """How Table 1 prints a value: Dice, IoU and pooled Dice with 4 decimals, HD95 with 2."""
-    return _fmt(value, ".2f" if key.startswith("hd95") else ".4f")
+def quality_cell(key: str, value: Optional[float], ci95: Optional[float] = None) -> str:
+    """How Table 1 prints a value: Dice, IoU and pooled Dice with 4 decimals, HD95 with 2, followed by `` ± `` and the
+    half-width of its 95 % confidence interval where there is one.
+
+    Example::
+
+        >>> quality_cell("dice_TC", 0.5, 0.0794), quality_cell("hd95_TC", 12.0), quality_cell("dice_ET", None, 0.1)
+        ('0.5000 ± 0.0794', '12.00', '-')
+    """
+    spec = ".2f" if key.startswith("hd95") else ".4f"
+    if value is None or ci95 is None:
+        return _fmt(value, spec)
+    return f"{_fmt(value, spec)} ± {_fmt(ci95, spec)}"
+
+
+_IDENTICAL_MARK = "‡"
+
+
+def _identity_groups(rows: Sequence[Mapping[str, Any]]) -> List[List[Mapping[str, Any]]]:
+    """The sets of rows identical on every subject (``row["identical_to"]``), each in report order, each once."""
+    groups: List[List[Mapping[str, Any]]] = []
+    seen: set = set()
+    for row in rows:
+        if row["identical_to"] and row["model"] not in seen:
+            members = [row["model"], *row["identical_to"]]
+            seen.update(members)
+            groups.append([r for r in rows if r["model"] in members])
+    return groups
+
+
+def _identity_reason(group: Sequence[Mapping[str, Any]], roi_size: int) -> str:
+    """Why a set of rows is likely identical on every subject."""
+    if all(r["quality"][f"dice_{region}"] in (None, 0.0) for r in group for region in SCORED_REGIONS):
+        return ("none of them overlaps the tumour on any subject (Dice 0 wherever a region is scored): they fail "
+                "alike, which says nothing of what set them apart.")
+    pruned = [r for r in group if r["kind"] != "architecture"]
+    if pruned:
+        names = ", ".join(f"`{r['model']}`" for r in pruned)
+        tuned = " and fine-tuning" if any(r["finetune_epochs"] for r in pruned) else ""
+        return (f"the likely reason is that the pruning{tuned} of {names} changed no weight that the test inputs "
+                "reach, or changed the outputs too little to flip one voxel of the label maps: e.g. SNIP masks that "
+                "only remove kernel taps which see nothing but the zero padding at the border at "
+                f"{roi_size}x{roi_size} in-plane. The masks are in the pruned bundle's `pruning.json`; Table 2's "
+                "non-zero parameters show how many weights went. Either way the pruning's effect on quality is not "
+                "measured by these subjects.")
+    return ("separately trained models rarely give the same label maps on every subject: check that the rows are "
+            "not one run copied (as the thesis's DepGraph 20 % and 30 % rows are); their sources are listed below.")
+
+
+def _identity_notes(rows: Sequence[Mapping[str, Any]], roi_size: int) -> List[str]:
+    groups = _identity_groups(rows)
+    if not groups:
+        return []
+    lines = ["", f"{_IDENTICAL_MARK} **Identical rows**: these rows have the same Dice and HD95 of every region on "
+                 f"every test subject (to within {IDENTICAL_TOLERANCE:g}; `identical_to` in "
+                 "`tables/table1_quality.csv`), so they are one result, not several:", ""]
+    for group in groups:
+        names = " and ".join(f"`{r['model']}`" for r in group)
+        lines.append(f"- {names} are identical on every subject: {_identity_reason(group, roi_size)}")
+    return lines
 
 
 def _md_table(header: Sequence[str], lines: Sequence[Sequence[str]]) -> List[str]:
@@ -115,15 +175,24 @@ def render_markdown(
               "convention: a region empty on both sides scores NaN and is left out of the mean; a region missed, "
               "predicted where there is none, or predicted without overlap scores Dice 0 / HD95 373. The "
               "**thesis-style pooled Dice** (all channels and voxels pooled, soft predictions) is kept only to compare "
-              "with the thesis's headline figure. Columns marked † are the thesis's published figures "
-              "(its Table 1), not ours.", ""]
+              "with the thesis's headline figure. Each of our cells is the mean over the test subjects ± the "
+              "half-width of its **95 % confidence interval** (Student's t with n - 1 degrees of freedom, n the "
+              "subjects with a value: with 2 subjects t = 12.7, with 10 t = 2.26), not ± the standard deviation; the "
+              "mean Dice's interval is that of each subject's mean over TC/WT/ET. `tables/table1_quality.csv` holds "
+              "the intervals (`<column>_ci95`) and the standard deviations (`<column>_std`); no ±: fewer than two "
+              f"subjects with a value. Rows marked {_IDENTICAL_MARK} score identically to another row on every "
+              "subject (see below the table). Columns marked † are the thesis's published figures (its Table 1), "
+              "not ours.", ""]
     header = ["model"] + [h for _, h in TABLE1_COLUMNS] + ["† thesis pooled Dice", "† thesis TC (\"C2\")",
                                                            "† thesis WT (\"C4\")", "† thesis ET (\"C3\")"]
     body = []
     for r in rows:
-        body.append([f"{r['label']} (`{r['model']}`)"] + [quality_cell(k, r["quality"][k]) for k, _ in TABLE1_COLUMNS]
+        mark = f" {_IDENTICAL_MARK}" if r["identical_to"] else ""
+        body.append([f"{r['label']} (`{r['model']}`){mark}"]
+                    + [quality_cell(k, r["quality"][k], r["quality"][f"{k}_ci95"]) for k, _ in TABLE1_COLUMNS]
                     + [_thesis(r["model"], THESIS_TABLE1, k, ".4f") for k in ("pooled_dice", "TC", "WT", "ET")])
     lines += _md_table(header, body)
+    lines += _identity_notes(rows, p["roi_size"])
 
     lines += ["", "## Lesion-wise scores on the test subjects", "",
               "BraTS 2023 lesion-wise metrics under the evaluation's `lesionwise` preset (recorded in each "
@@ -153,7 +222,10 @@ def render_markdown(
               "(wall): the wall time of the model's training run (for pruned models: pruning plus fine-tuning), "
               "validation included, under whatever else the machine was doing: a record, not a comparison. "
               f"{meta['methods'].get('timed_as', '')} Columns marked † are the thesis's published figures (its "
-              "Table 2: GPU, FLOPs by ptflops at 192x192).", ""]
+              "Table 2: GPU, FLOPs by ptflops at 192x192)."
+              + (" Batch-1 latency behind each inference backend (CPU; median, p25, p75) is in "
+                 "`tables/table2_cost.csv` (`latency_b1_ms_<backend>`) and on the latency chart."
+                 if any(r["cost"]["latency_b1_backends_ms"] for r in rows) else ""), ""]
     header = ["model"] + [h.replace("batch N", f"batch {bmax}") for _, h in TABLE2_COLUMNS] + [
         "† thesis parameters", "† thesis MB", "† thesis GFLOPs", "† thesis ms", "† thesis peak GB"]
     body = []
@@ -228,7 +300,16 @@ def render_markdown(
           f"`{r['sources']['eval_dir']}/`", f"`{r['sources']['mlflow_run_id'] or '-'}`"] for r in rows],
     )
 
-    lines += ["", "## Charts", ""]
+    lines += ["", "## Charts", "",
+              "Dice against non-zero parameters and against batch-1 latency: each point is a model (on the latency "
+              "chart, where the benchmark timed inference backends, a model behind one backend, a marker per "
+              "backend), numbered as in the key beside the chart; colour and marker: its family, the hybrid model a "
+              "star. Vertical bars: the 95 % confidence interval of the mean Dice (as in Table 1); horizontal bars: "
+              "the latency's p25-p75. The black step line and rings: the Pareto front, the points that no other point "
+              "beats with a higher Dice at a lower cost. The Dice axis starts at 0 unless its label states its range. "
+              "Per-region Dice: the means with their 95 % confidence intervals. Training curves: training loss above, "
+              "validation mean Dice below, by epoch; the architectures (and rows trained from scratch) first, then "
+              "the fine-tuned rows of each pruning family in a column of their own.", ""]
     lines += [f"![{name}]({rel(path)})" for name, path in charts.items()]
 
     lines += ["", "## The thesis's published figures (not produced by this code)", "",
@@ -282,9 +363,8 @@ def write_report(
     """
     root = Path(root)
     tables = write_tables(rows, root / "tables")
-    bench_size = state["settings"]["profile"]["bench_size"]
-    device = benchmark["_meta"]["settings"]["device"]
-    charts = write_charts(rows, root / "charts", f"{device}, {bench_size}x{bench_size}")
+    charts = write_charts(rows, root / "charts", state["settings"]["profile"]["bench_size"],
+                          benchmark["_meta"]["settings"]["device"])
     best = best_per_family(rows)
     figures = write_evaluation_figures(root, rows, best, test_entries, root / "charts")
     path = root / "report.md"

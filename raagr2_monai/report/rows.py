@@ -1,10 +1,11 @@
 """The report's rows, one per model, gathered from plain data: the study folder, the content of its ``state.json``,
 the list of models and the benchmark's JSON.
 
-A row holds the model's quality and lesion-wise scores (the evaluation's ``metrics_summary.csv``), cost (the benchmark
-and the training or pruning step), reductions against the baseline, training curve and best validation score
-(``history.json``) and sources (the folders and files it came from, and its MLflow run id once the run is logged), so
-that every number can be traced.
+A row holds the model's quality and lesion-wise scores (the evaluation's ``metrics_summary.csv``; the spread of the
+quality scores, and the rows that score identically on every subject, from its ``metrics_per_subject.csv``), cost
+(the benchmark, with each inference backend's latency where it has them, and the training or pruning step),
+reductions against the baseline, training curve and best validation score (``history.json``) and sources (the folders
+and files it came from, and its MLflow run id once the run is logged), so that every number can be traced.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 from raagr2_monai.constants import REGIONS
+
+from .statistics import SubjectScores, identical_rows, quality_spread, read_subject_scores
 
 __all__ = [
     "TABLE1_COLUMNS",
@@ -161,6 +164,18 @@ def _finished(steps: Mapping[str, Mapping[str, Any]], step: str) -> Mapping[str,
     return steps[step]
 
 
+def _backend_latencies(entry: Mapping[str, Any]) -> Dict[str, Optional[Dict[str, float]]]:
+    """Batch-1 median, p25 and p75 per inference backend of a benchmark row's ``backends`` (the format of
+    :func:`raagr2_monai.benchmark.backend_latencies`); ``None`` each without backend figures at batch 1."""
+    per_backend = (entry.get("backends") or {}).get("latency_ms") or {}
+    at_one = {backend: batches["1"] for backend, batches in per_backend.items() if "1" in batches}
+    if not at_one:
+        return {"latency_b1_backends_ms": None, "latency_b1_backends_p25_ms": None,
+                "latency_b1_backends_p75_ms": None}
+    return {f"latency_b1_backends{suffix}_ms": {backend: figures[stat] for backend, figures in at_one.items()}
+            for suffix, stat in (("", "median"), ("_p25", "p25"), ("_p75", "p75"))}
+
+
 def collect_rows(
     root: PathLike, state: Mapping[str, Any], models: Sequence[ModelLike], benchmark: Mapping[str, Any]
 ) -> List[Dict[str, Any]]:
@@ -176,20 +191,27 @@ def collect_rows(
 
     Returns:
         Records with keys ``model``, ``label``, ``kind``, ``family``, ``variant``, ``method``, ``ratio``,
-        ``finetune_epochs``, ``from_scratch``, ``quality`` (Table 1 keys), ``lesionwise``
-        (:data:`LESIONWISE_TABLE_COLUMNS` keys, ``None`` where the summary has no value), ``cost`` (Table 2 keys),
+        ``finetune_epochs``, ``from_scratch``, ``quality`` (Table 1 keys, ``subjects``, and ``<key>_std`` and
+        ``<key>_ci95`` of every Table 1 key from the per-subject scores:
+        :func:`~raagr2_monai.report.statistics.quality_spread`), ``identical_to`` (the other models that score the same
+        on every subject: :func:`~raagr2_monai.report.statistics.identical_rows`), ``lesionwise``
+        (:data:`LESIONWISE_TABLE_COLUMNS` keys, ``None`` where the summary has no value), ``cost`` (Table 2 keys,
+        the batch-1 p25 and p75, and ``latency_b1_backends_ms``, ``latency_b1_backends_p25_ms`` and
+        ``latency_b1_backends_p75_ms``: backend -> batch-1 figure, ``None`` where the benchmark has no backends),
         ``reduction`` (Table 3 keys), ``history``, ``validation`` (``val_mean_dice``: :func:`validation_score`) and
         ``sources`` (``mlflow_run_id`` is ``None`` until :func:`record_mlflow_runs`).
 
     Raises:
         ValueError: a step of a model is not recorded as finished.
         FileNotFoundError: a run's output named in the state is missing.
+        ValueError: a per-subject CSV lacks a metric column or holds a cell that is not a number.
     """
     root = Path(root)
     steps = state["steps"]
     benchmark_json = _finished(steps, "benchmark")["benchmark_json"]
     bmax = str(max(benchmark["_meta"]["settings"]["batches"]))
     rows: List[Dict[str, Any]] = []
+    subjects: Dict[str, SubjectScores] = {}
     for spec in models:
         made = _finished(steps, step_name(spec))
         evaluated = _finished(steps, f"evaluate/{spec.name}")
@@ -199,6 +221,8 @@ def collect_rows(
         dices = [quality[f"dice_{r}"] for r in REGIONS]
         quality["dice_mean"] = sum(dices) / 3 if all(d is not None for d in dices) else None
         quality["subjects"] = int(float(summary["count"]["dice_TC"]))
+        subjects[spec.name] = read_subject_scores(root / evaluated["per_subject_csv"])
+        quality.update(quality_spread(subjects[spec.name]))
         history = json.loads((root / made["history"]).read_text())
         b = benchmark[spec.name]
         cost = {
@@ -218,6 +242,7 @@ def collect_rows(
             "timed_as": b.get("timed_as", spec.name),
             "train_seconds": made["train_seconds"],
             "epochs": made["epochs"],
+            **_backend_latencies(b),
         }
         vs = b["vs_baseline"]
         rows.append(
@@ -257,6 +282,8 @@ def collect_rows(
                 },
             }
         )
+    for row, others in zip(rows, identical_rows(subjects).values()):
+        row["identical_to"] = others
     base = next(r for r in rows if r["model"] == "baseline")
     for row in rows:
         for key, quality_key in (("dice_mean_change", "dice_mean"), ("pooled_dice_change", "thesis_pooled_dice")):

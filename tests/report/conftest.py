@@ -112,6 +112,7 @@ def finished(tmp_path):
         )
         write_metrics_csv(_subject_rows(MEANS[spec.name]), evaluation / "metrics_per_subject.csv")
         steps[f"evaluate/{spec.name}"] = {"summary_csv": f"eval/{spec.name}/metrics_summary.csv",
+                                          "per_subject_csv": f"eval/{spec.name}/metrics_per_subject.csv",
                                           "run_json": f"eval/{spec.name}/run.json", "cases": ["c1", "c2"]}
     steps["benchmark"] = {"benchmark_json": "benchmark.json"}
     state = {"format": 1, "settings": {"profile": PROFILE, "data_dir": None, "seed": 3}, "steps": steps}

@@ -2,10 +2,13 @@
 figures (typed from its Tables 1-3)."""
 
 import csv
+import json
+import shutil
 
 from matplotlib.image import imread
 
-from raagr2_monai.report import best_per_family, collect_rows, record_mlflow_runs, write_report
+from raagr2_monai.constants import SCORED_REGIONS
+from raagr2_monai.report import CHART_NAMES, best_per_family, collect_rows, record_mlflow_runs, write_report
 
 from .conftest import MODELS
 
@@ -26,11 +29,15 @@ def test_report_tables_and_charts(finished, subjects):
     assert "Data: `/data/synthetic` (built-in synthetic set); split by patient, seed 3; every model evaluated on the " \
         "same 2 held-out test subjects (c1, c2) at 32x32 in-plane." in text
     assert "(`mlflow ui --backend-store-uri sqlite:////study/mlruns.db`)" in text
-    # ours, then the thesis's Table 1 (pooled Dice; "C2" = TC, "C4" = WT, "C3" = ET)
+    # ours (mean ± 95 % CI half-width: two subjects at mean -/+ 0.0625, or -/+ 1 for HD95, give t(0.975, 1) = 12.706
+    # times 0.0625 or 1), then the thesis's Table 1 (pooled Dice; "C2" = TC, "C4" = WT, "C3" = ET)
     assert _line(text, "| RAAGR2-Net (baseline) (`baseline`)") == (
-        "| RAAGR2-Net (baseline) (`baseline`) | 0.5000 | 0.7500 | 0.2500 | 0.5000 | 0.4000 | 0.6000 | 10.00 | 8.00 "
-        "| 12.00 | 9.00 | 7.00 | 0.3000 | 0.9000 | 0.9849 | 0.8254 | 0.8513 | 0.8247 |"
+        "| RAAGR2-Net (baseline) (`baseline`) | 0.5000 ± 0.7941 | 0.7500 ± 0.7941 | 0.2500 ± 0.7941 | 0.5000 ± 0.7941 "
+        "| 0.4000 ± 0.7941 | 0.6000 ± 0.7941 | 10.00 ± 12.71 | 8.00 ± 12.71 | 12.00 ± 12.71 | 9.00 ± 12.71 "
+        "| 7.00 ± 12.71 | 0.3000 ± 0.7941 | 0.9000 ± 0.7941 | 0.9849 | 0.8254 | 0.8513 | 0.8247 |"
     )
+    assert "95 % confidence interval** (Student's t with n - 1 degrees of freedom" in text
+    assert "Identical rows" not in text and "‡" not in _line(text, "| Magnitude 20 % (`magnitude-20`)")
     assert _line(text, "| Magnitude 20 % (`magnitude-20`)").endswith("| 0.7547 | 0.0022 | 0.0004 | 0.0209 |")
     # Table 2: ours, then the thesis's parameters, MB, GFLOPs, ms and peak GB of "Magnitude 20%"
     assert _line(text, "| `magnitude-20` | 1,000 |") == (
@@ -50,9 +57,10 @@ def test_report_tables_and_charts(finished, subjects):
     assert [(r["model"], r["nonzero_params"], r["peak_mem_mb"], r["source_mlflow_run_id"]) for r in cost] == [
         ("baseline", "1000", "500.0", "b" * 32), ("magnitude-20", "800", "", "m" * 32),
         ("magnitude-20-ft", "800", "", "f" * 32)]
-    for name in ("dice_vs_params", "dice_vs_latency", "region_dice", "training_curves"):
+    for name in CHART_NAMES:
         assert (root / "charts" / f"{name}.png").read_bytes()[:8] == PNG
         assert f"![{name}](charts/{name}.png)" in text
+    assert "The black step line and rings: the Pareto front" in text
     assert not [p for p in root.rglob(".*") if p.is_file()], "no temporary file is left behind"
 
 
@@ -107,3 +115,28 @@ def test_best_of_a_family_is_chosen_on_validation_not_on_test(finished, subjects
     assert "| magnitude pruning | `magnitude-20-ft` | **mean test Dice** | 0.6250 |" in text
     assert "No magnitude pruning model has a validation score: `magnitude-20-ft` was chosen on the mean test " \
         "Dice" in text
+
+
+def test_rows_identical_on_every_subject_are_flagged_and_explained(finished, subjects):
+    root, state, benchmark = finished
+    # magnitude-20 (pruned, not fine-tuned) now gives the baseline's scores on every subject
+    shutil.copy(root / "eval/baseline/metrics_per_subject.csv", root / "eval/magnitude-20/metrics_per_subject.csv")
+    rows = collect_rows(root, state, MODELS, benchmark)
+    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    assert _line(text, "| RAAGR2-Net (baseline) (`baseline`) ‡ | 0.5000 ± 0.7941 |")
+    assert _line(text, "| Magnitude 20 % (`magnitude-20`) ‡ |")
+    assert "‡" not in _line(text, "| Magnitude 20 % + FT (`magnitude-20-ft`)")
+    assert "- `baseline` and `magnitude-20` are identical on every subject: the likely reason is that the pruning of " \
+        "`magnitude-20` changed no weight that the test inputs reach" in text
+    assert "zero padding at the border at 32x32 in-plane" in text
+    records = json.loads((root / "tables" / "table1_quality.json").read_text())
+    assert [r["identical_to"] for r in records] == [["magnitude-20"], ["baseline"], []]
+    with open(root / "tables" / "table1_quality.csv", newline="") as f:
+        assert [r["identical_to"] for r in csv.DictReader(f)] == ["magnitude-20", "baseline", ""]
+
+    # rows that miss the tumour everywhere are identical for a reason that says nothing of the pruning
+    for row in rows[:2]:
+        row["quality"].update({f"dice_{region}": 0.0 for region in SCORED_REGIONS})
+    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    assert "- `baseline` and `magnitude-20` are identical on every subject: none of them overlaps the tumour on any " \
+        "subject" in text

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from scipy import stats
 
 from raagr2_monai.report import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS, validation_score
 from raagr2_monai.study import run_study
@@ -92,7 +93,8 @@ def test_report_numbers_are_those_of_the_evaluation_csvs(study):
         summary = {r["statistic"]: r for r in _csv(study.root / "eval" / model / "metrics_summary.csv")}
         per_subject = _csv(study.root / "eval" / model / "metrics_per_subject.csv")
         assert len(per_subject) == records[model]["subjects"] == 2
-        line = next(line for line in text.splitlines() if f"(`{model}`) |" in line)
+        # the model's Table 1 line; a row identical to another on every subject is marked ‡
+        line = next(line for line in text.splitlines() if re.match(rf"\| .*\(`{re.escape(model)}`\)( ‡)? \|", line))
         cells = [c.strip() for c in line.strip("|").split("|")][1:]
         for i, (key, _) in enumerate(TABLE1_COLUMNS):
             if key == "dice_mean":
@@ -104,9 +106,15 @@ def test_report_numbers_are_those_of_the_evaluation_csvs(study):
                 expected = sum(subjects) / len(subjects) if subjects else math.nan
                 assert value == pytest.approx(expected, nan_ok=True)
                 assert float(summary["count"][key]) == len(subjects)
+                # the 95 % CI half-width of the mean: t(0.975, n - 1) x sample std / sqrt(n)
+                ci95 = (stats.t.ppf(0.975, len(subjects) - 1) * stats.tstd(subjects) / math.sqrt(len(subjects))
+                        if len(subjects) > 1 else None)
+                assert records[model][f"{key}_ci95"] == pytest.approx(ci95)
             assert records[model][key] == pytest.approx(value, abs=1e-12, nan_ok=True)
-            # Dice, IoU and pooled Dice with 4 decimals, HD95 with 2; no value: "-"
-            shown = "-" if math.isnan(value) else f"{value:.2f}" if key.startswith("hd95") else f"{value:.4f}"
+            # mean ± CI half-width; Dice, IoU and pooled Dice with 4 decimals, HD95 with 2; no value: "-"
+            spec = ".2f" if key.startswith("hd95") else ".4f"
+            ci95 = records[model][f"{key}_ci95"]
+            shown = "-" if math.isnan(value) else format(value, spec) + ("" if ci95 is None else f" ± {ci95:{spec}}")
             assert cells[i] == shown, (model, key)
 
 
