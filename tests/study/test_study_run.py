@@ -3,6 +3,7 @@
 import csv
 import json
 import math
+import statistics
 import re
 import shutil
 from pathlib import Path
@@ -107,7 +108,7 @@ def test_report_numbers_are_those_of_the_evaluation_csvs(study):
                 assert value == pytest.approx(expected, nan_ok=True)
                 assert float(summary["count"][key]) == len(subjects)
                 # the 95 % CI half-width of the mean: t(0.975, n - 1) x sample std / sqrt(n)
-                ci95 = (stats.t.ppf(0.975, len(subjects) - 1) * stats.tstd(subjects) / math.sqrt(len(subjects))
+                ci95 = (stats.t.ppf(0.975, len(subjects) - 1) * statistics.stdev(subjects) / math.sqrt(len(subjects))
                         if len(subjects) > 1 else None)
                 assert records[model][f"{key}_ci95"] == pytest.approx(ci95)
             assert records[model][key] == pytest.approx(value, abs=1e-12, nan_ok=True)
