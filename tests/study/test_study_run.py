@@ -3,9 +3,9 @@
 import csv
 import json
 import math
-import statistics
 import re
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
