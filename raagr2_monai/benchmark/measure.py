@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -252,6 +252,7 @@ def benchmark_models(
     train_step: bool = True,
     sparse_sizes: Optional[Mapping[str, float]] = None,
     baseline: str = BASELINE,
+    progress: Optional[Callable[[List[Tuple[str, nn.Module]]], Iterable[Tuple[str, nn.Module]]]] = None,
 ) -> Dict[str, Any]:
     """Measure every model in one run and state each figure as a ratio against the baseline of that run.
 
@@ -272,6 +273,8 @@ def benchmark_models(
             zero weights get the size of their :func:`~raagr2_monai.pruning.to_sparse_state_dict` form.
         baseline: the name of the reference model; when absent, a fresh ``baseline`` RAAGR2-Net with the channels of
             the first model is added (first) and ``_meta["baseline_added"]`` says so.
+        progress: wraps the ``(name, model)`` pairs, in the order they are measured, e.g. in a progress bar
+            (:func:`raagr2_monai.utils.progress_bar`); the added baseline included.
 
     Returns:
         ``{name: {"params", "nonzero_params", "size_mb", "size_sparse_mb", "flops",
@@ -310,11 +313,12 @@ def benchmark_models(
         models = {baseline: reference, **models}
     sparse_sizes = dict(sparse_sizes or {})
     env = environment(dev)
+    pairs = list(models.items())
     result: Dict[str, Any] = {
         name: _measure(
             name, model, size, batches, repeats, warmup, dev, measure_memory, train_step, sparse_sizes.get(name)
         )
-        for name, model in models.items()
+        for name, model in (progress(pairs) if progress is not None else pairs)
     }
     for row in result.values():
         row["vs_baseline"] = _ratios(row, result[baseline])
