@@ -8,7 +8,7 @@ from torch import nn
 
 from raagr2_monai.bundle.load import bundle_name, check_bundle, load_bundle_network
 from raagr2_monai.networks import NETWORKS, get_network
-from raagr2_monai.utils import atomic_write_text, parse_sequence
+from raagr2_monai.utils import atomic_write_text, parse_sequence, progress_bar
 
 from .backends import backend_latencies, check_backends
 from .measure import BASELINE, META_KEY, benchmark_models, check_settings
@@ -32,7 +32,8 @@ def run_benchmark(
 ) -> Dict[str, Any]:
     """Benchmark variants (fresh networks, 3 output channels) and bundle folders in one run (``raagr2 benchmark``).
 
-    Everything is checked before anything is measured. A variant is named by its name, a bundle by
+    Everything is checked before anything is measured; on a terminal, a progress bar on stderr counts the models
+    measured (with the time left). A variant is named by its name, a bundle by
     :func:`~raagr2_monai.bundle.load.bundle_name`; each result row also gets ``source`` (what was built) and
     ``weights`` (the loaded ``models/model.pt``, or ``None``). A bundle's ``models/model_sparse.pt`` gives its
     ``size_sparse_mb``.
@@ -92,7 +93,8 @@ def run_benchmark(
             sparse[name] = packed.stat().st_size / 1e6
     size, batch_sizes, repeats, warmup = settings
     result = benchmark_models(
-        models, size, batch_sizes, repeats, warmup, device, measure_memory, train_step, sparse_sizes=sparse
+        models, size, batch_sizes, repeats, warmup, device, measure_memory, train_step, sparse_sizes=sparse,
+        progress=lambda pairs: progress_bar(pairs, "benchmark", unit="model"),
     )
     for name, row in result.items():
         if name != META_KEY:

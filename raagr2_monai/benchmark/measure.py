@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import os
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -310,6 +310,7 @@ def benchmark_models(
     baseline: str = BASELINE,
     train_shape: Optional[Sequence[int]] = None,
     share_structure: bool = False,
+    progress: Optional[Callable[[List[Tuple[str, List[str]]]], Iterable[Tuple[str, List[str]]]]] = None,
 ) -> Dict[str, Any]:
     """Measure every model in one run and state each figure as a ratio against the baseline of that run.
 
@@ -333,6 +334,9 @@ def benchmark_models(
             the first model is added (first) and ``_meta["baseline_added"]`` says so.
         share_structure: time each structure once (:func:`structure_groups`): models of the same structure as an
             earlier one get its latency, memory and training step, and ``timed_as`` names it.
+        progress: wraps the ``(name, names of the same structure)`` pairs, in the order they are measured (one per
+            model without ``share_structure``), e.g. in a progress bar (:func:`raagr2_monai.utils.progress_bar`); the
+            added baseline included.
 
     Returns:
         ``{name: {"params", "nonzero_params", "size_mb", "size_sparse_mb", "flops",
@@ -377,7 +381,7 @@ def benchmark_models(
         shape = shape or (max(batches), _in_channels(next(iter(models.values()))), size, size)
     groups = structure_groups(models) if share_structure else {name: [name] for name in models}
     result: Dict[str, Any] = {}
-    for first, names in groups.items():
+    for first, names in (progress(list(groups.items())) if progress is not None else groups.items()):
         models[first].to(dev).eval()
         timed = _timings(first, models[first], size, batches, repeats, warmup, dev, measure_memory, shape)
         for name in names:

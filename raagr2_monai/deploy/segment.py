@@ -20,7 +20,7 @@ from monai.transforms import Compose
 from raagr2_monai.data import check_data_source, inference_cases
 from raagr2_monai.data.chains import check_roi_size
 from raagr2_monai.networks import load_weights
-from raagr2_monai.utils import parse_sequence
+from raagr2_monai.utils import parse_sequence, progress_bar
 
 from .backends import check_backend
 
@@ -226,7 +226,8 @@ def segment_command(
     """``raagr2 segment``: segment every study of a folder or datalist with a bundle, timing each stage.
 
     Every setting is checked before the network is built; each study's line (:func:`format_timing`) goes to
-    ``echo`` as soon as it is written.
+    ``echo`` as soon as it is written; on a terminal, with several studies, a progress bar on stderr counts them (with
+    the time left).
 
     Args:
         bundle: the bundle folder.
@@ -276,10 +277,12 @@ def segment_command(
         bundle, output_dir, ckpt_path=ckpt_path, device=device, backend=backend, threads=threads, **overrides
     )
     totals = []
-    for entry in entries:
-        timing = median_timing([segmenter(entry) for _ in range(repeat)])
-        echo(format_timing(timing, repeat))
-        totals.append(timing.total)
+    with progress_bar(entries, "segment", unit="study") as bar:
+        for entry in bar:
+            timing = median_timing([segmenter(entry) for _ in range(repeat)])
+            with bar.external_write_mode():  # the line goes above the bar, not through it
+                echo(format_timing(timing, repeat))
+            totals.append(timing.total)
     return (
         f"segmented {len(entries)} {'study' if len(entries) == 1 else 'studies'} with {bundle} into {output_dir}; "
         f"median {statistics.median(totals):.3f} s per study"

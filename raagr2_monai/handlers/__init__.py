@@ -6,14 +6,19 @@
 - :mod:`.metrics`: :class:`BraTSMeanDice` (validation key metric), :class:`BraTSMetricsWriter` (per-subject CSVs);
 - :mod:`.overlays`: :class:`OverlayWriter` (a picture per evaluated subject);
 - :mod:`.pruning`: :class:`PruneHandler` (prune at start, keep it in force), :class:`MaskHandler` (keep masks);
-- :mod:`.history`: :class:`EpochHistory` (a training run's curves as JSON).
+- :mod:`.history`: :class:`EpochHistory` (a training run's curves as JSON);
+- :mod:`.tracking`: :class:`MLflowEpochLogger` (those curves into a given MLflow run, live);
+- :mod:`.progress`: :class:`TrainingProgressBar`, :func:`attach_progress_bar` (a training's progress bar, on a terminal
+  only).
 """
 
 from .checkpoint import TrainingCheckpoint, WeightsLoader
 from .history import EpochHistory
 from .metrics import BraTSMeanDice, BraTSMetricsWriter
 from .overlays import OverlayWriter
+from .progress import TrainingProgressBar, attach_progress_bar
 from .pruning import MaskHandler, PruneHandler
+from .tracking import MLflowEpochLogger
 
 __all__ = [
     "WeightsLoader",
@@ -24,4 +29,7 @@ __all__ = [
     "PruneHandler",
     "MaskHandler",
     "EpochHistory",
+    "MLflowEpochLogger",
+    "TrainingProgressBar",
+    "attach_progress_bar",
 ]

@@ -14,9 +14,18 @@ from monai.handlers import from_engine
 
 from raagr2_monai.utils import atomic_write_json
 
-__all__ = ["EpochHistory"]
+__all__ = ["EpochHistory", "CURVES", "iteration_loss"]
 
 PathLike = Union[str, os.PathLike]
+
+#: The per-epoch figures of an entry that are curves (what trackers log by epoch): the mean training loss, the
+#: validation Dice (mean and per region, as the bundles' evaluators name them) and the learning rate.
+CURVES = ("train_loss", "val_mean_dice", "val_dice_tc", "val_dice_wt", "val_dice_et", "lr")
+
+
+def iteration_loss(output: Any) -> float:
+    """The loss of a MONAI trainer's iteration output (a decollated list of items that each carry ``loss``)."""
+    return float(from_engine(["loss"], first=True)(output))
 
 
 class EpochHistory:
@@ -65,7 +74,7 @@ class EpochHistory:
         self._epoch_start = time.perf_counter()
 
     def _iteration(self, engine: Engine) -> None:
-        loss = float(from_engine(["loss"], first=True)(engine.state.output))
+        loss = iteration_loss(engine.state.output)
         self._losses.append(loss)
         self.iterations.append([int(engine.state.iteration), engine.state.iteration / engine.state.epoch_length, loss])
 

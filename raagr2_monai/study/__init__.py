@@ -8,8 +8,10 @@ against the baseline comes from the same measurements. A profile (:data:`PROFILE
 ``tiny`` (the tests' smoke run). All profiles run the same code.
 
 The package: :mod:`.profiles` (the settings and the rows), :mod:`.state` (``state.json``), :mod:`.runner` (the
-steps, :class:`~.runner.Study` and :func:`~.runner.run_study`), :mod:`.tracking` (MLflow); the report itself is
-:mod:`raagr2_monai.report`'s.
+steps, :class:`~.runner.Study` and :func:`~.runner.run_study`), :mod:`.progress` (step count, time left),
+:mod:`.noise` (the notices every workflow repeats, silenced and counted), :mod:`.tracking` (MLflow, live: the parent
+run open while the study runs, each model's child run while it trains, with its curves epoch by epoch); the report
+itself is :mod:`raagr2_monai.report`'s.
 
 Each model is a MONAI bundle of its own, driven in-process through ``monai.bundle.ConfigWorkflow``:
 
@@ -22,8 +24,8 @@ Each model is a MONAI bundle of its own, driven in-process through ``monai.bundl
   label maps (``predictions/<case>_pred.nii.gz``) of the evaluation (no per-subject overlay pictures: the report draws
   the baseline and each family's best model on one test subject instead);
 - ``<study>/benchmark.json``, ``<study>/report.md``, ``<study>/tables/``, ``<study>/charts/``;
-- ``<study>/mlruns.db`` (MLflow tracking, ``mlflow ui --backend-store-uri sqlite:///<study>/mlruns.db``) and
-  ``<study>/mlartifacts/``;
+- ``<study>/mlruns.db`` (MLflow tracking, ``mlflow ui --backend-store-uri sqlite:///<study>/mlruns.db``, live while
+  the study runs) and ``<study>/mlartifacts/``;
 - ``<study>/state.json``: the settings and every finished step with its outputs, written atomically after each step.
   A rerun with the same settings skips the finished steps; an interrupted training resumes from its ``last.pt``.
 """

@@ -11,9 +11,12 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from monai.bundle import ConfigWorkflow
 
@@ -22,11 +25,12 @@ from raagr2_monai.bundle import load_bundle_network
 from raagr2_monai.bundle.generate import write_bundle
 from raagr2_monai.data import load_split
 from raagr2_monai.data.synthetic import DEFAULT_CASES, DEFAULT_SHAPE, default_dataset_dir, ensure_synthetic
-from raagr2_monai.handlers import EpochHistory
+from raagr2_monai.handlers import EpochHistory, MLflowEpochLogger, attach_progress_bar
 from raagr2_monai.networks import count_flops
 from raagr2_monai.report import collect_rows, record_mlflow_runs, step_name, write_report
-from raagr2_monai.utils import atomic_write_text
+from raagr2_monai.utils import atomic_write_text, is_terminal
 
+from .noise import ITERATION_LINES, STUDY_NOTICES, Silenced
 from .profiles import ModelSpec, Profile, experiment_matrix, get_profile
 from .progress import Progress, format_duration
 from .state import STATE_FILE, StudyState
@@ -35,6 +39,21 @@ from .tracking import StudyTracker
 __all__ = ["Study", "run_study"]
 
 PathLike = Union[str, os.PathLike]
+
+#: What the study step under way attaches to its trainer (the live MLflow curves, a progress bar), each called with
+#: the trainer and its EpochHistory; set by Study._step around a training or pruning step.
+TrainerHook = Callable[[Any, EpochHistory], None]
+_TRAINER_HOOKS: ContextVar[Tuple[TrainerHook, ...]] = ContextVar("raagr2_study_trainer_hooks", default=())
+
+
+@contextmanager
+def _trainer_hooks(*hooks: TrainerHook) -> Iterator[None]:
+    """Have :func:`_run_with_history` attach ``hooks`` to the trainers it runs inside the block."""
+    token = _TRAINER_HOOKS.set(hooks)
+    try:
+        yield
+    finally:
+        _TRAINER_HOOKS.reset(token)
 
 
 def _workflow(config_files: Sequence[PathLike], run_id: str, bundle_root: PathLike, **override: Any):
@@ -58,10 +77,14 @@ def _write_bundle(root: Path, variant: str) -> None:
 
 
 def _run_with_history(wf: Any, run_dir: Path) -> float:
-    """Run a training-type workflow with an :class:`EpochHistory` writing ``run_dir/history.json``; returns seconds."""
+    """Run a training-type workflow with an :class:`EpochHistory` writing ``run_dir/history.json``, and the hooks of
+    the study step under way (:func:`_trainer_hooks`) after it; returns seconds."""
     history = EpochHistory(run_dir / "history.json", wf.parser.get_parsed_content("validate#evaluator"),
                            wf.parser.get_parsed_content("optimizer"))
-    history.attach(wf.parser.get_parsed_content("train#trainer"))
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    history.attach(trainer)
+    for hook in _TRAINER_HOOKS.get():
+        hook(trainer, history)
     start = time.perf_counter()
     try:
         wf.run()
@@ -128,16 +151,30 @@ class Study:
         }
 
     # ------------------------------------------------------------------ steps
-    def _step(self, step: str, action: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+    def _step(self, step: str, action: Callable[[], Dict[str, Any]], made: Optional[ModelSpec] = None
+              ) -> Dict[str, Any]:
+        """Run ``step`` unless it is done, with its progress lines; ``made``: the model a training or pruning step
+        makes, whose MLflow child run is open while the step runs and gets the curves epoch by epoch."""
         if self.state.done(step):
             self.progress.skipped(step)
             return self.state.get(step)
         label = self.progress.label(step)
         self.echo(f"{label} {step} ...")
         start = time.perf_counter()
-        outputs = action()
+        if made is None:
+            outputs = action()
+        else:
+            with self.tracker.model_run(made) as run_id, _trainer_hooks(
+                lambda trainer, history: MLflowEpochLogger(history, self.tracking_uri, run_id).attach(trainer),
+                lambda trainer, history: attach_progress_bar(trainer, step),
+            ):
+                outputs = action()
         outputs["step_seconds"] = time.perf_counter() - start
         self.state.record(step, outputs)
+        if step == "benchmark":
+            self.tracker.outdated([spec.name for spec in self.models])
+        elif Progress.kind(step) == "evaluate":
+            self.tracker.outdated([step.split("/", 1)[1]])
         self.progress.finished(step, outputs["step_seconds"])
         left = self.progress.seconds_left()
         estimate = f"; about {format_duration(left)} left" if left > 0 else ""
@@ -299,7 +336,12 @@ class Study:
         self.dataset_dir = ensure_synthetic(folder, cases=p.synthetic_cases, seed=0, shape=p.synthetic_shape)
 
     def run(self) -> Path:
-        """Run every step not yet done, write the report and log to MLflow.
+        """Run every step not yet done, write the report and log to MLflow, live: the parent run is open while the
+        study runs, and each model's child run while it trains.
+
+        The notices every workflow repeats (:data:`~.noise.STUDY_NOTICES`) are silenced meanwhile, and one line
+        (``Silenced: ...``) counts them at the end; on a terminal, training shows a progress bar instead of a line per
+        iteration.
 
         Returns:
             The path of ``report.md``.
@@ -312,24 +354,38 @@ class Study:
             + [f"evaluate/{s.name}" for s in self.models]
             + ["benchmark"]
         )
+        params = {"data_dir": self.data_dir, "dataset_dir": self.dataset_dir, "seed": self.seed}
+        # the training bar goes where the study's lines go, and replaces MONAI's line per iteration there
+        notices = STUDY_NOTICES + ((ITERATION_LINES,) if is_terminal(sys.stdout) else ())
+        silenced = Silenced(notices)
+        try:
+            with silenced, self.tracker.study_run(self.profile.settings(), params):
+                report = self._run_steps()
+        finally:
+            summary = silenced.summary()
+            if summary:
+                self.echo(summary)
+        self.state.set("last_run_seconds", time.perf_counter() - start)
+        return report
+
+    def _run_steps(self) -> Path:
+        """Every step not yet done, then the report and its logging to MLflow; returns ``report.md``."""
         for spec in self.models:
             if spec.kind == "architecture":
-                self._step(step_name(spec), lambda spec=spec: self.train(spec))
+                self._step(step_name(spec), lambda spec=spec: self.train(spec), made=spec)
         for spec in self.models:
             if spec.kind == "pruned":
-                self._step(step_name(spec), lambda spec=spec: self.prune(spec))
+                self._step(step_name(spec), lambda spec=spec: self.prune(spec), made=spec)
         for spec in self.models:
             self._step(f"evaluate/{spec.name}", lambda spec=spec: self.evaluate(spec))
         self._step("benchmark", self.benchmark)
         benchmark_json = self.root / self.state.get("benchmark")["benchmark_json"]
         benchmark = json.loads(benchmark_json.read_text())
         rows = collect_rows(self.root, self.state.data, self.models, benchmark)
-        params = {"data_dir": self.data_dir, "dataset_dir": self.dataset_dir, "seed": self.seed}
-        record_mlflow_runs(rows, self.tracker.log_models(rows, self.profile.settings(), params))
+        record_mlflow_runs(rows, self.tracker.log_results(rows))
         report = write_report(self.root, rows, self.state.data, benchmark, self.dataset_dir, self.tracking_uri,
                               self.test_entries())
         self.tracker.finish(rows, report, benchmark_json)
-        self.state.set("last_run_seconds", time.perf_counter() - start)
         return report
 
     @property

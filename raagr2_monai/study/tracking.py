@@ -1,9 +1,11 @@
-"""The study in MLflow: a parent run with the settings, one child run per model, the report's files on the parent,
-and the best model of each family registered as its bundle folder (configs and a plain state_dict, never a pickle).
+"""The study in MLflow, live: a parent run with the settings, open while the study runs; one child run per model,
+open while the model trains (or is pruned and fine-tuned) with its curves logged epoch by epoch; the evaluation and
+benchmark figures logged to that child later; the report's files on the parent; and the best model of each family
+registered as its bundle folder (configs and a plain state_dict, never a pickle).
 
 Tracking goes to an SQLite store in the study folder (``mlruns.db``; MLflow 3 refuses a file store) and artifacts to
-``mlartifacts/`` beside it. The run ids are recorded in the study's state under ``"mlflow"``, so a resumed study logs
-only what is missing.
+``mlartifacts/`` beside it. The run ids are recorded in the study's state under ``"mlflow"`` as soon as a run is
+created, so a resumed study reopens its runs (a redone training continues its child run) and never duplicates one.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from __future__ import annotations
 import math
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Sequence, Tuple, Union
 
+from raagr2_monai.handlers.tracking import epoch_metrics
 from raagr2_monai.report import best_per_family
 
+from .profiles import ModelSpec
 from .state import StudyState
 
 __all__ = ["EXPERIMENT", "MODEL_TAG", "StudyTracker", "tracking_uri"]
@@ -27,8 +32,8 @@ EXPERIMENT = "raagr2_study"
 #: MLflow tag naming the study model a child run belongs to.
 MODEL_TAG = "raagr2.model"
 _PARENT_TAG = "mlflow.parentRunId"
-#: Per-epoch figures of ``history.json`` logged as metrics by epoch.
-_CURVES = ("train_loss", "val_mean_dice", "val_dice_tc", "val_dice_wt", "val_dice_et", "lr")
+#: A model's settings, logged as its child run's parameters (attributes of a ModelSpec, keys of a report row).
+_MODEL_PARAMS = ("label", "kind", "family", "variant", "method", "ratio", "finetune_epochs", "from_scratch")
 
 
 def tracking_uri(root: PathLike) -> str:
@@ -42,23 +47,36 @@ def tracking_uri(root: PathLike) -> str:
     return f"sqlite:///{Path(root) / 'mlruns.db'}"
 
 
+def _end_status(error: Optional[BaseException]) -> str:
+    """The MLflow status of a run ended by ``error`` (``None``: it ended normally)."""
+    if error is None:
+        return "FINISHED"
+    return "KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED"
+
+
 class StudyTracker:
-    """Logs a study's rows to MLflow and registers its best models; what is logged is recorded in ``state``.
+    """Logs a study to MLflow as it runs and registers its best models; the run ids are recorded in ``state``.
 
     Args:
         root: the study folder (row sources are relative to it).
-        state: the study's state, where the run ids go (key ``"mlflow"``).
+        state: the study's state, where the run ids go (key ``"mlflow"``: ``parent``, ``children`` (model -> run id),
+            ``results`` (models whose evaluation and benchmark figures are logged), ``registered``).
 
     Example::
 
         tracker = StudyTracker(root, state)
-        runs = tracker.log_models(rows, profile.settings(), {"seed": 0})
-        registered = tracker.finish(rows, root / "report.md", root / "benchmark.json")
+        with tracker.study_run(profile.settings(), {"seed": 0}):
+            with tracker.model_run(spec) as run_id:
+                ...  # train, with MLflowEpochLogger(history, tracker.tracking_uri, run_id) on the trainer
+            ...  # evaluate, benchmark, collect the report's rows
+            runs = tracker.log_results(rows)
+            registered = tracker.finish(rows, root / "report.md", root / "benchmark.json")
     """
 
     def __init__(self, root: PathLike, state: StudyState) -> None:
         self.root = Path(root)
         self.state = state
+        self._mlflow: Optional[Tuple[Any, str]] = None
 
     @property
     def tracking_uri(self) -> str:
@@ -66,35 +84,41 @@ class StudyTracker:
         return tracking_uri(self.root)
 
     def _client(self) -> Tuple[Any, str]:
-        import mlflow
+        if self._mlflow is None:
+            import mlflow
 
-        client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
-        experiment = client.get_experiment_by_name(EXPERIMENT)
-        if experiment is None:
-            # an explicit artifact location: the SQLite store would otherwise put artifacts under the working directory
-            experiment_id = client.create_experiment(EXPERIMENT, artifact_location=(self.root / "mlartifacts").as_uri())
-        else:
-            experiment_id = experiment.experiment_id
-        return client, experiment_id
+            client = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
+            experiment = client.get_experiment_by_name(EXPERIMENT)
+            if experiment is None:
+                # an explicit artifact location: the SQLite store would otherwise put artifacts under the working
+                # directory
+                experiment_id = client.create_experiment(EXPERIMENT,
+                                                         artifact_location=(self.root / "mlartifacts").as_uri())
+            else:
+                experiment_id = experiment.experiment_id
+            self._mlflow = (client, experiment_id)
+        return self._mlflow
 
     def _record(self) -> Dict[str, Any]:
-        return dict(self.state.data.get("mlflow") or {"parent": None, "children": {}, "registered": {}})
+        record = dict(self.state.data.get("mlflow") or {"parent": None, "children": {}, "registered": {}})
+        # an older study logged a child run's figures when it created it, at the end
+        record.setdefault("results", sorted(record["children"]))
+        return record
 
-    def log_models(
-        self, rows: Sequence[Mapping[str, Any]], profile: Mapping[str, Any], params: Mapping[str, Any]
-    ) -> Dict[str, str]:
-        """Log the study's parent run (settings) and one child run per model (params, metrics by epoch and final,
-        the evaluation's files); runs already logged are kept.
+    @contextmanager
+    def study_run(self, profile: Mapping[str, Any], params: Mapping[str, Any]) -> Iterator[str]:
+        """The study's parent run, open (``RUNNING``) inside the ``with`` block: created on the first run, named by
+        profile and start time, with the settings as parameters; reopened by a resumed study. It ends ``FINISHED``,
+        or ``FAILED`` (``KILLED`` on Ctrl-C) when the block raises.
 
         Args:
-            rows: the report's rows (:func:`raagr2_monai.report.collect_rows`).
-            profile: the profile's settings, logged as ``profile.<name>`` parameters of the parent run.
-            params: further parameters of the parent run (data folder, seed).
+            profile: the profile's settings, logged as ``profile.<name>`` parameters.
+            params: further parameters (data folder, seed).
 
-        Returns:
-            Model name -> child run id.
+        Yields:
+            The parent run's id.
         """
-        from mlflow.entities import Metric, Param
+        from mlflow.entities import Param
 
         client, experiment_id = self._client()
         record = self._record()
@@ -108,57 +132,135 @@ class StudyTracker:
             client.log_batch(parent.info.run_id, params=[Param(k, str(v)[:6000]) for k, v in logged.items()])
             record["parent"] = parent.info.run_id
             self.state.set("mlflow", record)
+        else:
+            client.update_run(record["parent"], status="RUNNING")
+        with self._ending(record["parent"]):
+            yield record["parent"]
+
+    @contextmanager
+    def _ending(self, run_id: str) -> Iterator[None]:
+        """End ``run_id`` when the block ends, with the status its ending calls for."""
+        client, _ = self._client()
+        try:
+            yield
+        except BaseException as err:
+            client.set_terminated(run_id, _end_status(err))
+            raise
+        client.set_terminated(run_id, _end_status(None))
+
+    @contextmanager
+    def model_run(self, spec: ModelSpec) -> Iterator[str]:
+        """The model's child run, open while its training (or pruning and fine-tuning) runs inside the block: created
+        with the model's settings as parameters the first time, recorded at once, and reopened when a resumed study
+        redoes the step. Its start and end are those of the training; it ends like :meth:`study_run`'s.
+
+        Args:
+            spec: the model.
+
+        Yields:
+            The child run's id (for :class:`~raagr2_monai.handlers.MLflowEpochLogger`).
+        """
+        client, _ = self._client()
+        record = self._record()
+        run_id = record["children"].get(spec.name)
+        if run_id is None:
+            run_id = self._new_child(record, spec.name, spec.family)
+            self._log_params(run_id, {k: getattr(spec, k) for k in _MODEL_PARAMS})
+        else:
+            client.update_run(run_id, status="RUNNING")
+        with self._ending(run_id):
+            yield run_id
+
+    def _new_child(self, record: Dict[str, Any], name: str, family: str) -> str:
+        """Create the child run of model ``name`` and record it; a child of it that was not recorded (the process
+        stopped between its creation and the record) is deleted first."""
+        client, experiment_id = self._client()
         parent_id = record["parent"]
+        stale = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{MODEL_TAG}` = '{name}' and tags.`{_PARENT_TAG}` = '{parent_id}'",
+        )
+        for run in stale:
+            client.delete_run(run.info.run_id)
+        child = client.create_run(experiment_id, run_name=name,
+                                  tags={_PARENT_TAG: parent_id, MODEL_TAG: name, "raagr2.family": family})
+        record["children"][name] = child.info.run_id
+        self.state.set("mlflow", record)
+        return child.info.run_id
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        client, _ = self._client()
+        client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+
+    def outdated(self, models: Sequence[str]) -> None:
+        """The evaluation or benchmark figures of ``models`` were redone: :meth:`log_results` logs them again."""
+        record = self._record()
+        record["results"] = [m for m in record["results"] if m not in set(models)]
+        self.state.set("mlflow", record)
+
+    def log_results(self, rows: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
+        """Log each model's evaluation and benchmark figures (``quality.*``, ``cost.*``, ``reduction.*``), its sources
+        and the evaluation's files to its child run, by run id: the run keeps the start and end of its training.
+        Figures already logged and not :meth:`outdated` are not logged again.
+
+        A model trained by a study that recorded no child run for it (an older version of the study) gets one now,
+        with its curves from ``history.json``.
+
+        Args:
+            rows: the report's rows (:func:`raagr2_monai.report.collect_rows`).
+
+        Returns:
+            Model name -> child run id.
+        """
+        from mlflow.entities import Metric
+
+        client, _ = self._client()
+        record = self._record()
         for row in rows:
             name = row["model"]
-            if name in record["children"]:
+            if name in record["results"]:
                 continue
-            # a child logged by an interrupted run, but not recorded, is replaced
-            stale = client.search_runs(
-                [experiment_id],
-                filter_string=f"tags.`{MODEL_TAG}` = '{name}' and tags.`{_PARENT_TAG}` = '{parent_id}'",
-            )
-            for run in stale:
-                client.delete_run(run.info.run_id)
-            child = client.create_run(experiment_id, run_name=name, tags={_PARENT_TAG: parent_id, MODEL_TAG: name,
-                                                                          "raagr2.family": row["family"]})
-            run_id = child.info.run_id
-            row_params = {k: row[k] for k in ("label", "kind", "family", "variant", "method", "ratio",
-                                              "finetune_epochs", "from_scratch")}
-            row_params.update({f"source.{k}": v for k, v in row["sources"].items() if k != "mlflow_run_id"})
+            run_id = record["children"].get(name)
+            backfilled = run_id is None
+            metrics = []
+            if backfilled:
+                run_id = self._new_child(record, name, row["family"])
+                metrics = [m for epoch in row["history"].get("epochs") or [] for m in epoch_metrics(epoch)]
+            params = {k: row[k] for k in _MODEL_PARAMS}
+            params.update({f"source.{k}": v for k, v in row["sources"].items() if k != "mlflow_run_id"})
+            self._log_params(run_id, params)
             now = int(time.time() * 1000)
-            metrics = [
+            metrics += [
                 Metric(f"{section}.{key}", float(value), now, 0)
                 for section in ("quality", "cost", "reduction")
                 for key, value in row[section].items()
                 if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(float(value))
             ]
-            for epoch in row["history"].get("epochs") or []:
-                for key in _CURVES:
-                    if key in epoch and math.isfinite(float(epoch[key])):
-                        metrics.append(Metric(key, float(epoch[key]), now, int(epoch["epoch"])))
-            client.log_batch(run_id, metrics=metrics, params=[Param(k, str(v)) for k, v in row_params.items()])
+            client.log_batch(run_id, metrics=metrics)
             for rel in (row["sources"]["run_json"], row["sources"]["pruning_json"],
                         f"{row['sources']['eval_dir']}/metrics_per_subject.csv",
                         f"{row['sources']['eval_dir']}/metrics_summary.csv"):
                 if rel and (self.root / rel).is_file():
                     client.log_artifact(run_id, str(self.root / rel), artifact_path="results")
-            client.set_terminated(run_id)
-            record["children"][name] = run_id
+            if backfilled:
+                client.set_terminated(run_id, _end_status(None))
+            record["results"].append(name)
             self.state.set("mlflow", record)
         return dict(record["children"])
 
     def finish(self, rows: Sequence[Mapping[str, Any]], report: PathLike, benchmark_json: PathLike) -> Dict[str, Any]:
         """Attach the report, tables, charts, benchmark and state to the parent run, register the best model of each
         family (:func:`raagr2_monai.report.best_per_family`: the best validation mean Dice, the baseline excluded, as
-        the report shows it) without pickling it, and end the parent run.
+        the report shows it) without pickling it.
 
         A registered version's source is the child run's ``bundle`` artifact folder: the bundle's configs and its
         plain state_dict (``models/model.pt``, plus the pruning history or masks), loadable with
         ``torch.load(weights_only=True)``.
 
         Args:
-            rows: the report's rows, every one logged by :meth:`log_models`.
+            rows: the report's rows, every one logged by :meth:`log_results`.
             report: ``report.md``; ``tables/`` and ``charts/`` are taken from the study folder.
             benchmark_json: the benchmark's JSON file.
 
@@ -201,5 +303,4 @@ class StudyTracker:
             )
             record["registered"][registered] = {"model": row["model"], "version": version.version, "source": source}
             self.state.set("mlflow", record)
-        client.set_terminated(parent_id)
         return dict(record["registered"])

@@ -106,3 +106,24 @@ def test_unknown_backend_and_bad_threads_are_refused_before_measuring():
         run_benchmark("depthwise", size=32, batches=1, repeats=1, backends="tensorrt")
     with pytest.raises(ValueError, match="threads"):
         run_benchmark("depthwise", size=32, batches=1, repeats=1, backends="torch", threads=0)
+
+
+def test_progress_bar_counts_the_models_measured_on_a_terminal_only(monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    settings = dict(size=32, batches=1, repeats=1, warmup=0, measure_memory=False, train_step=False)
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    result = run_benchmark("depthwise", **settings)
+    # the baseline added as the reference is measured too: two models
+    assert "benchmark:" in terminal.getvalue() and "/2 [" in terminal.getvalue() and "/3" not in terminal.getvalue()
+    assert [name for name in result if name != META_KEY] == ["baseline", "depthwise"]
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", log)
+    run_benchmark("depthwise", **settings)
+    assert log.getvalue() == ""

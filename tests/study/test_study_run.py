@@ -1,11 +1,14 @@
-"""``raagr2 study`` end to end on a tiny synthetic set: report, tables, charts, MLflow runs and resumption."""
+"""``raagr2 study`` end to end on a tiny synthetic set: report, tables, charts, MLflow runs (live), silenced notices
+and resumption."""
 
 import csv
 import json
+import logging
 import math
 import re
 import shutil
 import statistics
+import warnings
 from pathlib import Path
 
 import pytest
@@ -17,25 +20,58 @@ from raagr2_monai.study import run_study
 
 pytestmark = pytest.mark.slow
 
-# two architectures, magnitude and DepGraph at one ratio: the smallest study that has every kind of row
-SETTINGS = {"methods": ("magnitude", "depgraph")}
+# two architectures, magnitude and DepGraph at one ratio: the smallest study that has every kind of row; two epochs
+# (validated at the second) so that the curves logged by epoch have more than one step
+SETTINGS = {"methods": ("magnitude", "depgraph"), "epochs": 2, "val_interval": 2}
 MODELS = ["baseline", "depthwise", "magnitude-20", "magnitude-20-ft", "depgraph-20", "depgraph-20-ft", "hybrid-50",
           "hybrid-50-kd"]
 PNG = b"\x89PNG\r\n\x1a\n"
+WORKFLOWS = "monai.bundle.workflows"
+
+
+class _Records(logging.Handler):
+    """The records a logger's handlers get (what its filters let through)."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _run(root, lines, **kwargs):
+    """The tiny study in ``root / "out"`` on the synthetic set in ``root / "synthetic"``, with one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("RAAGR2_SYNTHETIC_DIR", str(root / "synthetic"))
+            patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            return run_study("tiny", output=root / "out", echo=lines.append, **SETTINGS, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory):
-    """One tiny study on the synthetic set (generated into a temporary folder), with one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def first_run(tmp_path_factory):
+    """One tiny study, with its printed lines, what MONAI's workflow logger let through and every warning shown."""
     root = tmp_path_factory.mktemp("study")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RAAGR2_SYNTHETIC_DIR", str(root / "synthetic"))
-        patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        result = run_study("tiny", output=root / "out", echo=lambda line: None, **SETTINGS)
-    torch.set_num_threads(threads)
-    return result
+    lines = []
+    records = _Records()
+    logging.getLogger(WORKFLOWS).addHandler(records)
+    try:
+        with warnings.catch_warnings(record=True) as shown:
+            warnings.simplefilter("always")  # the deprecation warnings the study silences must reach it
+            study = _run(root, lines)
+    finally:
+        logging.getLogger(WORKFLOWS).removeHandler(records)
+    return study, lines, records.messages, [str(w.message) for w in shown]
+
+
+@pytest.fixture(scope="module")
+def study(first_run):
+    return first_run[0]
 
 
 def _csv(path: Path):
@@ -162,8 +198,8 @@ def test_report_shows_each_familys_best_model_chosen_on_validation(study):
 
 def test_training_curves_are_recorded(study):
     history = json.loads((study.root / "models" / "baseline" / "runs" / "train" / "history.json").read_text())
-    assert [e["epoch"] for e in history["epochs"]] == [1]
-    assert history["epochs"][0]["train_loss"] > 0 and 0 <= history["epochs"][0]["val_mean_dice"] <= 1
+    assert [e["epoch"] for e in history["epochs"]] == [1, 2]
+    assert history["epochs"][0]["train_loss"] > 0 and 0 <= history["epochs"][1]["val_mean_dice"] <= 1
     assert [i[0] for i in history["iterations"]] == list(range(1, len(history["iterations"]) + 1))
     assert not list(study.root.rglob("last.pt")), "finished runs drop their resumable training state"
     pruned = study.root / "models" / "baseline" / "pruned"
@@ -192,7 +228,7 @@ def test_mlflow_parent_child_runs_and_registered_models(study):
     report = (study.root / "report.md").read_text()
     assert f"| `baseline` | `models/baseline` | `models/baseline/runs/train/run.json` | `eval/baseline/` | " \
         f"`{baseline.info.run_id}` |" in report
-    assert [m.step for m in client.get_metric_history(baseline.info.run_id, "train_loss")] == [1]
+    assert [m.step for m in client.get_metric_history(baseline.info.run_id, "train_loss")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "tables", "charts", "benchmark.json", "state.json"} <= artifacts
     assert parent.data.params["profile.name"] == "tiny"
@@ -216,38 +252,115 @@ def test_hybrid_rows_prune_the_depthwise_model_and_one_distils_from_the_baseline
     assert plain["source_ckpt"] == kd["source_ckpt"] == str(study.root / "models" / "depthwise" / "models" / "model.pt")
 
 
-def test_rerun_resumes_without_redoing_finished_steps(study):
-    state_file = study.root / "state.json"
-    before = json.loads(state_file.read_text())
-    again = run_study("tiny", output=study.root, echo=lambda line: None, **SETTINGS)
-    assert again.counts == {"train": 0, "prune": 0, "evaluate": 0, "benchmark": 0}
-    after = json.loads(state_file.read_text())
-    assert after["steps"] == before["steps"] and after["mlflow"] == before["mlflow"]
-
-    # an interruption after the prunings: the evaluation of one model and the benchmark were not recorded
-    del after["steps"]["evaluate/hybrid-50-kd"], after["steps"]["benchmark"]
-    del after["mlflow"]["children"]["hybrid-50-kd"]
-    state_file.write_text(json.dumps(after))
-    shutil.rmtree(study.root / "eval" / "hybrid-50-kd")
-    lines = []
-    resumed = run_study("tiny", output=study.root, echo=lines.append, **SETTINGS)
-    assert resumed.counts == {"train": 0, "prune": 0, "evaluate": 1, "benchmark": 1}
-    steps = len(MODELS) + len(MODELS) + 1  # made (trained or pruned), evaluated, benchmark
-    progress = [line for line in lines if line.startswith("[study ")]
-    assert progress[0] == f"[study {steps - 1}/{steps}] evaluate/hybrid-50-kd ..."
-    assert re.fullmatch(rf"\[study {steps - 1}/{steps}\] evaluate/hybrid-50-kd done in \d+ s; about .+ left", progress[1])
-    assert progress[-1].startswith(f"[study {steps}/{steps}] benchmark done in ")
-    assert (study.root / "eval" / "hybrid-50-kd" / "metrics_summary.csv").is_file()
-    final = json.loads(state_file.read_text())
-    assert final["steps"]["train/baseline"] == before["steps"]["train/baseline"]
-    assert set(final["mlflow"]["children"]) == set(MODELS)
-
+def _runs(study):
+    """The study's MLflow client, parent run and child runs by model."""
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=study.tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("raagr2_study").experiment_id])
-    names = sorted(r.info.run_name for r in runs if "mlflow.parentRunId" in r.data.tags)
-    assert names == sorted(MODELS), "the child of the redone model replaced the old one"
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(runs) - 1
+    return client, parent, {r.info.run_name: r for r in children}
+
+
+def _made(study, model):
+    """The state's record of the step that trained or pruned ``model``."""
+    steps = json.loads((study.root / "state.json").read_text())["steps"]
+    return steps[f"train/{model}"] if f"train/{model}" in steps else steps[f"prune/{model}"]
+
+
+def test_each_child_run_spans_its_training_and_got_its_curves_epoch_by_epoch(study):
+    client, parent, children = _runs(study)
+    assert sorted(children) == sorted(MODELS)
+    spans = []
+    for model in MODELS:  # the study's order: trained, then pruned
+        made, run = _made(study, model), children[model].info
+        assert run.status == "FINISHED"
+        assert parent.info.start_time <= run.start_time < run.end_time < parent.info.end_time
+        # open while the step ran: from before the training to after it, not a few milliseconds at the end
+        assert made["train_seconds"] - 0.5 <= (run.end_time - run.start_time) / 1000 <= made["step_seconds"] + 1.0
+        history = json.loads((study.root / made["history"]).read_text())
+        for key in ("train_loss", "lr", "val_mean_dice", "val_dice_tc", "val_dice_wt", "val_dice_et"):
+            logged = client.get_metric_history(run.run_id, key)
+            expected = [e for e in history["epochs"] if key in e]
+            assert [m.step for m in logged] == [e["epoch"] for e in expected], (model, key)
+            assert [m.value for m in logged] == pytest.approx([e[key] for e in expected])
+            assert all(run.start_time <= m.timestamp <= run.end_time for m in logged), "logged as the epoch ended"
+        # the test figures came later, to the same run, without moving its end
+        (quality,) = client.get_metric_history(run.run_id, "quality.dice_mean")
+        assert quality.timestamp >= run.end_time
+        spans.append((run.start_time, run.end_time))
+    assert all(end <= next_start for (_, end), (next_start, _) in zip(spans, spans[1:]))
+    assert [m.step for m in client.get_metric_history(children["baseline"].info.run_id, "val_mean_dice")] == [2]
+
+
+def test_workflow_notices_are_silenced_and_counted_in_one_line(first_run):
+    _, lines, passed, shown = first_run
+    assert not [m for m in passed if m.startswith(("No workflow type", "Logging file is set to False"))]
+    assert not [m for m in shown if re.match(r"'(min_delta|cumulative_delta)' is deprecated", m)]
+    assert [line for line in lines if line.startswith("Silenced: ")] == [lines[-1]]
+    # a training or pruning and an evaluation workflow per model; each training or pruning workflow's early
+    # stopping passes Ignite two deprecated arguments
+    workflows = 2 * len(MODELS)
+    for counted in (f"MONAI 'No workflow type ... specified' x{workflows}",
+                    f"MONAI 'Logging file is set to False' x{workflows}",
+                    f"Ignite EarlyStopping deprecation warnings x{2 * len(MODELS)}"):
+        assert counted in lines[-1]
+    # not a terminal: MONAI's line per iteration stays, and no bar replaces it
+    assert "iteration lines" not in lines[-1]
+    assert logging.getLogger(WORKFLOWS).filters == [], "the filters end with the study"
+
+
+def test_rerun_resumes_without_redoing_finished_steps_or_duplicating_runs(study):
+    state_file = study.root / "state.json"
+    before = json.loads(state_file.read_text())
+    _, parent_before, children_before = _runs(study)
+    again = _run(study.root.parent, [])
+    assert again.counts == {"train": 0, "prune": 0, "evaluate": 0, "benchmark": 0}
+    after = json.loads(state_file.read_text())
+    assert after["steps"] == before["steps"] and after["mlflow"] == before["mlflow"]
+    _, parent, children = _runs(study)
+    assert parent.info.run_id == parent_before.info.run_id and parent.info.status == "FINISHED"
+    assert {m: r.info.run_id for m, r in children.items()} == {m: r.info.run_id for m, r in children_before.items()}
+
+    # an interruption during the last pruning: it, its evaluation and the benchmark were not recorded; and the
+    # record of depthwise's child run was lost (the study then logs a new one, from its history, in its place)
+    for step in ("prune/hybrid-50-kd", "evaluate/hybrid-50-kd", "benchmark"):
+        del after["steps"][step]
+    del after["mlflow"]["children"]["depthwise"]
+    after["mlflow"]["results"].remove("depthwise")
+    state_file.write_text(json.dumps(after))
+    shutil.rmtree(study.root / "eval" / "hybrid-50-kd")
+    lines = []
+    resumed = _run(study.root.parent, lines)
+    assert resumed.counts == {"train": 0, "prune": 1, "evaluate": 1, "benchmark": 1}
+    steps = len(MODELS) + len(MODELS) + 1  # made (trained or pruned), evaluated, benchmark
+    progress = [line for line in lines if line.startswith("[study ")]
+    assert progress[0] == f"[study {len(MODELS)}/{steps}] prune/hybrid-50-kd ..."
+    assert progress[2] == f"[study {steps - 1}/{steps}] evaluate/hybrid-50-kd ..."
+    assert re.fullmatch(rf"\[study {steps - 1}/{steps}\] evaluate/hybrid-50-kd done in \d+ s; about .+ left", progress[3])
+    assert progress[-1].startswith(f"[study {steps}/{steps}] benchmark done in ")
+    assert (study.root / "eval" / "hybrid-50-kd" / "metrics_summary.csv").is_file()
+    final = json.loads(state_file.read_text())
+    assert final["steps"]["train/baseline"] == before["steps"]["train/baseline"]
+
+    client, parent, children = _runs(study)
+    assert sorted(children) == sorted(MODELS) and parent.info.run_id == parent_before.info.run_id
+    assert final["mlflow"]["children"] == {m: r.info.run_id for m, r in children.items()}
+    # the redone pruning continued its own child run: same id, same start, a later end
+    redone, old = children["hybrid-50-kd"].info, children_before["hybrid-50-kd"].info
+    assert redone.run_id == old.run_id and redone.start_time == old.start_time and redone.end_time > old.end_time
+    assert redone.status == "FINISHED"
+    # the redone benchmark's figures replaced the old ones in every child run
+    cost = {r["model"]: r for r in json.loads((study.root / "tables" / "table2_cost.json").read_text())}
+    for model, run in children.items():
+        assert run.data.metrics["cost.latency_bmax_ms"] == pytest.approx(cost[model]["latency_bmax_ms"])
+    # the lost record: a new child run, with the curves of history.json
+    assert children["depthwise"].info.run_id != children_before["depthwise"].info.run_id
+    history = json.loads((study.root / _made(study, "depthwise")["history"]).read_text())
+    assert [(m.step, m.value) for m in client.get_metric_history(children["depthwise"].info.run_id, "train_loss")] \
+        == [(e["epoch"], pytest.approx(e["train_loss"])) for e in history["epochs"]]
 
 
 def test_fresh_needs_a_study_and_noresume_refuses_one(study, tmp_path):
