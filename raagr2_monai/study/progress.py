@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 __all__ = ["Progress", "format_duration"]
 
@@ -27,30 +27,36 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Counts a study's steps and estimates the time left from the steps finished in this run.
 
-    A step's kind is the part of its name before ``/`` (``train``, ``prune``, ``evaluate``, ``benchmark``): steps of
-    one kind take alike, steps of different kinds do not (a training run takes minutes, an evaluation seconds). The
-    time left is, for each kind, the mean time of its finished steps times its steps left; a kind none of whose steps
-    has finished yet is counted at the mean of all finished steps. Steps finished by an earlier run (resumed study)
-    count as done and take no time.
+    A step's kind is the part of its name before ``/`` (``train``, ``prune``, ``evaluate``, ``benchmark``), and each
+    step has a size in units of work (e.g. its epochs): steps of one kind take time in proportion to their size, steps
+    of different kinds do not (a training epoch takes longer than an evaluation). The time left is, for each kind, its
+    seconds per unit (measured on its finished steps) times its units left; a kind none of whose steps has finished yet
+    is counted at the seconds per unit of all finished steps. Steps finished by an earlier run (resumed study) count as
+    done and take no time.
 
     Args:
         steps: every step of the study, in order.
+        units: each step's size (default 1 each); the study gives training and fine-tuning their epochs.
 
     Example::
 
-        >>> p = Progress(["train/a", "train/b", "evaluate/a", "evaluate/b"])
+        >>> p = Progress(["train/a", "train/b", "prune/p", "evaluate/a"], units=[10, 10, 2, 1])
         >>> p.finished("train/a", 100.0)
-        >>> p.label("train/b"), round(p.seconds_left())
-        ('[study 2/4]', 300)
+        >>> p.label("train/b"), round(p.seconds_left())  # 10 s per unit: 100 + 20 + 10
+        ('[study 2/4]', 130)
     """
 
-    def __init__(self, steps: Sequence[str]) -> None:
+    def __init__(self, steps: Sequence[str], units: Optional[Sequence[float]] = None) -> None:
         self.steps: List[str] = list(steps)
-        self._left: Dict[str, int] = defaultdict(int)
+        sizes = [1.0] * len(self.steps) if units is None else [float(u) for u in units]
+        if len(sizes) != len(self.steps) or any(u <= 0 for u in sizes):
+            raise ValueError(f"Progress: one positive size per step is needed; got {list(sizes)} for {len(steps)}.")
+        self._units = dict(zip(self.steps, sizes))
+        self._left: Dict[str, float] = defaultdict(float)
         for step in self.steps:
-            self._left[self.kind(step)] += 1
-        self._seconds: Dict[str, List[float]] = defaultdict(list)
-        self._done = 0
+            self._left[self.kind(step)] += self._units[step]
+        self._seconds: Dict[str, float] = defaultdict(float)
+        self._done_units: Dict[str, float] = defaultdict(float)
 
     @staticmethod
     def kind(step: str) -> str:
@@ -63,22 +69,23 @@ class Progress:
 
     def skipped(self, step: str) -> None:
         """``step`` was done by an earlier run."""
-        self._left[self.kind(step)] -= 1
-        self._done += 1
+        self._left[self.kind(step)] -= self._units[step]
 
     def finished(self, step: str, seconds: float) -> None:
         """``step`` took ``seconds`` in this run."""
-        self._left[self.kind(step)] -= 1
-        self._seconds[self.kind(step)].append(seconds)
-        self._done += 1
+        kind = self.kind(step)
+        self._left[kind] -= self._units[step]
+        self._seconds[kind] += seconds
+        self._done_units[kind] += self._units[step]
 
     def seconds_left(self) -> float:
         """The estimated time left, in seconds (0 before any step has finished in this run: nothing to go on)."""
-        timed = [s for times in self._seconds.values() for s in times]
-        if not timed:
+        done = sum(self._done_units.values())
+        if not done:
             return 0.0
-        overall = sum(timed) / len(timed)
+        overall = sum(self._seconds.values()) / done
         return sum(
-            left * (sum(self._seconds[kind]) / len(self._seconds[kind]) if self._seconds[kind] else overall)
+            left * (self._seconds[kind] / self._done_units[kind] if self._done_units[kind] else overall)
             for kind, left in self._left.items()
+            if left > 0
         )

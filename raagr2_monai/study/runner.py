@@ -348,11 +348,13 @@ class Study:
         """
         self.resolve_data()
         start = time.perf_counter()
+        made = [s for s in self.models if s.kind == "architecture"] + [s for s in self.models if s.kind == "pruned"]
+        # sizes in training epochs, so that the first finished training prices the rest: a pruning without
+        # fine-tuning is about one validation, an evaluation a little more, the benchmark a few epochs per model
         self.progress = Progress(
-            [step_name(s) for s in self.models if s.kind == "architecture"]
-            + [step_name(s) for s in self.models if s.kind == "pruned"]
-            + [f"evaluate/{s.name}" for s in self.models]
-            + ["benchmark"]
+            [step_name(s) for s in made] + [f"evaluate/{s.name}" for s in self.models] + ["benchmark"],
+            units=[(self.profile.epochs if s.kind == "architecture" else s.finetune_epochs) or 0.3 for s in made]
+            + [0.5] * len(self.models) + [2.0 * len(self.models)],
         )
         params = {"data_dir": self.data_dir, "dataset_dir": self.dataset_dir, "seed": self.seed}
         # the training bar goes where the study's lines go, and replaces MONAI's line per iteration there

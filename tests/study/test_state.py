@@ -34,15 +34,18 @@ def test_state_with_other_settings_or_broken_is_refused(tmp_path):
 def test_progress_counts_steps_and_estimates_time_left_by_kind():
     from raagr2_monai.study.progress import Progress, format_duration
 
-    progress = Progress(["train/a", "train/b", "prune/p", "evaluate/a", "evaluate/b", "benchmark"])
+    steps = ["train/a", "train/b", "prune/p", "evaluate/a", "evaluate/b", "benchmark"]
+    progress = Progress(steps, units=[30, 30, 2, 0.5, 0.5, 4])
     assert progress.seconds_left() == 0.0  # nothing finished: no estimate rather than a made-up one
     progress.skipped("train/a")  # done by an earlier run: counted, not timed
     progress.finished("train/b", 300.0)
     assert progress.label("prune/p") == "[study 3/6]"
-    # prune, evaluate x2 and benchmark have no timing of their own yet: the mean of the finished steps (300 s) each
-    assert progress.seconds_left() == 4 * 300.0
+    # prune, evaluate x2 and benchmark have no timing of their own yet: 10 s per unit (train/b's) for their 7 units
+    assert progress.seconds_left() == pytest.approx(7 * 10.0)
     progress.finished("prune/p", 60.0)
     progress.finished("evaluate/a", 10.0)
-    # evaluate/b at the evaluate mean (10 s), benchmark at the mean of all finished steps ((300 + 60 + 10) / 3)
-    assert progress.seconds_left() == pytest.approx(10.0 + 370.0 / 3)
+    # evaluate/b at the evaluate rate (20 s per unit), benchmark at the rate of all finished steps (370 s / 32.5)
+    assert progress.seconds_left() == pytest.approx(0.5 * 20.0 + 4 * 370.0 / 32.5)
+    with pytest.raises(ValueError, match="one positive size per step"):
+        Progress(["train/a"], units=[0])
     assert format_duration(59.6) == "1 min 00 s" and format_duration(7260) == "2 h 01 min"
