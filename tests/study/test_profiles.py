@@ -40,7 +40,7 @@ def test_bad_profiles_are_refused():
         get_profile("tiny", epoch=3)
     with pytest.raises(ValueError, match="roi_size must be a positive multiple of 16; got 40"):
         get_profile("tiny", roi_size=40)
-    with pytest.raises(ValueError, match=r"val_interval must lie in \[1, epochs=1\]; got 3"):
+    with pytest.raises(ValueError, match=r"val_interval must lie in \[1, epochs=1\]; got 5"):
         get_profile("quick", epochs=1)
     with pytest.raises(ValueError, match="variants must name RAAGR2-Net variants and include 'baseline'"):
         get_profile("tiny", variants=("depthwise",))
