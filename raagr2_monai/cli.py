@@ -249,8 +249,8 @@ def export(
         bundle: the bundle folder (a pruned bundle included).
         formats: ``onnx``, ``openvino`` or ``onnx,openvino``.
         opset: the ONNX opset (default: ``raagr2_monai.deploy.DEFAULT_OPSET``).
-        tolerance: largest absolute difference from eager PyTorch allowed (default:
-            ``raagr2_monai.deploy.PARITY_TOLERANCE``).
+        tolerance: largest absolute difference from the exact (fp64) probabilities allowed, or 4 times eager
+            PyTorch's own fp32 error where that is larger (default: ``raagr2_monai.deploy.PARITY_TOLERANCE``).
         dynamo: use the dynamo exporter of ``torch.onnx.export`` instead of the TorchScript one.
     """
     from .deploy.command import export_command

@@ -20,6 +20,7 @@ from .command import export_command
 from .export import (
     DEFAULT_OPSET,
     FORMATS,
+    FP32_ERROR_FACTOR,
     PARITY_SHAPES,
     PARITY_TOLERANCE,
     ExportParityError,
@@ -47,6 +48,7 @@ __all__ = [
     "DEFAULT_OPSET",
     "PARITY_SHAPES",
     "PARITY_TOLERANCE",
+    "FP32_ERROR_FACTOR",
     "ExportParityError",
     "check_formats",
     "export_network",
