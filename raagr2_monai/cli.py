@@ -208,7 +208,8 @@ def study(
 def segment(
     bundle: str, output_dir: str, dataset_dir: str | None = None, datalist: str | None = None,
     ckpt_path: str | None = None, device: str | None = None, roi_size: int | str | tuple | None = None, repeat: int = 1,
-    backend: str = "torch", threads: int | None = None,
+    backend: str = "torch", threads: int | None = None, whole_slice: bool | None = None,
+    sw_batch_size: int | None = None, skip_empty: bool | None = None,
 ) -> str:
     """Segment every study of a folder (or a datalist's testing section) with a bundle; print, per study, the label map
     written and the seconds of each stage (load, preprocess, network, invert, postprocess, write).
@@ -224,11 +225,17 @@ def segment(
         repeat: runs per study; with more than one, each stage's median (a benchmark of one study, end to end).
         backend: ``torch``, or ``onnxruntime`` / ``openvino`` to run the bundle's export (``raagr2 export`` first).
         threads: CPU threads of the backend (default: the runtime's own).
+        whole_slice: one window per slice, the whole slice, instead of ``roi_size`` windows: faster, but another
+            result, as the network sees another context (default: off).
+        sw_batch_size: windows (slices, with ``--whole_slice``) per network call (default: the bundle's, 8).
+        skip_empty: windows without brain get the network's output for zeros, computed once (the same label map;
+            default: on; ``--noskip_empty`` runs the network on every window).
     """
     from .deploy.segment import segment_command
 
     return segment_command(
-        bundle, output_dir, dataset_dir, datalist, ckpt_path, device, roi_size, repeat, backend, threads
+        bundle, output_dir, dataset_dir, datalist, ckpt_path, device, roi_size, repeat, backend, threads,
+        whole_slice, sw_batch_size, skip_empty,
     )
 
 
@@ -242,8 +249,8 @@ def export(
         bundle: the bundle folder (a pruned bundle included).
         formats: ``onnx``, ``openvino`` or ``onnx,openvino``.
         opset: the ONNX opset (default: ``raagr2_monai.deploy.DEFAULT_OPSET``).
-        tolerance: largest absolute difference from eager PyTorch allowed (default:
-            ``raagr2_monai.deploy.PARITY_TOLERANCE``).
+        tolerance: largest absolute difference from the exact (fp64) probabilities allowed, or 4 times eager
+            PyTorch's own fp32 error where that is larger (default: ``raagr2_monai.deploy.PARITY_TOLERANCE``).
         dynamo: use the dynamo exporter of ``torch.onnx.export`` instead of the TorchScript one.
     """
     from .deploy.command import export_command

@@ -410,7 +410,18 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                 "shuffle": False,
                 "num_workers": "@num_workers",
             },
-            "inferer": slice_inferer_spec(),
+            # skip_empty: windows without a brain voxel (all zeros after preprocessing) get the network's output for
+            # zeros, computed once, instead of a network run each: the same label map, less time. whole_slice: one
+            # window per slice, the whole slice, instead of roi_size windows (another result: the network sees
+            # another context)
+            "skip_empty": True,
+            "whole_slice": False,
+            "inferer": {
+                **slice_inferer_spec(),
+                "_target_": "raagr2_monai.deploy.BrainSliceInferer",
+                "skip_empty": "@skip_empty",
+                "whole_slice": "@whole_slice",
+            },
             "postprocessing": writeback_spec("@preprocessing"),
             "handlers": [
                 {
@@ -435,6 +446,12 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                 *_CHECKS,
                 "$raagr2_monai.bundle.checked(raagr2_monai.deploy.check_backend, @backend)",
                 "$torch.set_num_threads(int(@threads)) if @threads and @backend == 'torch' else None",
+                # the weights each WeightsLoader will load must exist, said before any study is read; none is asked
+                # for with an exported backend or with the handlers replaced (stand-in networks)
+                (
+                    "$[raagr2_monai.bundle.checked(raagr2_monai.networks.check_weights, handler.load_path) "
+                    "for handler in @handlers if isinstance(handler, raagr2_monai.handlers.WeightsLoader)]"
+                ),
             ],
             "run": ["$@evaluator.run()"],
             "inferring": "$@run",

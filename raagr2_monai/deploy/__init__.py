@@ -1,6 +1,7 @@
 """Deployment of RAAGR2-Net: export to ONNX and OpenVINO IR with a parity check (:mod:`.export`), the record that
 ties an export to its bundle (:mod:`.record`, :mod:`.source`, :mod:`.fingerprint`), inference backends usable as the
-network of MONAI's inferers (:mod:`.backends`), a bundle's inference timed by stage (:mod:`.segment`, ``raagr2
+network of MONAI's inferers (:mod:`.backends`), the slice inferer that skips windows without brain
+(:mod:`.inferer`), a bundle's inference timed by stage (:mod:`.segment`, ``raagr2
 segment``) and the ``raagr2 export`` command (:mod:`.command`)."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .command import export_command
 from .export import (
     DEFAULT_OPSET,
     FORMATS,
+    FP32_ERROR_FACTOR,
     PARITY_SHAPES,
     PARITY_TOLERANCE,
     ExportParityError,
@@ -27,6 +29,7 @@ from .export import (
     export_network,
 )
 from .fingerprint import file_sha256, history_sha256, state_dict_sha256
+from .inferer import BrainSliceInferer, SkipEmptyWindows
 from .record import RECORD_FORMAT, ExportMismatchError, ExportRecord, check_against_bundle, read_record, record_path
 from .segment import Segmenter, StudyTiming, median_timing, segment_command
 from .source import BundleModel, ModelSource, read_bundle, source_of
@@ -45,10 +48,13 @@ __all__ = [
     "DEFAULT_OPSET",
     "PARITY_SHAPES",
     "PARITY_TOLERANCE",
+    "FP32_ERROR_FACTOR",
     "ExportParityError",
     "check_formats",
     "export_network",
     "export_bundle",
+    "BrainSliceInferer",
+    "SkipEmptyWindows",
     "file_sha256",
     "state_dict_sha256",
     "history_sha256",

@@ -79,7 +79,9 @@ class ExportRecord:
         input_name: the graph's input.
         output_name: the graph's output.
         dynamic_axes: the axes left free, by tensor name.
-        parity: ``tolerance``, the input ``shapes`` and the ``max_abs_diff`` against eager PyTorch.
+        parity: ``tolerance``, the input ``shapes``, the ``max_abs_diff`` against eager PyTorch, the
+            ``max_abs_error`` against the exact (fp64) output, eager PyTorch's own ``eager_fp32_error`` and the
+            ``limit`` the error was held to (:func:`~raagr2_monai.deploy.export_network`).
         versions: package versions at export time.
     """
 

@@ -23,6 +23,7 @@ from raagr2_monai.networks import load_weights
 from raagr2_monai.utils import parse_sequence, progress_bar
 
 from .backends import check_backend
+from .inferer import as_flag
 
 __all__ = ["Segmenter", "StudyTiming", "STAGES", "median_timing", "format_timing", "segment_command"]
 
@@ -75,7 +76,8 @@ class Segmenter:
         backend: ``torch``, or ``onnxruntime`` / ``openvino`` to run the bundle's exported ``models/model.onnx`` /
             ``model.xml`` (``raagr2 export``; checked against the bundle's weights, so ``ckpt_path`` does not apply).
         threads: intra-op CPU threads of the backend (``None``: the runtime's default).
-        overrides: other config ids to set (``roi_size``, ``overlap``, ``sw_batch_size``, ``threshold``, ...).
+        overrides: other config ids to set (``roi_size``, ``overlap``, ``sw_batch_size``, ``threshold``,
+            ``whole_slice``, ``skip_empty``, ...).
 
     Raises:
         FileNotFoundError: the bundle or its weights do not exist.
@@ -221,6 +223,9 @@ def segment_command(
     repeat: int = 1,
     backend: str = "torch",
     threads: Optional[int] = None,
+    whole_slice: Any = None,
+    sw_batch_size: Optional[int] = None,
+    skip_empty: Any = None,
     echo: Callable[[str], None] = print,
 ) -> str:
     """``raagr2 segment``: segment every study of a folder or datalist with a bundle, timing each stage.
@@ -241,14 +246,19 @@ def segment_command(
         repeat: runs per study; with more than one, each stage's median (:func:`median_timing`).
         backend: ``torch``, ``onnxruntime`` or ``openvino`` (the last two run the bundle's export).
         threads: intra-op CPU threads of the backend (default: the runtime's own).
+        whole_slice: one window per slice, the whole slice, instead of ``roi_size`` windows (a faster pass, and
+            another result: the network sees another context; default: the bundle's, off).
+        sw_batch_size: windows (slices, with ``whole_slice``) per network call (default: the bundle's, 8).
+        skip_empty: give windows without a brain voxel the network's output for zeros, computed once, instead of
+            running the network on each (the same label map; default: the bundle's, on).
         echo: where the lines go.
 
     Returns:
         The summary line: studies segmented and the median total time per study.
 
     Raises:
-        ValueError: neither or both of ``dataset_dir`` and ``datalist``, a bad ``roi_size``, ``repeat`` or device, a
-            datalist without studies.
+        ValueError: neither or both of ``dataset_dir`` and ``datalist``, a bad ``roi_size``, ``repeat``,
+            ``sw_batch_size``, switch or device, a datalist without studies.
         FileNotFoundError: the bundle, its weights, the folder or the datalist does not exist.
         raagr2_monai.data.BraTSDataError: the folder holds no study, or a study misses a modality.
         raagr2_monai.networks.CheckpointMismatchError: the weights do not fit the bundle's network.
@@ -267,8 +277,14 @@ def segment_command(
         overrides["roi_size"] = check_roi_size(sizes * 2 if len(sizes) == 1 else sizes)
     _check_device(device)
     check_backend(backend)
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"threads must be a whole number >= 1; got {threads!r}.")
+    for name, value in (("threads", threads), ("sw_batch_size", sw_batch_size)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a whole number >= 1; got {value!r}.")
+    if sw_batch_size is not None:
+        overrides["sw_batch_size"] = sw_batch_size
+    for name, value in (("whole_slice", whole_slice), ("skip_empty", skip_empty)):
+        if value is not None:
+            overrides[name] = as_flag(value, name)
     check_data_source(dataset_dir, datalist)
     entries = inference_cases(dataset_dir, datalist)
     if not entries:  # inference_cases refuses a folder without studies, not an empty datalist section

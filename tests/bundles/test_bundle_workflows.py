@@ -278,6 +278,27 @@ def test_missing_dataset_dir_on_the_command_line_ends_with_one_message(tmp_path)
     )
 
 
+def test_missing_checkpoint_stops_inference_before_any_study(tiny_dataset, tmp_path):
+    """No weights: initialising the inference workflow fails naming the file, before any study is read; on the
+    command line with that message alone."""
+    missing = tmp_path / "models" / "model.pt"
+    with pytest.raises(RuntimeError) as err:
+        workflow("depthwise", "inference", "infer", dataset_dir=tiny_dataset, output_dir=str(tmp_path / "out"),
+                 ckpt_path=str(missing))
+    cause = root_cause(err.value)
+    assert isinstance(cause, FileNotFoundError) and f"Checkpoint {missing} does not exist" in str(cause)
+    result = _bundle_cli(
+        sys.executable, "-m", "monai.bundle", "run", "inferring",
+        "--config_file", "bundles/depthwise/configs/inference.json", "--dataset_dir", tiny_dataset,
+        "--output_dir", str(tmp_path / "out"), "--ckpt_path", str(missing),
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: Checkpoint {missing} does not exist: set ckpt_path to a trained checkpoint."
+    )
+    assert not (tmp_path / "out").exists()
+
+
 class _SliceCounter(torch.nn.Module):
     """Predicts nothing and counts the axial slices it is given: how the preprocessing resampled the study."""
 
@@ -302,7 +323,7 @@ def test_a_transform_argument_is_overridden_by_its_config_id(tiny_dataset, tmp_p
         network = _SliceCounter()
         wf = workflow(
             "depthwise", "inference", "infer", datalist=None, dataset_dir=tiny_dataset,
-            output_dir=str(tmp_path / str(pixdim[2])), network_def=network, handlers=[],
+            output_dir=str(tmp_path / str(pixdim[2])), network_def=network, handlers=[], skip_empty=False,
             **{"preprocessing#transforms#2#pixdim": pixdim, "data": [entry]},
         )
         assert type(wf.parser.get_parsed_content("preprocessing").transforms[2]).__name__ == "SpacingKeepPathsd"

@@ -3,6 +3,7 @@ belong to the bundle are refused with a message naming both files."""
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -249,3 +250,46 @@ def test_bundle_inference_with_each_backend_writes_the_same_label_map(bundles, t
         assert not (tmp_path / "none").exists() or not list((tmp_path / "none").glob("*.nii.gz"))
     finally:
         (tmp_path / "model.onnx").rename(bundles["plain"] / "models" / "model.onnx")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_skipping_empty_windows_writes_the_same_label_map(bundles, tmp_path, backend):
+    """``raagr2 segment``'s pipeline with and without ``skip_empty``: the same label map (torch: every voxel;
+    exported runtimes, whose last bits may depend on the batch: >= 99.99 %), with fewer windows through the network;
+    ``whole_slice`` runs one window per slice with brain, plus the zeros once."""
+    import nibabel as nib
+    import numpy as np
+
+    from raagr2_monai.data import generate, inference_cases
+    from raagr2_monai.deploy import Segmenter
+
+    generate(str(tmp_path / "data"), cases=1, seed=4, shape=(48, 40, 24))
+    (entry,) = inference_cases(str(tmp_path / "data"), None)
+    maps, windows = {}, {}
+    for skip in (False, True):
+        segmenter = Segmenter(bundles["plain"], tmp_path / str(skip), device="cpu", backend=backend, threads=1,
+                              roi_size=[32, 32], sw_batch_size=4, skip_empty=skip)
+        maps[skip] = np.asarray(nib.load(segmenter(entry).output).dataobj)
+        windows[skip] = segmenter.inferer.network_windows
+    assert len(np.unique(maps[False])) > 1
+    agreement = float((maps[True] == maps[False]).mean())
+    assert agreement == 1.0 if backend == "torch" else agreement >= 0.9999, agreement
+    # without skipping, the inferer does not count; 48 x 48 after padding: 2 x 2 windows on each of 24 slices
+    assert windows[False] is None and 0 < windows[True] < 2 * 2 * 24
+    image = np.stack([np.asarray(nib.load(path).dataobj) for path in entry["image"]])
+    brain = int(image.any(axis=(0, 1, 2)).sum())
+    assert 0 < brain < 24  # slices without brain exist, so skipping them is tested
+    whole = Segmenter(bundles["plain"], tmp_path / "whole", device="cpu", backend=backend, threads=1,
+                      roi_size=[32, 32], sw_batch_size=2, whole_slice="true")
+    assert Path(whole(entry).output).is_file() and whole.inferer.network_windows == brain + 1
+
+
+def test_segment_settings_are_checked_first(tmp_path):
+    from raagr2_monai.deploy import segment_command
+
+    nowhere = str(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="sw_batch_size must be a whole number >= 1; got 0"):
+        segment_command(nowhere, tmp_path, dataset_dir=nowhere, sw_batch_size=0)
+    with pytest.raises(ValueError, match="whole_slice must be true or false; got 'maybe'"):
+        segment_command(nowhere, tmp_path, dataset_dir=nowhere, whole_slice="maybe")

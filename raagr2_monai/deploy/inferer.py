@@ -1,0 +1,133 @@
+"""Slice-by-slice inference that spends no network time outside the brain, and optionally one window per slice.
+
+After the bundles' preprocessing everything outside the brain is exactly zero: z-scoring over brain voxels
+(``NormalizeIntensityd(nonzero=True)``) leaves the background at 0, and every padding is 0. So every window of
+``SliceInferer`` without a brain voxel is the same input, all zeros, and the network gives each the same output.
+:class:`BrainSliceInferer` computes that output once per window shape and gives it to every empty window: the
+slices above and below the brain and the empty corners of the brain's box cost no network time, and the result is
+the one of running every window, up to the last bits of floating point (a window's output may differ in its last
+bits with the number of windows batched with it).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from monai.inferers import SliceInferer
+
+__all__ = ["BrainSliceInferer", "SkipEmptyWindows", "as_flag"]
+
+
+def as_flag(value: Any, name: str) -> bool:
+    """A switch given as a bool or as the text a command line passes (``true``/``false``, ``1``/``0``).
+
+    Raises:
+        ValueError: anything else, naming the setting.
+
+    Example::
+
+        >>> as_flag("False", "whole_slice"), as_flag(True, "skip_empty")
+        (False, True)
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name} must be true or false; got {value!r}.")
+
+
+class SkipEmptyWindows:
+    """A network that runs only on the windows of a batch holding some non-zero input.
+
+    All-zero windows get the network's output for zeros, computed once per window shape (and batched alone, so it
+    does not depend on what it was batched with). ``calls`` counts the windows the network really ran on.
+
+    Args:
+        network: the network (any callable from ``(B, C, H, W)`` to one tensor ``(B, out, H, W)``).
+
+    Example::
+
+        >>> network = SkipEmptyWindows(lambda x: x.sum(1, keepdim=True) + 1)
+        >>> x = torch.zeros(3, 2, 4, 4); x[1, 0, 0, 0] = 5.0
+        >>> out = network(x)
+        >>> out[:, 0, 0, 0].tolist(), network.calls
+        ([1.0, 6.0, 1.0], 2)
+    """
+
+    def __init__(self, network: Callable[..., torch.Tensor]) -> None:
+        self.network = network
+        self.empty_output: Dict[Tuple[int, ...], torch.Tensor] = {}
+        self.calls = 0
+
+    def _run(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        self.calls += int(x.shape[0])
+        return self.network(x, *args, **kwargs)
+
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        filled = x.reshape(x.shape[0], -1).ne(0).any(dim=1)
+        if bool(filled.all()):
+            return self._run(x, *args, **kwargs)
+        window = tuple(int(s) for s in x.shape[1:])
+        if window not in self.empty_output:
+            self.empty_output[window] = self._run(x.new_zeros((1, *window)), *args, **kwargs)
+        empty = self.empty_output[window]
+        out = empty.expand(x.shape[0], *empty.shape[1:]).clone()
+        if bool(filled.any()):
+            out[filled] = self._run(x[filled], *args, **kwargs).to(out.dtype)
+        return out
+
+
+class BrainSliceInferer(SliceInferer):
+    """MONAI's ``SliceInferer`` that runs the network only on windows holding brain (:class:`SkipEmptyWindows`),
+    and optionally on whole slices.
+
+    Args:
+        roi_size: the in-plane window; ignored with ``whole_slice``.
+        sw_batch_size: windows per network call.
+        overlap: overlap of neighbouring windows.
+        mode: blending of overlapping windows (``constant`` or ``gaussian``).
+        spatial_dim: the axis slices are taken across (2: axial slices of an RAS volume).
+        skip_empty: give all-zero windows the network's output for zeros instead of running it on each.
+        whole_slice: one window per slice, the whole slice (``roi_size`` (-1, -1)): no overlap to compute twice and
+            no blending, but the network sees another context than with ``roi_size`` windows, so the result is not
+            the windowed one.
+        kwargs: other arguments of ``SlidingWindowInferer``.
+
+    Example::
+
+        >>> inferer = BrainSliceInferer(roi_size=(16, 16), whole_slice=True)
+        >>> image = torch.zeros(1, 2, 32, 48, 5); image[..., 2] = 1.0
+        >>> inferer(image, lambda x: x[:, :1] * 2 + 1)[0, 0, 0, 0].tolist()
+        [1.0, 1.0, 3.0, 1.0, 1.0]
+    """
+
+    def __init__(
+        self,
+        roi_size: Union[Sequence[int], int],
+        sw_batch_size: int = 1,
+        overlap: float = 0.25,
+        mode: str = "constant",
+        spatial_dim: int = 2,
+        skip_empty: Any = True,
+        whole_slice: Any = False,
+        **kwargs: Any,
+    ) -> None:
+        self.skip_empty = as_flag(skip_empty, "skip_empty")
+        self.whole_slice = as_flag(whole_slice, "whole_slice")
+        super().__init__(
+            spatial_dim, (-1, -1) if self.whole_slice else roi_size, sw_batch_size, overlap, mode, **kwargs
+        )
+        #: the windows the network ran on in the last call (with ``skip_empty``), for reports and tests
+        self.network_windows: Optional[int] = None
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self.skip_empty:
+            return super().__call__(inputs, network, *args, **kwargs)
+        skipping = SkipEmptyWindows(network)
+        out = super().__call__(inputs, skipping, *args, **kwargs)
+        self.network_windows = skipping.calls
+        return out

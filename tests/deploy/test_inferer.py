@@ -1,0 +1,86 @@
+"""BrainSliceInferer: windows without brain cost no network run and change nothing; whole slices are one window."""
+
+import pytest
+import torch
+from monai.inferers import SliceInferer
+
+from raagr2_monai.data.labels import regions_to_labelmap
+from raagr2_monai.deploy import BrainSliceInferer, SkipEmptyWindows
+from raagr2_monai.deploy.inferer import as_flag
+from raagr2_monai.networks import get_network
+
+from .conftest import SMALL, calibrate
+
+SETTINGS = {"roi_size": (32, 32), "sw_batch_size": 4, "overlap": 0.25, "mode": "gaussian"}
+
+
+class Counting:
+    """A network that counts the windows it runs on."""
+
+    def __init__(self, network):
+        self.network = network
+        self.windows = 0
+
+    def __call__(self, x):
+        self.windows += x.shape[0]
+        with torch.no_grad():
+            return self.network(x)
+
+
+@pytest.fixture(scope="module")
+def network():
+    torch.manual_seed(0)
+    return calibrate(get_network("baseline", features=SMALL))
+
+
+def _volume():
+    """A (1, 4, 64, 80, 8) preprocessed-like volume: brain (non-zero) in slices 2-5, in one corner of the slice,
+    where 2 x 2 of the 3 x 3 windows of 32 x 32 (overlap 0.25) see it."""
+    generator = torch.Generator().manual_seed(3)
+    image = torch.zeros(1, 4, 64, 80, 8)
+    image[:, :, 8:30, 10:40, 2:6] = torch.randn(1, 4, 22, 30, 4, generator=generator)
+    return image
+
+
+def test_skipping_empty_windows_changes_nothing_but_the_work(network):
+    image = _volume()
+    plain, skipping = Counting(network), Counting(network)
+    expected = SliceInferer(spatial_dim=2, **SETTINGS)(image, plain)
+    inferer = BrainSliceInferer(**SETTINGS)
+    out = inferer(image, skipping)
+    assert out.shape == expected.shape == (1, 3, 64, 80, 8)
+    # fp32 noise only: a window's output changes in its last bits with the windows batched beside it
+    assert float((out - expected).abs().max()) <= 1e-5
+    assert torch.equal(regions_to_labelmap(out[0]), regions_to_labelmap(expected[0]))
+    # 3 x 3 windows per slice, 2 x 2 of them with brain in 4 slices; all the empty ones cost one zero window
+    assert plain.windows == 9 * 8 and skipping.windows == inferer.network_windows == 4 * 4 + 1
+    assert len(torch.unique(regions_to_labelmap(expected[0]))) > 1  # the network's output is not one label everywhere
+
+
+def test_whole_slice_is_the_network_on_each_slice(network):
+    image = _volume()
+    counting = Counting(network)
+    inferer = BrainSliceInferer(whole_slice=True, **SETTINGS)
+    out = inferer(image, counting)
+    with torch.no_grad():
+        # batched as the inferer batches them (4 slices of brain, then zeros alone): equal up to rounding
+        brain = network(image[0, :, :, :, 2:6].permute(3, 0, 1, 2))
+        zeros = network(torch.zeros(1, 4, 64, 80))
+    expected = torch.cat([zeros.expand(2, -1, -1, -1), brain, zeros.expand(2, -1, -1, -1)]).permute(1, 2, 3, 0)
+    assert float((out[0] - expected).abs().max()) <= 1e-5
+    assert counting.windows == 4 + 1  # the four brain slices, and zeros once for the four empty ones
+    assert BrainSliceInferer(whole_slice="false", skip_empty="False", **SETTINGS).roi_size == (32, 32)
+
+
+def test_empty_output_is_computed_once_per_window_shape():
+    skipping = SkipEmptyWindows(lambda x: x[:, :1] + 2.0)
+    for height in (4, 4, 8):
+        out = skipping(torch.zeros(3, 2, height, 4))
+        assert out.shape == (3, 1, height, 4) and bool((out == 2.0).all())
+    assert skipping.calls == 2 and sorted(skipping.empty_output) == [(2, 4, 4), (2, 8, 4)]
+
+
+def test_bad_switches_are_refused():
+    assert as_flag("TRUE", "whole_slice") is True and as_flag(0, "whole_slice") is False
+    with pytest.raises(ValueError, match="whole_slice must be true or false; got 'maybe'"):
+        BrainSliceInferer(roi_size=(32, 32), whole_slice="maybe")
