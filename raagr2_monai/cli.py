@@ -187,11 +187,12 @@ def study(
     """Rerun the thesis's compression study and write its report, tables, charts and MLflow runs.
 
     Trains the architectures, prunes the trained baseline (magnitude, SNIP, DepGraph at each ratio, with and without
-    fine-tuning), evaluates every model on the same test subjects, benchmarks them in one run, and writes
-    ``<output>/report.md``; MLflow runs go to ``sqlite:///<output>/mlruns.db``.
+    fine-tuning), builds the hybrid model (Depthwise Shared + DepGraph, fine-tuned, also with distillation), evaluates
+    every model on the same test subjects, benchmarks them in one run, and writes ``<output>/report.md``; MLflow runs
+    go to ``sqlite:///<output>/mlruns.db`` while they run.
 
     Args:
-        profile: ``quick`` (CPU, built-in synthetic data, over 20 minutes on two cores), ``full`` (GPU, real BraTS,
+        profile: ``quick`` (CPU, built-in synthetic data, about half an hour on two cores), ``full`` (GPU, real BraTS,
             the thesis's schedule; needs ``--data_dir``) or ``tiny`` (a smoke run).
         data_dir: a BraTS folder (default: the built-in synthetic set).
         output: the study folder (default ``results/<profile>``).

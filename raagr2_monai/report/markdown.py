@@ -156,8 +156,14 @@ def render_markdown(
         f"{p['batch_size']}, lr {p['learning_rate']}; pruning of the trained baseline at "
         f"{', '.join(f'{round(r * 100)} %' for r in p['ratios'])}, fine-tuning {p['finetune_epochs']} epoch(s) "
         "with the masks in force (unstructured) or on the channel-pruned network (DepGraph). Magnitude and SNIP prune "
-        "globally; SNIP scores |w dL/dw| on the trained baseline (the thesis's setting), and rows named "
-        "`snip-*-init` (where the profile has them) prune at initialisation and then train, as Lee et al. do.",
+        f"globally; SNIP scores |w dL/dw| on the trained baseline (the thesis's setting), on training batches padded "
+        f"with background to {p.get('snip_size', p['roi_size'])}x{p.get('snip_size', p['roi_size'])} so that every "
+        "weight sees data, and rows named `snip-*-init` (where the profile has them) prune at initialisation and "
+        "then train, as Lee et al. do."
+        + (f" The hybrid rows prune the trained {p['hybrid_variant']} network by DepGraph at "
+           f"{round(p['hybrid_ratio'] * 100)} % and fine-tune it for {p['hybrid_finetune_epochs']} epoch(s) at lr "
+           f"{p.get('hybrid_learning_rate', 0.0001)}, without and (`-kd`) with distillation from the trained baseline."
+           if p.get("hybrid_variant") else ""),
         "",
         "Every row names the run that produced it: `tables/*.csv` and `tables/*.json` hold, per model, its bundle "
         "folder, its training or pruning `run.json`, its evaluation folder (`metrics_per_subject.csv`, "
@@ -165,8 +171,9 @@ def render_markdown(
         f"(`mlflow ui --backend-store-uri {tracking_uri}`).",
     ]
     if synthetic:
-        lines += ["", "**The quick profile proves the pipeline, not the models**: a few epochs on small synthetic "
-                      "volumes on a CPU give low Dice; the thesis's schedule is the `full` profile on a GPU."]
+        lines += ["", "**A synthetic task**: these figures compare the models on small synthetic volumes trained on a "
+                      "CPU, not on brain tumours; the thesis's schedule on real BraTS data is the `full` profile on a "
+                      "GPU."]
 
     # Table 1
     lines += ["", "## Table 1: quality on the test subjects", "",

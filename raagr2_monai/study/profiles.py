@@ -43,6 +43,8 @@ class Profile:
             ``None`` for no hybrid row; it must be among ``variants``.
         hybrid_ratio: DepGraph's channel pruning ratio of the hybrid row.
         hybrid_finetune_epochs: fine-tuning epochs of the hybrid row.
+        hybrid_learning_rate: its learning rate: removing most channels calls for retraining more than for the gentle
+            fine-tuning (1e-4) of the other pruned rows.
         hybrid_distill_weight: if positive, a second hybrid row is fine-tuned with knowledge distillation from the
             trained baseline (:class:`raagr2_monai.losses.DistillationLoss` with this weight), so the report shows
             whether distillation holds Dice better; 0: only the plain row.
@@ -79,6 +81,7 @@ class Profile:
     hybrid_variant: Optional[str] = "depthwise"
     hybrid_ratio: float = 0.6
     hybrid_finetune_epochs: int = 1
+    hybrid_learning_rate: float = 1e-3
     hybrid_distill_weight: float = 0.5
     bench_size: int = 192
     bench_batches: Tuple[int, ...] = (1, 8)
@@ -235,6 +238,7 @@ class ModelSpec:
         finetune_epochs: epochs trained after pruning (0: none).
         from_scratch: pruned at initialisation (SNIP's own setting), then trained.
         distill_weight: fine-tuned with knowledge distillation from the trained baseline at this weight (0: none).
+        learning_rate: the fine-tuning's learning rate, or ``None`` for the pruning config's own.
     """
 
     name: str
@@ -245,6 +249,7 @@ class ModelSpec:
     finetune_epochs: int = 0
     from_scratch: bool = False
     distill_weight: float = 0.0
+    learning_rate: Optional[float] = None
 
     @property
     def label(self) -> str:
@@ -293,8 +298,9 @@ def experiment_matrix(profile: Profile) -> List[ModelSpec]:
     if profile.hybrid_variant is not None:
         ratio, epochs = profile.hybrid_ratio, profile.hybrid_finetune_epochs
         name = f"hybrid-{round(ratio * 100)}"
-        rows.append(ModelSpec(name, "pruned", profile.hybrid_variant, "depgraph", ratio, epochs))
+        lr = profile.hybrid_learning_rate
+        rows.append(ModelSpec(name, "pruned", profile.hybrid_variant, "depgraph", ratio, epochs, learning_rate=lr))
         if profile.hybrid_distill_weight > 0:
             rows.append(ModelSpec(f"{name}-kd", "pruned", profile.hybrid_variant, "depgraph", ratio, epochs,
-                                  distill_weight=profile.hybrid_distill_weight))
+                                  distill_weight=profile.hybrid_distill_weight, learning_rate=lr))
     return rows

@@ -223,6 +223,8 @@ class Study:
         )
         if spec.from_scratch:
             override["val_interval"] = min(p.val_interval, spec.finetune_epochs)
+        if spec.learning_rate is not None:
+            override["learning_rate"] = spec.learning_rate
         if spec.distill_weight:
             override["teacher_bundle"] = str(self.bundle_dir(ModelSpec("baseline", "architecture", "baseline")))
             override["distill_weight"] = spec.distill_weight
