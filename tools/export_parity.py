@@ -75,7 +75,8 @@ def report(name: str, network: torch.nn.Module, inputs: Dict[str, List[torch.Ten
     double = copy.deepcopy(network).double()
     with tempfile.TemporaryDirectory() as tmp:
         paths = export_network(network, tmp, "onnx,openvino", tolerance=float("inf"), parity_shapes=((1, 32, 32),))
-        runtimes = {"onnxruntime": OnnxRuntimeBackend(paths["onnx"], 1), "openvino": OpenVINOBackend(paths["openvino"], 1)}
+        runtimes = {"onnxruntime": OnnxRuntimeBackend(paths["onnx"], 1),
+                    "openvino": OpenVINOBackend(paths["openvino"], 1)}
         norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
         gain = max(float((m.weight.detach().abs() / torch.sqrt(m.running_var + m.eps)).max()) for m in norms)
         print(f"{name}: running_var from {min(float(m.running_var.min()) for m in norms):.3g} to "

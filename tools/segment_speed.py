@@ -93,12 +93,17 @@ def main() -> None:
             totals: List[float] = [run.total for run in runs]
             (written,) = glob.glob(str(out / "*_pred.nii.gz"))
             maps[name] = np.asarray(nib.load(written).dataobj)
-            first = next(key for key in maps if key.endswith(f"/{mode}"))
-            agreement = float((maps[name] == maps[first]).mean())
+            # the same mode behind the first backend, and the same backend with skip_empty switched
+            counterpart = f"{backend}/{mode[:-4] if mode.endswith('-all') else mode + '-all'}"
+            others = [next(key for key in maps if key.endswith(f"/{mode}")), counterpart]
+            agreement = "; ".join(
+                f"voxels equal to {other} {float((maps[name] == maps[other]).mean()):.6f}"
+                for other in dict.fromkeys(others) if other in maps and other != name
+            )
             print(
                 f"{name}: {format_timing(timing, args.repeat)}; totals {', '.join(f'{t:.2f}' for t in totals)} s; "
-                f"network windows {segmenter.inferer.network_windows}; labels {sorted(np.unique(maps[name]))}; "
-                f"agreement with {first} {agreement:.6f}",
+                f"network windows {segmenter.inferer.network_windows}; labels "
+                f"{sorted(int(v) for v in np.unique(maps[name]))}; {agreement or 'nothing to compare with yet'}",
                 flush=True,
             )
     print(f"stage times: medians of {args.repeat} runs, {args.threads} threads, time.perf_counter")

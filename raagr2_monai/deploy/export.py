@@ -14,9 +14,11 @@ so that eager PyTorch itself is then 1.5e-4 from the exact probabilities, and ON
 BatchNorm into the convolution weights and sum in another order, 0.9-2.2e-4 (``tools/export_parity.py``; the largest
 differences lie at probabilities 0.3-0.6, where the sigmoid is steepest, not on large logits). Measured against the
 exact output, such an export is as accurate as eager PyTorch and passes, while a wrong one (other weights, a missing
-layer, swapped axes, a drift of 1e-3) is orders of magnitude further off and still fails. Everything is written into a temporary folder beside the target first; only when every format
-passes are the files moved into place (each by ``os.rename``, the export record last), so a failed export leaves
-nothing behind and an interrupted one leaves no record that vouches for the wrong files.
+layer, swapped axes) is orders of magnitude further off and still fails, as does a drift of 1e-3.
+
+Everything is written into a temporary folder beside the target first; only when every format passes are the files
+moved into place (each by ``os.rename``, the export record last), so a failed export leaves nothing behind and an
+interrupted one leaves no record that vouches for the wrong files.
 """
 
 from __future__ import annotations

@@ -1,0 +1,218 @@
+"""int8 post-training quantization of a DepGraph-pruned network with ONNX Runtime: latency and agreement with fp32.
+
+A measurement, not a shipped export: builds a DepGraph-pruned ``--variant`` at ``--ratio``, trains it briefly on
+slices of the built-in synthetic set (``--steps`` Adam steps of the thesis loss: enough for label maps that are not
+one label everywhere, far from a trained model), exports it to ONNX (fp32, :func:`raagr2_monai.deploy.export_network`),
+and quantizes it with ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel int8 weights, uint8
+activations, MinMax calibration on ``--calibration`` preprocessed slices of training cases). Then, on
+``--threads`` threads:
+
+- latency (median of ``--repeats`` runs after 2 warm-ups, ``time.perf_counter``) of one ``--size`` x ``--size``
+  slice, batch 1, for fp32 and int8 behind ONNX Runtime and behind OpenVINO (which runs a QDQ model in int8);
+- agreement of the int8 label maps with the fp32 ones on the slices of held-out cases: voxels equal, and the Dice
+  of each region (TC, WT, ET) between the two thresholded maps, pooled over the slices.
+
+Run from the repository root::
+
+    PYTHONPATH=$PWD .venv/bin/python tools/int8_quantization.py --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+
+from raagr2_monai.data import generate, load_split
+from raagr2_monai.data.chains import val_transforms
+from raagr2_monai.data.labels import nest_regions
+from raagr2_monai.deploy import export_network
+from raagr2_monai.losses import RAAGR2Loss
+from raagr2_monai.networks import get_network
+from raagr2_monai.pruning import load_pruned, prune, save_pruned
+
+REGIONS = ("TC", "WT", "ET")
+
+
+def brain_slices(entries: List[dict], size: int) -> Dict[str, torch.Tensor]:
+    """Every axial slice with brain of ``entries``, preprocessed as for validation: image (N, 4, size, size) and
+    label (N, 3, size, size)."""
+    chain = val_transforms((size, size))
+    images, labels = [], []
+    for entry in entries:
+        data = chain(entry)
+        image, label = data["image"].as_tensor(), data["label"].as_tensor()
+        keep = image.ne(0).flatten(0, 2).any(0)
+        images.append(image[:, :size, :size, keep].permute(3, 0, 1, 2))
+        labels.append(label[:, :size, :size, keep].permute(3, 0, 1, 2))
+    return {"image": torch.cat(images).contiguous(), "label": torch.cat(labels).contiguous()}
+
+
+def train(network: torch.nn.Module, data: Dict[str, torch.Tensor], steps: int, batch: int = 8) -> None:
+    """``steps`` Adam steps of the thesis loss on random batches of ``data``."""
+    loss_fn = RAAGR2Loss()
+    optimizer = torch.optim.Adam(network.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(0)
+    network.train()
+    for step in range(steps):
+        pick = torch.randint(len(data["image"]), (batch,), generator=generator)
+        optimizer.zero_grad()
+        loss = loss_fn(network(data["image"][pick]), data["label"][pick])
+        loss.backward()
+        optimizer.step()
+        if step % 20 == 0 or step == steps - 1:
+            print(f"  step {step}: loss {loss.item():.3f}", flush=True)
+    network.eval()
+
+
+class SliceReader:
+    """``onnxruntime.quantization.CalibrationDataReader``: one slice per call."""
+
+    def __init__(self, images: torch.Tensor, input_name: str) -> None:
+        self.items: Iterator[torch.Tensor] = iter(images)
+        self.input_name = input_name
+
+    def get_next(self) -> Optional[Dict[str, np.ndarray]]:
+        image = next(self.items, None)
+        return None if image is None else {self.input_name: image[None].numpy()}
+
+
+def ort_session(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda x: session.run(None, {name: x})[0]
+
+
+def openvino_model(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    config = {hints.inference_precision: ov.Type.f32, hints.performance_mode: hints.PerformanceMode.LATENCY,
+              props.num_streams: 1, props.inference_num_threads: threads}
+    compiled = ov.Core().compile_model(str(path), "CPU", config)
+    request = compiled.create_infer_request()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        request.infer({0: x})
+        return request.get_output_tensor(0).data.copy()
+
+    return run
+
+
+def latency_ms(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: int) -> float:
+    for _ in range(2):
+        run(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(x)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def agreement(run: Callable[[np.ndarray], np.ndarray], reference: Callable[[np.ndarray], np.ndarray],
+              images: torch.Tensor) -> str:
+    """Voxels equal and per-region Dice between the nested, thresholded maps of ``run`` and ``reference``; the
+    largest and mean difference of the probabilities, and the share of the reference's within 0.05 of the threshold
+    (where a small error flips a voxel)."""
+    equal = total = 0
+    overlap = np.zeros(3)
+    sizes = np.zeros(3)
+    largest, differences, near = 0.0, [], []
+    for image in images.split(8):
+        x = image.numpy()
+        out, ref = run(x), reference(x)
+        largest = max(largest, float(np.abs(out - ref).max()))
+        differences.append(float(np.abs(out - ref).mean()))
+        near.append(float((np.abs(ref - 0.5) < 0.05).mean()))
+        # regions first: (3, slices, H, W)
+        a = nest_regions(torch.from_numpy(out).transpose(0, 1), 0.5).numpy().astype(bool)
+        b = nest_regions(torch.from_numpy(ref).transpose(0, 1), 0.5).numpy().astype(bool)
+        equal += int((a == b).all(axis=0).sum())
+        total += a[0].size
+        overlap += (a & b).sum(axis=(1, 2, 3))
+        sizes += a.sum(axis=(1, 2, 3)) + b.sum(axis=(1, 2, 3))
+    dice = ", ".join(f"{region} {2 * o / s:.4f} ({int(s / 2)} voxels)" if s else f"{region} empty"
+                     for region, o, s in zip(REGIONS, overlap, sizes))
+    return (f"voxels equal {equal / total:.5f}; Dice {dice}; probabilities differ by {largest:.3g} at most, "
+            f"{np.mean(differences):.3g} on average; reference within 0.05 of 0.5: {np.mean(near):.1%}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--variant", default="depthwise")
+    parser.add_argument("--ratio", type=float, default=0.6)
+    parser.add_argument("--steps", type=int, default=60, help="training steps before quantizing")
+    parser.add_argument("--calibration", type=int, default=32, help="calibration slices")
+    parser.add_argument("--size", type=int, default=192, help="slice size of the latency measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--work", default="/tmp/raagr2_int8", help="keeps the trained network between runs")
+    parser.add_argument("--reduce_range", action="store_true",
+                        help="7-bit weights: avoids the saturation of AVX2 (without VNNI) uint8 x int8 products")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    trained = Path(args.work) / f"{args.variant}-depgraph-{round(args.ratio * 100)}-{args.steps}"
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        generate(str(work / "data"), cases=8, seed=0)
+        slices = {split: brain_slices(load_split(str(work / "data"), split, seed=0), 96)
+                  for split in ("training", "testing")}
+        print(f"slices: {len(slices['training']['image'])} training, {len(slices['testing']['image'])} held out")
+        if (trained / "pruning_history.json").is_file():
+            network = load_pruned(args.variant, trained / "model.pt", trained / "pruning_history.json").eval()
+        else:
+            torch.manual_seed(0)
+            network = get_network(args.variant, in_channels=4, out_channels=3)
+            result = prune(network, "depgraph", args.ratio)
+            train(network, slices["training"], args.steps)
+            save_pruned(trained, network, result.history)
+        paths = export_network(network, work / "fp32", "onnx,openvino")
+        from onnxruntime.quantization import (
+            CalibrationMethod, QuantFormat, QuantType, quant_pre_process, quantize_static,
+        )
+
+        prepared = work / "prepared.onnx"
+        # the graph's height and width are free: ONNX Runtime's symbolic shape inference cannot resolve them all
+        quant_pre_process(str(paths["onnx"]), str(prepared), skip_symbolic_shape=True)
+        int8 = work / "int8.onnx"
+        generator = torch.Generator().manual_seed(1)
+        pick = torch.randperm(len(slices["training"]["image"]), generator=generator)[: args.calibration]
+        quantize_static(
+            str(prepared), str(int8), SliceReader(slices["training"]["image"][pick], "image"),
+            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax, reduce_range=args.reduce_range,
+        )
+        runs = {
+            "onnxruntime fp32": ort_session(paths["onnx"], args.threads),
+            "onnxruntime int8": ort_session(int8, args.threads),
+            "openvino fp32": openvino_model(paths["openvino"], args.threads),
+            "openvino int8 (QDQ)": openvino_model(int8, args.threads),
+        }
+        x = np.random.default_rng(0).standard_normal((1, 4, args.size, args.size), dtype=np.float32)
+        for name, run in runs.items():
+            print(f"{name}: {latency_ms(run, x, args.repeats):.1f} ms per {args.size}x{args.size} slice, batch 1, "
+                  f"{args.threads} threads", flush=True)
+        held_out = slices["testing"]["image"]
+        eager = lambda array: network(torch.from_numpy(array)).detach().numpy()  # noqa: E731
+        print(f"fp32 ORT vs eager: {agreement(runs['onnxruntime fp32'], eager, held_out)}")
+        for name in ("onnxruntime int8", "openvino int8 (QDQ)"):
+            reference = runs[name.replace("int8 (QDQ)", "fp32").replace("int8", "fp32")]
+            print(f"{name} vs fp32 on {len(held_out)} held-out slices: {agreement(runs[name], reference, held_out)}")
+
+
+if __name__ == "__main__":
+    main()
