@@ -104,10 +104,10 @@ class Profile:
 #: The study's profiles. ``quick``: CPU, a synthetic set of 40 cases of 64 x 64 x 32 voxels (the built-in generator,
 #: smaller volumes than its default so that the whole brain fits a 64 x 64 slice; 6 test subjects), 30 training
 #: epochs of 7 steps (validated every 5), each pruning method at 30 % with and without 2 fine-tuning epochs, the hybrid
-#: rows (6 fine-tuning epochs, without and with distillation), and the benchmark at 192 x 192 (batch 1 and 8, eager
-#: PyTorch and OpenVINO): about half an hour on two cores. ``full``: the thesis's schedule (35 epochs, 20 fine-tuning
-#: epochs, 192 x 192 slices, batch 16, ratios 10/20/30 %, benchmark with 10 repeats, plus the "SNIP at initialisation
-#: + training" rows) on a GPU with real BraTS data. ``tiny``: a smoke run for the tests.
+#: rows (20 fine-tuning epochs at lr 1e-3, without and with distillation), and the benchmark at 192 x 192 (batch 1
+#: and 8, eager PyTorch and OpenVINO): about 40 minutes on two cores. ``full``: the thesis's schedule (35 epochs, 20
+#: fine-tuning epochs, 192 x 192 slices, batch 16, ratios 10/20/30 %, benchmark with 10 repeats, plus the "SNIP at
+#: initialisation + training" rows) on a GPU with real BraTS data. ``tiny``: a smoke run for the tests.
 PROFILES: Dict[str, Profile] = {
     "quick": Profile(
         name="quick",
@@ -117,7 +117,7 @@ PROFILES: Dict[str, Profile] = {
         val_interval=5,
         ratios=(0.3,),
         finetune_epochs=2,
-        hybrid_finetune_epochs=6,
+        hybrid_finetune_epochs=20,
         bench_repeats=3,
         bench_warmup=1,
         synthetic_cases=40,
