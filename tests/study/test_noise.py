@@ -5,14 +5,7 @@ import warnings
 
 from raagr2_monai.study.noise import ITERATION_LINES, STUDY_NOTICES, Notice, Silenced
 
-
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
+from .records import Records
 
 
 def _say_everything(workflows, iterations):
@@ -33,7 +26,7 @@ def test_only_the_notices_are_dropped_inside_the_block_and_counted():
     # the loggers as MONAI sets them up (level INFO, a handler to stdout)
     workflows = get_logger("monai.bundle.workflows")
     iterations = get_logger("monai.handlers.StatsHandler")
-    records = _Records()
+    records = Records()
     for logger in (workflows, iterations):
         logger.addHandler(records)
     try:

@@ -18,6 +18,8 @@ from scipy import stats
 from raagr2_monai.report import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS, validation_score
 from raagr2_monai.study import run_study
 
+from .records import Records
+
 pytestmark = pytest.mark.slow
 
 # two architectures, magnitude and DepGraph at one ratio: the smallest study that has every kind of row; two epochs
@@ -28,16 +30,6 @@ MODELS = ["baseline", "depthwise", "magnitude-20", "magnitude-20-ft", "depgraph-
 PNG = b"\x89PNG\r\n\x1a\n"
 WORKFLOWS = "monai.bundle.workflows"
 
-
-class _Records(logging.Handler):
-    """The records a logger's handlers get (what its filters let through)."""
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
 
 
 def _run(root, lines, **kwargs):
@@ -58,7 +50,7 @@ def first_run(tmp_path_factory):
     """One tiny study, with its printed lines, what MONAI's workflow logger let through and every warning shown."""
     root = tmp_path_factory.mktemp("study")
     lines = []
-    records = _Records()
+    records = Records()
     logging.getLogger(WORKFLOWS).addHandler(records)
     try:
         with warnings.catch_warnings(record=True) as shown:
