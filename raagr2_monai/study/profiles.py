@@ -175,8 +175,8 @@ def get_profile(profile: Union[str, Profile], **overrides: Any) -> Profile:
 
     Example::
 
-        >>> get_profile("quick", epochs=4).epochs
-        4
+        >>> get_profile("quick", epochs=10).epochs
+        10
     """
     if isinstance(profile, Profile):
         base = profile

@@ -243,8 +243,8 @@ def test_bundle_inference_with_each_backend_writes_the_same_label_map(bundles, t
             bundle_root=str(bundles["plain"]), dataset_dir=str(data), output_dir=str(tmp_path / "none"),
             backend="onnxruntime",
         )
-        wf.initialize()
-        with pytest.raises(Exception) as info:
+        with pytest.raises(Exception) as info:  # refused at initialize, before any data is read
+            wf.initialize()
             wf.run()
         assert "model.onnx" in str(info.value) or "model.onnx" in repr(info.value.__cause__)
         assert not (tmp_path / "none").exists() or not list((tmp_path / "none").glob("*.nii.gz"))
