@@ -299,10 +299,11 @@ class Study:
             "measured in the benchmark, not the wall time of the study's training"
         )
         if p.bench_backends:
-            timed = backend_latencies({n: models[n] for n in structure_groups(models)},
+            groups = structure_groups(models)
+            timed = backend_latencies({n: models[n] for n in groups},
                                       ("torch", *p.bench_backends), p.bench_size, (1,), p.bench_repeats,
                                       p.bench_warmup)
-            for first, names in structure_groups(models).items():
+            for first, names in groups.items():
                 for name in names:
                     result[name]["backends"] = timed[first]
             result["_meta"]["backends"] = {
