@@ -20,10 +20,12 @@ How each figure is obtained (also recorded under the result's ``"_meta"`` key):
   ``torch.cuda.synchronize`` around each run on CUDA): median, 25th and 75th percentile over the timed runs, the
   warm-up runs excluded.
 - ``peak_mem_mb``: on CUDA, ``torch.cuda.max_memory_allocated`` over one forward pass at the largest batch (weights,
-  input, activations). On CPU, the peak resident set (``VmHWM``) of a separate process per model that runs that one
-  forward pass: it includes the Python interpreter, the torch libraries, the weights, the input and the activations;
-  nothing is subtracted. ``mem_before_forward_mb`` is the same process's resident set just before the forward pass;
-  ``peak_since_start`` is true where the kernel's peak could not be reset then (no ``/proc/self/clear_refs``).
+  input, activations). On CPU, the peak resident set (``VmHWM``) of a separate process while it runs that one forward
+  pass (:class:`~raagr2_monai.benchmark.memory.CpuMemoryProbe`: one process measures the models in turn, its peak
+  reset and the memory the previous model freed released before each): it includes the Python interpreter, the torch
+  libraries, the weights, the input and the activations; nothing is subtracted. ``mem_before_forward_mb`` is the same
+  process's resident set just before the forward pass; ``peak_since_start`` is true where the kernel's peak could not
+  be reset then (no ``/proc/self/clear_refs``; each model then gets a process of its own).
 - ``train_step_ms``: forward + :class:`~raagr2_monai.losses.RAAGR2Loss` + backward + Adam step at the largest batch
   (or a given ``train_shape``: the study times its own batch and crop), median over the timed steps, on a copy of the
   model; ``train_images_per_s`` is the batch over that median.
@@ -39,7 +41,7 @@ environment (device, CPU model, torch threads, versions), the settings and the d
 
 from .command import benchmark_command, run_benchmark
 from .metrics import lesion_study, render_scoring, scoring_command, time_scoring
-from .backends import backend_latencies, check_backends
+from .backends import add_backend_latencies, backend_latencies, check_backends
 from .measure import BASELINE, FLOP_COUNTER, META_KEY, TIMER, benchmark_models, check_settings, structure_groups
 from .render import FORMATS, check_format, model_rows, render
 
@@ -49,6 +51,7 @@ __all__ = [
     "FORMATS",
     "META_KEY",
     "TIMER",
+    "add_backend_latencies",
     "backend_latencies",
     "benchmark_command",
     "benchmark_models",

@@ -7,6 +7,7 @@ check, as ``raagr2 export``), here into a temporary folder, so that any network 
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
@@ -23,9 +24,9 @@ from raagr2_monai.deploy import (
     export_network,
 )
 
-from .measure import BASELINE, latency
+from .measure import BASELINE, META_KEY, latency, structure_groups
 
-__all__ = ["backend_latencies", "check_backends"]
+__all__ = ["add_backend_latencies", "backend_latencies", "check_backends"]
 
 _FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
 
@@ -105,3 +106,48 @@ def backend_latencies(
             for backend, per_batch in row["latency_ms"].items()
         }
     return rows
+
+
+def add_backend_latencies(
+    result: Dict[str, Any],
+    models: Mapping[str, nn.Module],
+    backends: Sequence[str],
+    size: int,
+    batches: Sequence[int],
+    repeats: int,
+    warmup: int,
+    threads: Optional[int] = None,
+    share_structure: bool = False,
+) -> None:
+    """Time ``models`` behind ``backends`` (:func:`backend_latencies`) and add the figures to a
+    :func:`~raagr2_monai.benchmark.benchmark_models` result, in place: each row gets ``backends``, and
+    ``_meta["backends"]`` says what was measured and how.
+
+    Args:
+        result: the result to complete; it has a row for every model.
+        models: model name -> network; must include ``baseline``, the reference of the speed-ups.
+        backends, size, batches, repeats, warmup, threads: as in :func:`backend_latencies`.
+        share_structure: export and time each structure once (:func:`~raagr2_monai.benchmark.structure_groups`):
+            mask-pruned and fine-tuned copies get the figures of the network they share their structure with.
+
+    Raises:
+        ValueError: an unknown backend, or no ``baseline`` among the models.
+        raagr2_monai.deploy.ExportParityError: an exported model differs from eager PyTorch.
+    """
+    chosen = check_backends(backends)
+    groups = structure_groups(models) if share_structure else {name: [name] for name in models}
+    timed = backend_latencies({first: models[first] for first in groups}, chosen, size, batches, repeats, warmup,
+                              threads)
+    for first, names in groups.items():
+        for name in names:
+            result[name]["backends"] = copy.deepcopy(timed[first])
+    once = "each structure" if share_structure else "each model"
+    result[META_KEY]["backends"] = {
+        "backends": list(chosen),
+        "batches": [int(b) for b in batches],
+        "threads": threads,
+        "share_structure": share_structure,
+        "method": f"{once} exported (raagr2_monai.deploy.export_network, parity-checked) and timed on the CPU like "
+        "latency_ms, in one run with the baseline's eager PyTorch; speed-up = the baseline's eager PyTorch median / "
+        "this median, same batch",
+    }

@@ -10,7 +10,7 @@ from raagr2_monai.bundle.load import bundle_name, check_bundle, load_bundle_netw
 from raagr2_monai.networks import NETWORKS, get_network
 from raagr2_monai.utils import atomic_write_text, parse_sequence, progress_bar
 
-from .backends import backend_latencies, check_backends
+from .backends import add_backend_latencies, check_backends
 from .measure import BASELINE, META_KEY, benchmark_models, check_settings
 from .render import check_format, model_rows, render
 
@@ -103,15 +103,7 @@ def run_benchmark(
     if chosen:
         if BASELINE not in models:
             models = {BASELINE: get_network(BASELINE, out_channels=3), **models}
-        timed = backend_latencies(models, chosen, size, batch_sizes, repeats, warmup, threads)
-        for name, figures in timed.items():
-            result[name]["backends"] = figures
-        result[META_KEY]["backends"] = {
-            "backends": list(chosen),
-            "threads": threads,
-            "method": "each model exported (raagr2_monai.deploy.export_network, parity-checked) and timed on the CPU "
-            "like latency_ms; speed-up = the baseline's eager PyTorch median / this median, same batch",
-        }
+        add_backend_latencies(result, models, chosen, size, batch_sizes, repeats, warmup, threads)
     return result
 
 

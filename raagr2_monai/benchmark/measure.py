@@ -3,6 +3,7 @@ as a ratio against the baseline measured in that same run (:func:`benchmark_mode
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -17,7 +18,7 @@ from raagr2_monai.networks import count_flops, count_parameters, get_network, st
 from raagr2_monai.pruning import serialized_nbytes, to_sparse_state_dict
 from raagr2_monai.utils import default_device, environment, parse_sequence
 
-from .memory import cpu_peak_memory, cuda_peak_memory
+from .memory import CpuMemoryProbe, cuda_peak_memory
 
 __all__ = [
     "BASELINE",
@@ -218,9 +219,10 @@ def _timings(
     warmup: int,
     device: torch.device,
     measure_memory: bool,
+    memory_probe: Optional[CpuMemoryProbe],
     train_shape: Optional[Tuple[int, int, int, int]],
 ) -> Dict[str, Any]:
-    """What a network costs to run: latency, peak memory, training step."""
+    """What a network costs to run: latency, peak memory (on the CPU through ``memory_probe``), training step."""
     in_channels = _in_channels(model)
     row: Dict[str, Any] = {}
     row["latency_ms"] = {
@@ -231,8 +233,8 @@ def _timings(
     if measure_memory:
         memory = (
             cuda_peak_memory(model, largest, device)
-            if device.type == "cuda"
-            else cpu_peak_memory(name, model, largest)
+            if memory_probe is None
+            else memory_probe.measure(name, model, largest)
         )
     row.update(memory)
     row["train_step_ms"], row["train_images_per_s"] = None, None
@@ -270,8 +272,9 @@ def _methods(
     memory = (
         f"torch.cuda.max_memory_allocated over one forward pass at batch {largest} (weights, input, activations)"
         if device.type == "cuda"
-        else f"peak resident set (VmHWM) of a separate process per model over one forward pass at batch {largest}: "
-        "Python interpreter, torch libraries, weights, input and activations, nothing subtracted"
+        else f"peak resident set (VmHWM) of a separate process over one forward pass at batch {largest}: Python "
+        "interpreter, torch libraries, weights, input and activations, nothing subtracted; one process measures the "
+        "models in turn, its peak reset and the memory freed by the previous model released (malloc_trim) before each"
     )
     return {
         "params": "sum(p.numel() for p in model.parameters()), each tensor once",
@@ -324,8 +327,9 @@ def benchmark_models(
         repeats: timed runs per figure.
         warmup: untimed runs before them.
         device: ``"cpu"``, ``"cuda"``, ...; default CUDA when available.
-        measure_memory: measure ``peak_mem_mb``. On CPU this starts one process per model with multiprocessing
-            ``spawn``, which imports the caller's main module again: call from a ``__main__``-guarded script.
+        measure_memory: measure ``peak_mem_mb``. On CPU this starts a process (multiprocessing ``spawn``,
+            :class:`~raagr2_monai.benchmark.memory.CpuMemoryProbe`) that measures the models one after another and
+            imports the caller's main module again: call from a ``__main__``-guarded script.
         train_step: measure ``train_step_ms`` and ``train_images_per_s``.
         train_shape: input shape ``(B, C, H, W)`` of the training step; the largest batch at ``size`` by default.
         sparse_sizes: model name -> compressed size in MB to report (e.g. a saved file's); models not in it that hold
@@ -381,13 +385,16 @@ def benchmark_models(
         shape = shape or (max(batches), _in_channels(next(iter(models.values()))), size, size)
     groups = structure_groups(models) if share_structure else {name: [name] for name in models}
     result: Dict[str, Any] = {}
-    for first, names in (progress(list(groups.items())) if progress is not None else groups.items()):
-        models[first].to(dev).eval()
-        timed = _timings(first, models[first], size, batches, repeats, warmup, dev, measure_memory, shape)
-        for name in names:
-            models[name].to(dev).eval()
-            result[name] = {**_counts(models[name], size, sparse_sizes.get(name)), **copy.deepcopy(timed),
-                            "timed_as": first}
+    on_cpu = measure_memory and dev.type != "cuda"
+    with CpuMemoryProbe() if on_cpu else contextlib.nullcontext() as probe:
+        for first, names in (progress(list(groups.items())) if progress is not None else groups.items()):
+            models[first].to(dev).eval()
+            timed = _timings(first, models[first], size, batches, repeats, warmup, dev, measure_memory, probe,
+                             shape)
+            for name in names:
+                models[name].to(dev).eval()
+                result[name] = {**_counts(models[name], size, sparse_sizes.get(name)), **copy.deepcopy(timed),
+                                "timed_as": first}
     result = {name: result[name] for name in models}
     for row in result.values():
         row["vs_baseline"] = _ratios(row, result[baseline])

@@ -1,13 +1,14 @@
 """Peak memory of one forward pass: on CUDA the allocator's peak; on CPU the peak resident set of a separate process.
 
-On CPU there is no allocator to ask, so the figure is the peak resident set of a fresh process that holds only the one
-model, its input and its activations (besides the interpreter and the libraries): the models measured before it, and
-whatever the caller holds, do not count.
+On CPU there is no allocator to ask, so the figure is the peak resident set of a separate process that holds only the
+one model, its input and its activations (besides the interpreter and the libraries): whatever the caller holds does
+not count, nor do the models measured before it in that process (:class:`CpuMemoryProbe`).
 """
 
 from __future__ import annotations
 
 import copy
+import ctypes
 import gc
 import multiprocessing
 import resource
@@ -19,7 +20,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ["cpu_peak_memory", "cuda_peak_memory"]
+__all__ = ["CpuMemoryProbe", "cuda_peak_memory"]
 
 
 def _proc_status_mb(field: str) -> Optional[float]:
@@ -53,12 +54,22 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 1e6
 
 
+def _release_freed_memory() -> None:
+    """Hand the memory freed by earlier measurements back to the system (glibc's ``malloc_trim``), so that it does not
+    count in the next model's resident set; a no-op where there is no glibc."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _child_peak_memory(model: nn.Module, shape: Tuple[int, ...], threads: int) -> Dict[str, Any]:
-    """Run in a fresh process: one forward pass at ``shape``; its peak resident memory."""
+    """Run in the measuring process: one forward pass at ``shape``; its peak resident memory."""
     torch.set_num_threads(threads)
     model.eval()
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
-    gc.collect()
+    _release_freed_memory()
     before = _proc_status_mb("VmRSS")
     reset = _reset_peak_rss()
     with torch.no_grad():
@@ -66,33 +77,67 @@ def _child_peak_memory(model: nn.Module, shape: Tuple[int, ...], threads: int) -
     return {"peak_mem_mb": _peak_rss_mb(), "mem_before_forward_mb": before, "peak_since_start": not reset}
 
 
-def cpu_peak_memory(name: str, model: nn.Module, shape: Tuple[int, ...]) -> Dict[str, Any]:
-    """The peak resident set of a fresh process (multiprocessing ``spawn``) running one forward pass at ``shape``.
+class CpuMemoryProbe:
+    """Peak resident memory of one forward pass per model, measured in a separate process (multiprocessing ``spawn``)
+    that holds only that model, its input and its activations besides the interpreter and the libraries.
 
-    Args:
-        name: the model's name, for the error message.
-        model: the network (a copy goes to the process; the caller's model is not touched).
-        shape: the input's shape.
+    One process serves model after model: before each, the memory the previous one freed goes back to the system and
+    the kernel's peak (``VmHWM``) is reset, so that models measured before do not count; where the peak cannot be reset
+    (no ``/proc/self/clear_refs``), every model gets a fresh process. Starting a process costs seconds (it imports
+    torch and the caller's main module again), which is what sharing one saves.
 
-    Returns:
-        ``{"peak_mem_mb", "mem_before_forward_mb", "peak_since_start"}`` (MB = 10^6 bytes).
+    Example::
 
-    Raises:
-        RuntimeError: the process died (out of memory, or a caller whose top level is not ``__main__``-guarded).
+        with CpuMemoryProbe() as probe:
+            figures = {name: probe.measure(name, model, (8, 4, 192, 192)) for name, model in models.items()}
     """
-    # a copy goes to the child: passing tensors to a process moves their storage to shared memory, which must not
-    # happen to the caller's model; the child maps that memory, so its resident set counts the weights once
-    shared = copy.deepcopy(model).cpu()
-    context = multiprocessing.get_context("spawn")
-    try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            return pool.submit(_child_peak_memory, shared, shape, torch.get_num_threads()).result()
-    except BrokenProcessPool as err:
-        raise RuntimeError(
-            f"The process measuring the memory of {name!r} died: out of memory, or a calling script whose top level "
-            "is not guarded by `if __name__ == '__main__':` (multiprocessing 'spawn' imports it again). "
-            "Pass measure_memory=False to skip the measurement."
-        ) from err
+
+    def __init__(self) -> None:
+        self._pool: Optional[ProcessPoolExecutor] = None
+
+    def __enter__(self) -> "CpuMemoryProbe":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the measuring process."""
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def measure(self, name: str, model: nn.Module, shape: Tuple[int, ...]) -> Dict[str, Any]:
+        """The peak resident set while ``model`` runs one forward pass at ``shape``.
+
+        Args:
+            name: the model's name, for the error message.
+            model: the network (a copy goes to the process; the caller's model is not touched).
+            shape: the input's shape.
+
+        Returns:
+            ``{"peak_mem_mb", "mem_before_forward_mb", "peak_since_start"}`` (MB = 10^6 bytes).
+
+        Raises:
+            RuntimeError: the process died (out of memory, or a caller whose top level is not ``__main__``-guarded).
+        """
+        # a copy goes to the child: passing tensors to a process moves their storage to shared memory, which must not
+        # happen to the caller's model; the child maps that memory, so its resident set counts the weights once
+        shared = copy.deepcopy(model).cpu()
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            result = self._pool.submit(_child_peak_memory, shared, shape, torch.get_num_threads()).result()
+        except BrokenProcessPool as err:
+            self._pool = None
+            raise RuntimeError(
+                f"The process measuring the memory of {name!r} died: out of memory, or a calling script whose top "
+                "level is not guarded by `if __name__ == '__main__':` (multiprocessing 'spawn' imports it again). "
+                "Pass measure_memory=False to skip the measurement."
+            ) from err
+        if result["peak_since_start"]:
+            self.close()  # that peak covers everything the process ran: the next model needs a fresh one
+        return result
 
 
 def cuda_peak_memory(model: nn.Module, shape: Tuple[int, ...], device: torch.device) -> Dict[str, Any]:

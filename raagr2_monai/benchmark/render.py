@@ -124,7 +124,7 @@ def _backend_table(result: Mapping[str, Any]) -> List[str]:
     meta, models = result[META_KEY], model_rows(result)
     if "backends" not in meta:
         return []
-    chosen, batches = meta["backends"]["backends"], meta["settings"]["batches"]
+    chosen, batches = meta["backends"]["backends"], meta["backends"]["batches"]
     threads = meta["backends"]["threads"]
     header = ["model"] + [f"{backend} b{b} ms (speed-up)" for backend in chosen for b in batches]
     rows = []
@@ -159,8 +159,8 @@ def _csv(result: Mapping[str, Any]) -> str:
         "torch_threads": env["torch_threads"], "size": meta["settings"]["size"], "repeats": meta["settings"]["repeats"],
         "warmup": meta["settings"]["warmup"], "timer": meta["timer"], "flop_counter": meta["flop_counter"],
     }
-    chosen = meta["backends"]["backends"] if "backends" in meta else []
-    by_backend = [(backend, str(b)) for backend in chosen for b in batches]
+    backends = meta.get("backends", {"backends": [], "batches": []})
+    by_backend = [(backend, str(b)) for backend in backends["backends"] for b in backends["batches"]]
     columns = (
         ["model"] + figures + [f"latency_b{b}_{stat}_ms" for b, stat in latency] + tail
         + [f"vs_baseline_{k}" for k in ratios] + [f"vs_baseline_latency_b{b}" for b in batches]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from raagr2_monai.benchmark import META_KEY, benchmark_models, render
+from raagr2_monai.benchmark.memory import CpuMemoryProbe
 from raagr2_monai.networks import count_flops, count_parameters, get_network, state_dict_mb
 from raagr2_monai.pruning import prune, serialized_nbytes, to_sparse_state_dict
 
@@ -121,3 +122,16 @@ def test_masked_model_reports_nonzero_and_sparse_size():
     assert row["size_sparse_mb"] < row["size_mb"]
     assert row["vs_baseline"]["size_sparse_mb"] == row["size_sparse_mb"] / result["baseline"]["size_mb"]
     assert row["peak_mem_mb"] is None and row["vs_baseline"]["train_step_ms"] is None
+
+
+def test_one_memory_process_measures_model_after_model_without_carrying_a_peak_over():
+    """A model with 75 MB of activations, then one with almost none, in the same process: the second's peak is its
+    own, not the first's (the peak is reset and the freed memory released between them)."""
+    wide, narrow = torch.nn.Conv2d(4, 64, 3, padding=1), torch.nn.Conv2d(4, 1, 1)
+    with CpuMemoryProbe() as probe:
+        first = probe.measure("wide", wide, (8, 4, 192, 192))
+        second = probe.measure("narrow", narrow, (8, 4, 192, 192))
+    assert not first["peak_since_start"] and not second["peak_since_start"]
+    assert first["peak_mem_mb"] - first["mem_before_forward_mb"] > 70  # 8 x 64 x 192 x 192 float32 outputs
+    assert second["peak_mem_mb"] < first["peak_mem_mb"] - 50
+    assert second["mem_before_forward_mb"] < first["mem_before_forward_mb"] + 20
