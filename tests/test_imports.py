@@ -22,7 +22,7 @@ PACKAGE = "raagr2_monai"
 #: The layering rule of the package (lower never imports higher): sub-package -> layer.
 LAYERS = {
     "constants": 0, "utils": 0,
-    "networks": 1, "losses": 1,
+    "networks": 1, "losses": 1, "schedules": 1,
     "data": 2,
     "metrics": 3,
     "pruning": 4, "visualize": 4,

@@ -131,6 +131,14 @@ def _train_handlers(checkpoint_path: str) -> List[Dict[str, Any]]:
             "interval": "@val_interval",
         },
         {
+            # the cosine schedule follows the epochs; the thesis's plateau schedule follows validation (below)
+            "_target_": "LrScheduleHandler",
+            "_disabled_": "$@lr_schedule != 'cosine'",
+            "lr_scheduler": "@lr_scheduler",
+            "print_lr": False,
+            "epoch_level": True,
+        },
+        {
             "_target_": "StatsHandler",
             "tag_name": "train_loss",
             "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
@@ -174,10 +182,12 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
             "tracking_uri": "$monai.utils.path_to_sqlite_uri(@output_dir + '/mlruns.db')",
             "loss": {"_target_": "raagr2_monai.losses.RAAGR2Loss", "lambda_bce": 0.5},
             "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": "@learning_rate"},
+            "lr_schedule": "plateau",
             "lr_scheduler": {
-                "_target_": "torch.optim.lr_scheduler.ReduceLROnPlateau",
+                "_target_": "raagr2_monai.schedules.make_lr_scheduler",
                 "optimizer": "@optimizer",
-                "mode": "max",
+                "schedule": "@lr_schedule",
+                "epochs": "@train#trainer#max_epochs",
                 "factor": 0.5,
                 "patience": 3,
             },
@@ -258,6 +268,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "handlers": [
                     {
                         "_target_": "LrScheduleHandler",
+                        "_disabled_": "$@lr_schedule != 'plateau'",
                         "lr_scheduler": "@lr_scheduler",
                         "print_lr": True,
                         "epoch_level": True,
@@ -296,15 +307,20 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "validation_cases": "$len(@validate#dataset#data)",
                 "batch_size": "@batch_size",
                 "learning_rate": "@learning_rate",
+                "lr_schedule": "@lr_schedule",
                 "roi_size": "@roi_size",
+                "validation_roi_size": "@validate#inferer#roi_size",
                 "overlap": "@overlap",
                 "blend_mode": "@blend_mode",
                 "threshold": "@threshold",
                 "device": "$str(@device)",
                 "amp": "@use_amp",
             },
+            # the settings' checks, run first: a list of their own, so that evaluate.json can add to them and
+            # multi_gpu_train.json, which sets up the process group before them, can reuse them
+            "checks": list(_CHECKS),
             "initialize": [
-                *_CHECKS,
+                "@checks",
                 "$monai.utils.set_determinism(seed=@seed)",
                 "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed)",
             ],
@@ -368,6 +384,13 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         "run_settings#metric_convention": "@metric_convention",
         "run_settings#lesionwise": "@lesionwise",
         "run_settings#write_overlays": "@write_overlays",
+        # weights that are not there stop the run before any data is read, with one line naming the setting; none is
+        # asked for with the loader replaced (stand-in networks)
+        "checks": [
+            *_CHECKS,
+            "$[raagr2_monai.bundle.checked(raagr2_monai.networks.check_weights, handler.load_path) "
+            "for handler in @validate#handlers if isinstance(handler, raagr2_monai.handlers.WeightsLoader)]",
+        ],
         "run": ["$@validate#evaluator.run()"],
         "evaluating": "$@run",
     }
@@ -495,7 +518,7 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
             "$import torch.distributed as dist",
             "$dist.is_initialized() or dist.init_process_group(backend=@backend)",
             "$torch.cuda.set_device(@device) if torch.device(@device).type == 'cuda' else None",
-            *_CHECKS,
+            "@checks",
             "$monai.utils.set_determinism(seed=@seed)",
             "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed) if dist.get_rank() == 0 else None",
         ],
@@ -582,7 +605,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
                 "$None if @from_scratch else "
                 "raagr2_monai.bundle.checked(raagr2_monai.networks.check_weights, @source_ckpt, 'source_ckpt')"
             ),
-            *_CHECKS,
+            "@checks",
             "$raagr2_monai.bundle.prepare_output_dir(@output_dir, @overwrite)",
             "$monai.utils.set_determinism(seed=@seed)",
             "$raagr2_monai.bundle.record_run(@run_dir, @run_settings, @seed)",

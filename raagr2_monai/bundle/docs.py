@@ -108,12 +108,13 @@ python -m monai.bundle run inferring --config_file bundles/{name}/configs/infere
 ```
 
 {use}
-Settings to override: `dataset_dir`, `datalist`, `output_dir`, `epochs`, `batch_size`, `learning_rate`, `roi_size`,
-`val_interval`, `device`, `amp` (CUDA only), `seed`, `resume`. Every run writes `run.json` (settings, seed, command
-line, versions, git commit) and a copy of its configs into its output folder.
+Settings to override: `dataset_dir`, `datalist`, `output_dir`, `epochs`, `batch_size`, `learning_rate`,
+`lr_schedule`, `roi_size`, `val_interval`, `device`, `amp` (CUDA only), `seed`, `resume`. Every run writes `run.json`
+(settings, seed, command line, versions, git commit) and a copy of its configs into its output folder.
 
 Loss: 0.5 BCE + 0.5 soft Dice on the sigmoid outputs (`raagr2_monai.losses.RAAGR2Loss`); Adam; ReduceLROnPlateau on
-the validation mean Dice; early stopping after 10 validations without a gain of 1e-4; AMP on CUDA.
+the validation mean Dice (`lr_schedule: "plateau"`, the thesis's; `"cosine"` anneals to zero over the epochs, for
+short runs); early stopping after 10 validations without a gain of 1e-4; AMP on CUDA.
 
 ### MLflow
 

@@ -38,7 +38,7 @@ class EpochHistory:
     Args:
         path: the JSON file.
         evaluator: the validation engine whose metrics are recorded with the epoch they follow.
-        optimizer: the optimizer whose learning rate is recorded.
+        optimizer: the optimizer whose learning rate is recorded (the one each epoch starts with).
     """
 
     def __init__(self, path: PathLike, evaluator: Optional[Engine] = None, optimizer: Any = None) -> None:
@@ -51,6 +51,7 @@ class EpochHistory:
         self._pending: Dict[str, float] = {}
         self._losses: List[float] = []
         self._epoch_start = 0.0
+        self._lr: Optional[float] = None
         self._trainer: Optional[Engine] = None
 
     def attach(self, trainer: Engine) -> None:
@@ -72,6 +73,8 @@ class EpochHistory:
     def _epoch_started(self, engine: Engine) -> None:
         self._losses = []
         self._epoch_start = time.perf_counter()
+        # the rate the epoch trains with: a schedule stepped at the epoch's end has already moved on by then
+        self._lr = None if self.optimizer is None else float(self.optimizer.param_groups[0]["lr"])
 
     def _iteration(self, engine: Engine) -> None:
         loss = iteration_loss(engine.state.output)
@@ -85,8 +88,8 @@ class EpochHistory:
             "iterations": len(self._losses),
             "seconds": time.perf_counter() - self._epoch_start,
         }
-        if self.optimizer is not None:
-            entry["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        if self._lr is not None:
+            entry["lr"] = self._lr
         # the ValidationHandler ran before this handler at the same event: its metrics belong to this epoch
         entry.update(self._pending)
         self._pending = {}

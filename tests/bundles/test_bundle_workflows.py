@@ -84,6 +84,20 @@ def test_training_is_seeded(trained, tiny_dataset, tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first)
 
 
+def test_cosine_schedule_anneals_the_rate_to_zero_over_the_training(tiny_dataset, tmp_path):
+    settings = dict(TINY, epochs=2)
+    wf = workflow(
+        "depthwise", "train", "train", dataset_dir=tiny_dataset, output_dir=str(tmp_path), ckpt_dir=str(tmp_path / "m"),
+        lr_schedule="cosine", **settings,
+    )
+    wf.run()
+    last = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert last["lr_scheduler"]["T_max"] == 2  # CosineAnnealingLR over the run's epochs
+    assert last["lr_scheduler"]["last_epoch"] == 2  # stepped once per epoch by the trainer, not by the validator
+    assert last["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert json.loads((tmp_path / "run.json").read_text())["settings"]["lr_schedule"] == "cosine"
+
+
 def test_training_resumes_from_the_last_checkpoint(trained, tiny_dataset, tmp_path):
     out = tmp_path / "run"
     out.mkdir()
@@ -333,3 +347,17 @@ def test_a_transform_argument_is_overridden_by_its_config_id(tiny_dataset, tmp_p
         written = nib.load(str(tmp_path / str(pixdim[2]) / f"{entry['case']}_pred.nii.gz"))
         assert written.shape == nib.load(entry["image"][0]).shape
     assert counts == {1.0: depth, 2.0: depth // 2}
+
+
+def test_missing_checkpoint_stops_evaluation_before_any_subject(tiny_dataset, tmp_path):
+    missing = tmp_path / "models" / "model.pt"
+    result = _bundle_cli(
+        sys.executable, "-m", "monai.bundle", "run", "evaluating",
+        "--config_file", "['bundles/depthwise/configs/train.json','bundles/depthwise/configs/evaluate.json']",
+        "--dataset_dir", tiny_dataset, "--output_dir", str(tmp_path / "out"), "--ckpt_path", str(missing),
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: Checkpoint {missing} does not exist: set ckpt_path to a trained checkpoint."
+    )
+    assert not (tmp_path / "out").exists()
