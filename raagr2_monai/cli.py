@@ -192,7 +192,7 @@ def study(
     go to ``sqlite:///<output>/mlruns.db`` while they run.
 
     Args:
-        profile: ``quick`` (CPU, built-in synthetic data, about 40 minutes on two cores), ``full`` (GPU, real BraTS,
+        profile: ``quick`` (CPU, built-in synthetic data, about 26 minutes on two cores), ``full`` (GPU, real BraTS,
             the thesis's schedule; needs ``--data_dir``) or ``tiny`` (a smoke run).
         data_dir: a BraTS folder (default: the built-in synthetic set).
         output: the study folder (default ``results/<profile>``).

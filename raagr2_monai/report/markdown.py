@@ -147,14 +147,17 @@ def render_markdown(
     cases = steps["evaluate/baseline"]["cases"]
     synthetic = settings["data_dir"] is None
     rel = lambda path: os.path.relpath(str(path), str(root))  # noqa: E731
+    window = p.get("window_size") or p["roi_size"]
     lines = [
         f"# RAAGR2-Net compression study: profile `{p['name']}`",
         "",
         f"Data: `{dataset_dir}`{' (built-in synthetic set)' if synthetic else ''}; split by "
         f"patient, seed {settings['seed']}; every model evaluated on the same {len(cases)} held-out test subjects "
-        f"({', '.join(cases)}) at {p['roi_size']}x{p['roi_size']} in-plane. Training: {p['epochs']} epochs, batch "
-        f"{p['batch_size']}, lr {p['learning_rate']}; pruning of the trained baseline at "
+        f"({', '.join(cases)}), whole slices seen through {window}x{window} windows. Training: {p['epochs']} "
+        f"epochs, batch {p['batch_size']} of {p['roi_size']}x{p['roi_size']} crops, lr {p['learning_rate']} "
+        f"({p.get('lr_schedule', 'plateau')} schedule); pruning of the trained baseline at "
         f"{', '.join(f'{round(r * 100)} %' for r in p['ratios'])}, fine-tuning {p['finetune_epochs']} epoch(s) "
+        f"at lr {p.get('finetune_learning_rate') or 0.0001} "
         "with the masks in force (unstructured) or on the channel-pruned network (DepGraph). Magnitude and SNIP prune "
         f"globally; SNIP scores |w dL/dw| on the trained baseline (the thesis's setting), on training batches padded "
         f"with background to {p.get('snip_size', p['roi_size'])}x{p.get('snip_size', p['roi_size'])} so that every "
@@ -199,7 +202,7 @@ def render_markdown(
                     + [quality_cell(k, r["quality"][k], r["quality"][f"{k}_ci95"]) for k, _ in TABLE1_COLUMNS]
                     + [_thesis(r["model"], THESIS_TABLE1, k, ".4f") for k in ("pooled_dice", "TC", "WT", "ET")])
     lines += _md_table(header, body)
-    lines += _identity_notes(rows, p["roi_size"])
+    lines += _identity_notes(rows, window)
 
     lines += ["", "## Lesion-wise scores on the test subjects", "",
               "BraTS 2023 lesion-wise metrics under the evaluation's `lesionwise` preset (recorded in each "

@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from raagr2_monai.bundle.configs import VARIANTS
 from raagr2_monai.networks import NETWORKS
 from raagr2_monai.pruning import METHODS
+from raagr2_monai.schedules import LR_SCHEDULES
 
 __all__ = ["Profile", "PROFILES", "ModelSpec", "experiment_matrix", "get_profile"]
 
@@ -23,16 +24,23 @@ class Profile:
     Attributes:
         name: the profile's name.
         variants: architectures to train (the baseline is always the one pruned).
-        roi_size: in-plane size of training slices and of the evaluated volumes (a multiple of 16).
+        roi_size: in-plane size of the training crops (a multiple of 16); the volumes are padded to at least it.
+        window_size: in-plane size of the windows validation and evaluation slide over whole slices (a multiple of
+            16; ``None``: ``roi_size``). At least the slices' size, each slice is one window: the network sees the
+            whole slice, and a crop smaller than the slice makes training cheaper without cutting validation.
         epochs: training epochs of the architectures.
         batch_size: slices per training step.
         num_samples: slices drawn per volume per epoch.
         val_interval: validate every so many epochs (the best validation checkpoint is the model kept); at most
             ``epochs``.
         learning_rate: Adam learning rate of the training.
+        lr_schedule: the learning-rate schedule of every training and fine-tuning (``plateau``, the thesis's, or
+            ``cosine``: :mod:`raagr2_monai.schedules`).
         methods: pruning methods applied to the trained baseline.
         ratios: pruning ratios.
         finetune_epochs: fine-tuning epochs of the "fine-tuned" rows (each ratio also gets a row without).
+        finetune_learning_rate: their learning rate, or ``None`` for the pruning config's own (1e-4, the thesis's, for
+            20 epochs; a fine-tuning of a few epochs needs more).
         snip_batches: batches SNIP scores the weights on.
         snip_at_init: add the rows "SNIP at initialisation, then trained for ``epochs``" (Lee et al.'s setting).
         snip_size: in-plane size SNIP scores at: the training batches are zero-padded (background) to it, so that the
@@ -67,14 +75,17 @@ class Profile:
     name: str
     variants: Tuple[str, ...] = ("baseline", "depthwise", "paired", "encdec")
     roi_size: int = 64
+    window_size: Optional[int] = None
     epochs: int = 2
     batch_size: int = 8
     num_samples: int = 4
     val_interval: int = 1
     learning_rate: float = 1e-3
+    lr_schedule: str = "plateau"
     methods: Tuple[str, ...] = ("magnitude", "snip", "depgraph")
     ratios: Tuple[float, ...] = (0.1, 0.2, 0.3)
     finetune_epochs: int = 1
+    finetune_learning_rate: Optional[float] = None
     snip_batches: int = 2
     snip_at_init: bool = False
     snip_size: int = 240
@@ -103,20 +114,24 @@ class Profile:
 
 #: The study's profiles. ``quick``: CPU, a synthetic set of 40 cases of 64 x 64 x 32 voxels (the built-in generator,
 #: smaller volumes than its default so that the whole brain fits a 64 x 64 slice; 6 test subjects), 30 training
-#: epochs of 7 steps (validated every 5), each pruning method at 30 % with and without 2 fine-tuning epochs, the hybrid
-#: rows (20 fine-tuning epochs at lr 1e-3, without and with distillation), and the benchmark at 192 x 192 (batch 1
-#: and 8, eager PyTorch and OpenVINO): about 40 minutes on two cores. ``full``: the thesis's schedule (35 epochs, 20
-#: fine-tuning epochs, 192 x 192 slices, batch 16, ratios 10/20/30 %, benchmark with 10 repeats, plus the "SNIP at
-#: initialisation + training" rows) on a GPU with real BraTS data. ``tiny``: a smoke run for the tests.
+#: epochs of 7 steps on 48 x 48 crops (validated every 10, on whole 64 x 64 slices), each pruning method at 30 % with
+#: and without 2 fine-tuning epochs at lr 3e-4, the hybrid rows (20 fine-tuning epochs at lr 1e-3, without and with
+#: distillation), and the benchmark at 192 x 192 (batch 1 and 8, eager PyTorch and OpenVINO): about 26 minutes on
+#: two cores. ``full``: the thesis's schedule (35 epochs, 20 fine-tuning epochs, 192 x 192 slices, batch 16, ratios
+#: 10/20/30 %, benchmark with 10 repeats, plus the "SNIP at initialisation + training" rows) on a GPU with real BraTS
+#: data. ``tiny``: a smoke run for the tests.
 PROFILES: Dict[str, Profile] = {
     "quick": Profile(
         name="quick",
-        roi_size=64,
+        roi_size=48,
+        window_size=64,
         epochs=30,
         num_samples=2,
-        val_interval=5,
+        val_interval=10,
         ratios=(0.3,),
         finetune_epochs=2,
+        finetune_learning_rate=3e-4,
+        snip_batches=1,
         hybrid_finetune_epochs=20,
         bench_repeats=3,
         bench_warmup=1,
@@ -201,7 +216,8 @@ def _check_profile(p: Profile) -> None:
         raise ValueError(f"variants must name RAAGR2-Net variants and include 'baseline'; got {list(p.variants)}.")
     if [m for m in p.methods if m not in METHODS]:
         raise ValueError(f"methods must be among {METHODS}; got {list(p.methods)}.")
-    for size, what in ((p.roi_size, "roi_size"), (p.bench_size, "bench_size"), (p.flops_size, "flops_size")):
+    sizes = [(p.roi_size, "roi_size"), (p.bench_size, "bench_size"), (p.flops_size, "flops_size")]
+    for size, what in sizes + ([(p.window_size, "window_size")] if p.window_size is not None else []):
         if size < 16 or size % 16:
             raise ValueError(f"{what} must be a positive multiple of 16; got {size}.")
     if p.epochs < 1 or p.finetune_epochs < 1:
@@ -216,6 +232,8 @@ def _check_profile(p: Profile) -> None:
                          f"got {p.hybrid_variant!r}.")
     if not 0.0 <= p.hybrid_distill_weight <= 1.0:
         raise ValueError(f"hybrid_distill_weight must lie in [0, 1]; got {p.hybrid_distill_weight}.")
+    if p.lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}; got {p.lr_schedule!r}.")
     if p.hybrid_finetune_epochs < 1:
         raise ValueError(f"hybrid_finetune_epochs must be >= 1; got {p.hybrid_finetune_epochs}.")
     if p.snip_size < 16 or p.snip_size % 16:
@@ -289,7 +307,8 @@ def experiment_matrix(profile: Profile) -> List[ModelSpec]:
         for ratio in profile.ratios:
             pct = round(ratio * 100)
             rows.append(ModelSpec(f"{method}-{pct}", "pruned", "baseline", method, ratio, 0))
-            rows.append(ModelSpec(f"{method}-{pct}-ft", "pruned", "baseline", method, ratio, profile.finetune_epochs))
+            rows.append(ModelSpec(f"{method}-{pct}-ft", "pruned", "baseline", method, ratio, profile.finetune_epochs,
+                                  learning_rate=profile.finetune_learning_rate))
     if profile.snip_at_init and "snip" in profile.methods:
         for ratio in profile.ratios:
             rows.append(

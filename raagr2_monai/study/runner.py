@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from monai.bundle import ConfigWorkflow
 
-from raagr2_monai.benchmark import backend_latencies, benchmark_models, structure_groups
+from raagr2_monai.benchmark import add_backend_latencies, benchmark_models
 from raagr2_monai.bundle import load_bundle_network
 from raagr2_monai.bundle.generate import write_bundle
 from raagr2_monai.data import load_split
@@ -141,9 +141,12 @@ class Study:
 
     def _data_override(self) -> Dict[str, Any]:
         p = self.profile
+        window = p.window_size or p.roi_size
         return {
             "dataset_dir": self.dataset_dir,
             "roi_size": [p.roi_size, p.roi_size],
+            # validation (and, through train.json, evaluation) slides windows of their own size over whole slices
+            "validate#inferer#roi_size": [window, window],
             "batch_size": p.batch_size,
             "num_samples": p.num_samples,
             "seed": self.seed,
@@ -189,7 +192,8 @@ class Study:
         p = self.profile
         wf = _workflow(
             [bundle / "configs" / "train.json"], "training", bundle, output_dir=str(run_dir),
-            epochs=p.epochs, val_interval=p.val_interval, learning_rate=p.learning_rate, resume=True,
+            epochs=p.epochs, val_interval=p.val_interval, learning_rate=p.learning_rate, lr_schedule=p.lr_schedule,
+            resume=True,
             **self._data_override(),
         )
         seconds = _run_with_history(wf, run_dir)
@@ -218,11 +222,11 @@ class Study:
             method=spec.method, ratio=spec.ratio, finetune_epochs=spec.finetune_epochs,
             from_scratch=spec.from_scratch, snip_batches=p.snip_batches, snip_size=[p.snip_size, p.snip_size],
             output_dir=str(out),
-            source_ckpt=str(source / "models" / "model.pt"), overwrite=True, val_interval=1,
+            source_ckpt=str(source / "models" / "model.pt"), overwrite=True, lr_schedule=p.lr_schedule,
+            # a fine-tuning validates at most as often as a training, and always at its last epoch
+            val_interval=math.gcd(p.val_interval, max(1, spec.finetune_epochs)),
             **self._data_override(),
         )
-        if spec.from_scratch:
-            override["val_interval"] = min(p.val_interval, spec.finetune_epochs)
         if spec.learning_rate is not None:
             override["learning_rate"] = spec.learning_rate
         if spec.distill_weight:
@@ -274,11 +278,10 @@ class Study:
         training step at the study's own batch and crop (``train_epoch_s``: one step times the steps of an epoch),
         the ``bench_backends`` at batch 1 beside eager PyTorch, and FLOPs also at ``flops_size``."""
         p = self.profile
-        models, sparse, flops = {}, {}, {}
+        models, sparse = {}, {}
         for spec in self.models:
             bundle = self.bundle_dir(spec)
             models[spec.name] = load_bundle_network(bundle)
-            flops[spec.name] = count_flops(models[spec.name], (1, 4, p.flops_size, p.flops_size))
             packed = bundle / "models" / "model_sparse.pt"
             if packed.is_file():
                 sparse[spec.name] = packed.stat().st_size / 1e6
@@ -289,8 +292,11 @@ class Study:
         )
         steps_per_epoch = math.ceil(len(load_split(self.dataset_dir, "training", None, self.seed)) * p.num_samples
                                     / p.batch_size)
-        for name, count in flops.items():
-            result[name]["flops_at_flops_size"] = count
+        for name, model in models.items():
+            result[name]["flops_at_flops_size"] = (
+                result[name]["flops"] if p.flops_size == p.bench_size
+                else count_flops(model, (1, 4, p.flops_size, p.flops_size))
+            )
             step_ms = result[name]["train_step_ms"]
             result[name]["train_epoch_s"] = None if step_ms is None else step_ms * steps_per_epoch / 1e3
         result["_meta"]["flops_size"] = p.flops_size
@@ -299,20 +305,8 @@ class Study:
             "measured in the benchmark, not the wall time of the study's training"
         )
         if p.bench_backends:
-            groups = structure_groups(models)
-            timed = backend_latencies({n: models[n] for n in groups},
-                                      ("torch", *p.bench_backends), p.bench_size, (1,), p.bench_repeats,
-                                      p.bench_warmup)
-            for first, names in groups.items():
-                for name in names:
-                    result[name]["backends"] = timed[first]
-            result["_meta"]["backends"] = {
-                "backends": ["torch", *p.bench_backends],
-                "threads": None,
-                "method": "each structure exported (raagr2_monai.deploy.export_network, parity-checked) and timed on "
-                "the CPU at batch 1 like latency_ms, in one run with the baseline's eager PyTorch; speed-up = the "
-                "baseline's eager median / this median",
-            }
+            add_backend_latencies(result, models, ("torch", *p.bench_backends), p.bench_size, (1,), p.bench_repeats,
+                                  p.bench_warmup, share_structure=True)
         path = self.root / "benchmark.json"
         atomic_write_text(str(path), json.dumps(result, indent=2))
         self.counts["benchmark"] += 1
@@ -352,12 +346,13 @@ class Study:
         self.resolve_data()
         start = time.perf_counter()
         made = [s for s in self.models if s.kind == "architecture"] + [s for s in self.models if s.kind == "pruned"]
-        # sizes in training epochs, so that the first finished training prices the rest: a pruning without
-        # fine-tuning is about one validation, an evaluation a little more, the benchmark a few epochs per model
+        # sizes in training epochs, so that the first finished training prices the rest: a pruning (its scoring and a
+        # validation) costs about two epochs besides its fine-tuning ones, so that the pruning steps without
+        # fine-tuning, which finish first, price those with; an evaluation about one, the benchmark a few per model
         self.progress = Progress(
             [step_name(s) for s in made] + [f"evaluate/{s.name}" for s in self.models] + ["benchmark"],
-            units=[(self.profile.epochs if s.kind == "architecture" else s.finetune_epochs) or 0.3 for s in made]
-            + [0.5] * len(self.models) + [2.0 * len(self.models)],
+            units=[self.profile.epochs if s.kind == "architecture" else s.finetune_epochs + 2 for s in made]
+            + [1.0] * len(self.models) + [2.0 * len(self.models)],
         )
         params = {"data_dir": self.data_dir, "dataset_dir": self.dataset_dir, "seed": self.seed}
         # the training bar goes where the study's lines go, and replaces MONAI's line per iteration there

@@ -27,7 +27,8 @@ def test_report_tables_and_charts(finished, subjects):
     text = path.read_text()
     assert path == root / "report.md"
     assert "Data: `/data/synthetic` (built-in synthetic set); split by patient, seed 3; every model evaluated on the " \
-        "same 2 held-out test subjects (c1, c2) at 32x32 in-plane." in text
+        "same 2 held-out test subjects (c1, c2), whole slices seen through 32x32 windows. Training: 1 epochs, batch " \
+        "4 of 32x32 crops, lr 0.001 (plateau schedule)" in text
     assert "(`mlflow ui --backend-store-uri sqlite:////study/mlruns.db`)" in text
     # ours (mean ± 95 % CI half-width: two subjects at mean -/+ 0.0625, or -/+ 1 for HD95, give t(0.975, 1) = 12.706
     # times 0.0625 or 1), then the thesis's Table 1 (pooled Dice; "C2" = TC, "C4" = WT, "C3" = ET)

@@ -40,7 +40,7 @@ def test_bad_profiles_are_refused():
         get_profile("tiny", epoch=3)
     with pytest.raises(ValueError, match="roi_size must be a positive multiple of 16; got 40"):
         get_profile("tiny", roi_size=40)
-    with pytest.raises(ValueError, match=r"val_interval must lie in \[1, epochs=1\]; got 5"):
+    with pytest.raises(ValueError, match=r"val_interval must lie in \[1, epochs=1\]; got 10"):
         get_profile("quick", epochs=1)
     with pytest.raises(ValueError, match="variants must name RAAGR2-Net variants and include 'baseline'"):
         get_profile("tiny", variants=("depthwise",))
@@ -54,4 +54,8 @@ def test_bad_profiles_are_refused():
     assert [m.name for m in experiment_matrix(get_profile("tiny", hybrid_distill_weight=0))][-1] == "hybrid-50"
     with pytest.raises(ValueError, match="hybrid_distill_weight must lie in"):
         get_profile("tiny", hybrid_distill_weight=2)
+    with pytest.raises(ValueError, match="window_size must be a positive multiple of 16; got 50"):
+        get_profile("tiny", window_size=50)
+    with pytest.raises(ValueError, match="lr_schedule must be one of plateau, cosine; got 'step'"):
+        get_profile("tiny", lr_schedule="step")
     assert PROFILES["quick"].settings()["synthetic_shape"] == [64, 64, 32]

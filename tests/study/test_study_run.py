@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 
 # two architectures, magnitude and DepGraph at one ratio: the smallest study that has every kind of row; two epochs
 # (validated at the second) so that the curves logged by epoch have more than one step
-SETTINGS = {"methods": ("magnitude", "depgraph"), "epochs": 2, "val_interval": 2}
+SETTINGS = {"methods": ("magnitude", "depgraph"), "epochs": 2, "val_interval": 2, "lr_schedule": "cosine",
+            "window_size": 48}
 MODELS = ["baseline", "depthwise", "magnitude-20", "magnitude-20-ft", "depgraph-20", "depgraph-20-ft", "hybrid-50",
           "hybrid-50-kd"]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -193,6 +194,11 @@ def test_training_curves_are_recorded(study):
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
     assert history["epochs"][0]["train_loss"] > 0 and 0 <= history["epochs"][1]["val_mean_dice"] <= 1
     assert [i[0] for i in history["iterations"]] == list(range(1, len(history["iterations"]) + 1))
+    # the cosine schedule over 2 epochs: the full rate, then half of it
+    assert [e["lr"] for e in history["epochs"]] == pytest.approx([1e-3, 5e-4])
+    settings = json.loads((study.root / "models" / "baseline" / "runs" / "train" / "run.json").read_text())["settings"]
+    assert (settings["roi_size"], settings["validation_roi_size"], settings["lr_schedule"]) == (
+        [32, 32], [48, 48], "cosine")
     assert not list(study.root.rglob("last.pt")), "finished runs drop their resumable training state"
     pruned = study.root / "models" / "baseline" / "pruned"
     untuned = json.loads((pruned / "depgraph-20" / "runs" / "prune" / "history.json").read_text())
