@@ -1,20 +1,28 @@
 """int8 post-training quantization of a DepGraph-pruned network with ONNX Runtime: latency and agreement with fp32.
 
-A measurement, not a shipped export: builds a DepGraph-pruned ``--variant`` at ``--ratio``, trains it briefly on
-slices of the built-in synthetic set (``--steps`` Adam steps of the thesis loss: enough for label maps that are not
-one label everywhere, far from a trained model), exports it to ONNX (fp32, :func:`raagr2_monai.deploy.export_network`),
-and quantizes it with ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel int8 weights, uint8
-activations, MinMax calibration on ``--calibration`` preprocessed slices of training cases). Then, on
-``--threads`` threads:
+A measurement, not a shipped export. The network is a trained bundle's (``--bundle``, e.g. a study's hybrid model,
+``results/quick/models/depthwise/pruned/hybrid-60-kd``), or else a DepGraph-pruned ``--variant`` at ``--ratio``
+trained briefly here (``--steps`` Adam steps of the thesis loss: label maps that are not one label everywhere, far
+from a trained model). Slices come from ``--dataset_dir`` (the bundle's data: e.g. the quick study's synthetic set) or
+a small synthetic set made here, preprocessed as for validation, whole slices of ``--slice_size``. The network is
+exported to ONNX (fp32, :func:`raagr2_monai.deploy.export_network`) and quantized with
+``onnxruntime.quantization.quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, MinMax calibration on
+``--calibration`` slices of training cases). Then, on ``--threads`` threads:
 
 - latency (median of ``--repeats`` runs after 2 warm-ups, ``time.perf_counter``) of one ``--size`` x ``--size``
   slice, batch 1, for fp32 and int8 behind ONNX Runtime and behind OpenVINO (which runs a QDQ model in int8);
-- agreement of the int8 label maps with the fp32 ones on the slices of held-out cases: voxels equal, and the Dice
-  of each region (TC, WT, ET) between the two thresholded maps, pooled over the slices.
+- agreement of the int8 label maps with the fp32 ones on the slices of the test cases: voxels equal, and the Dice
+  of each region (TC, WT, ET) between the two thresholded maps, pooled over the slices;
+- the Dice of each backend's label maps against the ground truth, per test subject (3D over the subject's brain
+  slices on the preprocessed grid, BraTS convention: a region absent from both is not scored) and averaged: whether
+  int8 holds the model's quality.
 
 Run from the repository root::
 
     PYTHONPATH=$PWD .venv/bin/python tools/int8_quantization.py --threads 2
+    PYTHONPATH=$PWD .venv/bin/python tools/int8_quantization.py \
+        --bundle results/quick/models/depthwise/pruned/hybrid-60-kd \
+        --dataset_dir ~/.cache/raagr2_monai/synthetic-40x64x64x32 --slice_size 64
 """
 
 from __future__ import annotations
@@ -24,34 +32,37 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 
+from raagr2_monai.bundle.load import load_bundle_network
 from raagr2_monai.data import generate, load_split
 from raagr2_monai.data.chains import val_transforms
 from raagr2_monai.data.labels import nest_regions
 from raagr2_monai.deploy import export_network
 from raagr2_monai.losses import RAAGR2Loss
+from raagr2_monai.metrics.functional import brats_metrics
 from raagr2_monai.networks import get_network
 from raagr2_monai.pruning import load_pruned, prune, save_pruned
 
 REGIONS = ("TC", "WT", "ET")
 
 
-def brain_slices(entries: List[dict], size: int) -> Dict[str, torch.Tensor]:
-    """Every axial slice with brain of ``entries``, preprocessed as for validation: image (N, 4, size, size) and
-    label (N, 3, size, size)."""
+def brain_slices(entries: List[dict], size: int) -> Dict[str, Any]:
+    """Every axial slice with brain of ``entries``, preprocessed as for validation: image (N, 4, size, size), label
+    (N, 3, size, size), and ``cases``: the number of slices of each entry, in order."""
     chain = val_transforms((size, size))
-    images, labels = [], []
+    images, labels, cases = [], [], []
     for entry in entries:
         data = chain(entry)
         image, label = data["image"].as_tensor(), data["label"].as_tensor()
         keep = image.ne(0).flatten(0, 2).any(0)
         images.append(image[:, :size, :size, keep].permute(3, 0, 1, 2))
         labels.append(label[:, :size, :size, keep].permute(3, 0, 1, 2))
-    return {"image": torch.cat(images).contiguous(), "label": torch.cat(labels).contiguous()}
+        cases.append(int(keep.sum()))
+    return {"image": torch.cat(images).contiguous(), "label": torch.cat(labels).contiguous(), "cases": cases}
 
 
 def train(network: torch.nn.Module, data: Dict[str, torch.Tensor], steps: int, batch: int = 8) -> None:
@@ -150,8 +161,28 @@ def agreement(run: Callable[[np.ndarray], np.ndarray], reference: Callable[[np.n
             f"{np.mean(differences):.3g} on average; reference within 0.05 of 0.5: {np.mean(near):.1%}")
 
 
+def predict(run: Callable[[np.ndarray], np.ndarray], images: torch.Tensor) -> torch.Tensor:
+    """The nested, thresholded regions (N, 3, H, W) of ``run`` on ``images``, 8 slices per call."""
+    out = np.concatenate([run(image.numpy()) for image in images.split(8)])
+    return nest_regions(torch.from_numpy(out).transpose(0, 1), 0.5).transpose(0, 1)
+
+
+def subject_dice(regions: torch.Tensor, slices: Dict[str, Any]) -> str:
+    """Per-subject Dice of ``regions`` against the labels (3D over each subject's slices), averaged over subjects."""
+    scores = []
+    for pred, label in zip(regions.split(slices["cases"]), slices["label"].split(slices["cases"])):
+        # (slices, 3, H, W) -> (1, 3, H, W, slices): one subject's volume on the preprocessed grid
+        metrics = brats_metrics(pred.permute(1, 2, 3, 0)[None], label.permute(1, 2, 3, 0)[None])
+        scores.append([float(metrics[f"dice_{region}"][0]) for region in REGIONS])
+    means = np.nanmean(np.array(scores), axis=0)
+    return ", ".join(f"{region} {m:.4f}" for region, m in zip(REGIONS, means)) + f"; mean {np.mean(means):.4f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bundle", help="a trained bundle (pruned ones included) to quantize instead of training one")
+    parser.add_argument("--dataset_dir", help="the slices' data (default: a small synthetic set made here)")
+    parser.add_argument("--slice_size", type=int, default=96, help="in-plane size of the preprocessed slices")
     parser.add_argument("--variant", default="depthwise")
     parser.add_argument("--ratio", type=float, default=0.6)
     parser.add_argument("--steps", type=int, default=60, help="training steps before quantizing")
@@ -168,11 +199,18 @@ def main() -> None:
     trained = Path(args.work) / f"{args.variant}-depgraph-{round(args.ratio * 100)}-{args.steps}"
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        generate(str(work / "data"), cases=8, seed=0)
-        slices = {split: brain_slices(load_split(str(work / "data"), split, seed=0), 96)
+        data = args.dataset_dir
+        if data is None:
+            data = str(work / "data")
+            generate(data, cases=8, seed=0)
+        slices = {split: brain_slices(load_split(data, split, seed=0), args.slice_size)
                   for split in ("training", "testing")}
-        print(f"slices: {len(slices['training']['image'])} training, {len(slices['testing']['image'])} held out")
-        if (trained / "pruning_history.json").is_file():
+        print(f"slices: {len(slices['training']['image'])} training, {len(slices['testing']['image'])} held out "
+              f"({len(slices['testing']['cases'])} test subjects)")
+        if args.bundle:
+            network = load_bundle_network(args.bundle, require_weights=True).eval()
+            print(f"network: {args.bundle} ({sum(p.numel() for p in network.parameters()):,} parameters)")
+        elif (trained / "pruning_history.json").is_file():
             network = load_pruned(args.variant, trained / "model.pt", trained / "pruning_history.json").eval()
         else:
             torch.manual_seed(0)
@@ -207,11 +245,13 @@ def main() -> None:
             print(f"{name}: {latency_ms(run, x, args.repeats):.1f} ms per {args.size}x{args.size} slice, batch 1, "
                   f"{args.threads} threads", flush=True)
         held_out = slices["testing"]["image"]
-        eager = lambda array: network(torch.from_numpy(array)).detach().numpy()  # noqa: E731
+        eager = torch.no_grad()(lambda array: network(torch.from_numpy(array)).numpy())
         print(f"fp32 ORT vs eager: {agreement(runs['onnxruntime fp32'], eager, held_out)}")
         for name in ("onnxruntime int8", "openvino int8 (QDQ)"):
             reference = runs[name.replace("int8 (QDQ)", "fp32").replace("int8", "fp32")]
             print(f"{name} vs fp32 on {len(held_out)} held-out slices: {agreement(runs[name], reference, held_out)}")
+        for name, run in {"eager PyTorch fp32": eager, **runs}.items():
+            print(f"Dice against the ground truth, {name}: {subject_dice(predict(run, held_out), slices['testing'])}")
 
 
 if __name__ == "__main__":
