@@ -134,4 +134,6 @@ def test_one_memory_process_measures_model_after_model_without_carrying_a_peak_o
     assert not first["peak_since_start"] and not second["peak_since_start"]
     assert first["peak_mem_mb"] - first["mem_before_forward_mb"] > 70  # 8 x 64 x 192 x 192 float32 outputs
     assert second["peak_mem_mb"] < first["peak_mem_mb"] - 50
-    assert second["mem_before_forward_mb"] < first["mem_before_forward_mb"] + 20
+    # the first model's 75 MB of outputs went back to the system (what stays is the libraries' one-time set-up of
+    # their first forward pass, about 20 MB)
+    assert second["mem_before_forward_mb"] < first["mem_before_forward_mb"] + 50
