@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from raagr2_monai.deploy import (
     export_network,
 )
 
-from .measure import BASELINE, META_KEY, latency, structure_groups
+from .measure import BASELINE, META_KEY, latency
 
 __all__ = ["add_backend_latencies", "backend_latencies", "check_backends"]
 
@@ -117,37 +117,37 @@ def add_backend_latencies(
     repeats: int,
     warmup: int,
     threads: Optional[int] = None,
-    share_structure: bool = False,
 ) -> None:
     """Time ``models`` behind ``backends`` (:func:`backend_latencies`) and add the figures to a
     :func:`~raagr2_monai.benchmark.benchmark_models` result, in place: each row gets ``backends``, and
     ``_meta["backends"]`` says what was measured and how.
 
+    Each model the result timed is exported and timed here too; a row timed as another (``timed_as``: mask-pruned
+    and fine-tuned copies of one structure, with ``share_structure``) gets that model's figures.
+
     Args:
         result: the result to complete; it has a row for every model.
         models: model name -> network; must include ``baseline``, the reference of the speed-ups.
         backends, size, batches, repeats, warmup, threads: as in :func:`backend_latencies`.
-        share_structure: export and time each structure once (:func:`~raagr2_monai.benchmark.structure_groups`):
-            mask-pruned and fine-tuned copies get the figures of the network they share their structure with.
 
     Raises:
         ValueError: an unknown backend, or no ``baseline`` among the models.
         raagr2_monai.deploy.ExportParityError: an exported model differs from eager PyTorch.
     """
     chosen = check_backends(backends)
-    groups = structure_groups(models) if share_structure else {name: [name] for name in models}
+    groups: Dict[str, List[str]] = {}
+    for name in models:
+        groups.setdefault(result[name]["timed_as"], []).append(name)
     timed = backend_latencies({first: models[first] for first in groups}, chosen, size, batches, repeats, warmup,
                               threads)
     for first, names in groups.items():
         for name in names:
             result[name]["backends"] = copy.deepcopy(timed[first])
-    once = "each structure" if share_structure else "each model"
     result[META_KEY]["backends"] = {
         "backends": list(chosen),
         "batches": [int(b) for b in batches],
         "threads": threads,
-        "share_structure": share_structure,
-        "method": f"{once} exported (raagr2_monai.deploy.export_network, parity-checked) and timed on the CPU like "
-        "latency_ms, in one run with the baseline's eager PyTorch; speed-up = the baseline's eager PyTorch median / "
-        "this median, same batch",
+        "method": "each model exported (raagr2_monai.deploy.export_network, parity-checked) and timed on the CPU like "
+        "latency_ms, a row timed as another (timed_as) with that model's figures, in one run with the baseline's "
+        "eager PyTorch; speed-up = the baseline's eager PyTorch median / this median, same batch",
     }

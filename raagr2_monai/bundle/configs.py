@@ -83,6 +83,15 @@ _CHECKS = [
 _DEVICE = "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')"
 
 
+def _weights_check(handlers: str) -> str:
+    """A check (for ``initialize``) that the weights each ``WeightsLoader`` among ``handlers`` (a config reference)
+    will load exist; none is asked for where the loader is replaced (stand-in networks, exported backends)."""
+    return (
+        "$[raagr2_monai.bundle.checked(raagr2_monai.networks.check_weights, handler.load_path) "
+        f"for handler in {handlers} if isinstance(handler, raagr2_monai.handlers.WeightsLoader)]"
+    )
+
+
 def _common(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Ids shared by every workflow of a bundle: where things are, the device, the network.
 
@@ -388,8 +397,7 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         # asked for with the loader replaced (stand-in networks)
         "checks": [
             *_CHECKS,
-            "$[raagr2_monai.bundle.checked(raagr2_monai.networks.check_weights, handler.load_path) "
-            "for handler in @validate#handlers if isinstance(handler, raagr2_monai.handlers.WeightsLoader)]",
+            _weights_check("@validate#handlers"),
         ],
         "run": ["$@validate#evaluator.run()"],
         "evaluating": "$@run",
@@ -471,10 +479,7 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                 "$torch.set_num_threads(int(@threads)) if @threads and @backend == 'torch' else None",
                 # the weights each WeightsLoader will load must exist, said before any study is read; none is asked
                 # for with an exported backend or with the handlers replaced (stand-in networks)
-                (
-                    "$[raagr2_monai.bundle.checked(raagr2_monai.networks.check_weights, handler.load_path) "
-                    "for handler in @handlers if isinstance(handler, raagr2_monai.handlers.WeightsLoader)]"
-                ),
+                _weights_check("@handlers"),
             ],
             "run": ["$@evaluator.run()"],
             "inferring": "$@run",

@@ -16,28 +16,9 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 from monai.inferers import SliceInferer
 
-__all__ = ["BrainSliceInferer", "SkipEmptyWindows", "as_flag"]
+from raagr2_monai.utils import as_flag
 
-
-def as_flag(value: Any, name: str) -> bool:
-    """A switch given as a bool or as the text a command line passes (``true``/``false``, ``1``/``0``).
-
-    Raises:
-        ValueError: anything else, naming the setting.
-
-    Example::
-
-        >>> as_flag("False", "whole_slice"), as_flag(True, "skip_empty")
-        (False, True)
-    """
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("true", "1", "yes"):
-        return True
-    if text in ("false", "0", "no"):
-        return False
-    raise ValueError(f"{name} must be true or false; got {value!r}.")
+__all__ = ["BrainSliceInferer", "SkipEmptyWindows"]
 
 
 class SkipEmptyWindows:

@@ -20,10 +20,9 @@ from monai.transforms import Compose
 from raagr2_monai.data import check_data_source, inference_cases
 from raagr2_monai.data.chains import check_roi_size
 from raagr2_monai.networks import load_weights
-from raagr2_monai.utils import parse_sequence, progress_bar
+from raagr2_monai.utils import as_flag, parse_sequence, progress_bar
 
 from .backends import check_backend
-from .inferer import as_flag
 
 __all__ = ["Segmenter", "StudyTiming", "STAGES", "median_timing", "format_timing", "segment_command"]
 

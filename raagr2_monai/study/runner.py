@@ -306,7 +306,7 @@ class Study:
         )
         if p.bench_backends:
             add_backend_latencies(result, models, ("torch", *p.bench_backends), p.bench_size, (1,), p.bench_repeats,
-                                  p.bench_warmup, share_structure=True)
+                                  p.bench_warmup)
         path = self.root / "benchmark.json"
         atomic_write_text(str(path), json.dumps(result, indent=2))
         self.counts["benchmark"] += 1

@@ -1,11 +1,12 @@
 """Helpers every part of the package uses: atomic file writing and JSON (:mod:`.io`), recorded versions
 (:mod:`.versions`), the machine a measurement ran on (:mod:`.environment`), a network's device and DDP unwrapping
-(:mod:`.modules`), list-valued settings (:mod:`.parsing`), progress bars shown only on a terminal (:mod:`.progress`)."""
+(:mod:`.modules`), list-valued settings and switches (:mod:`.parsing`), progress bars shown only on a terminal
+(:mod:`.progress`)."""
 
 from .environment import default_device, environment
 from .io import atomic_save, atomic_write, atomic_write_json, atomic_write_text, to_jsonable
 from .modules import is_wrapped, model_device, unwrap
-from .parsing import parse_sequence
+from .parsing import as_flag, parse_sequence
 from .progress import is_terminal, progress_bar
 from .versions import PACKAGES, package_version, versions
 
@@ -18,6 +19,7 @@ __all__ = [
     "is_wrapped",
     "model_device",
     "unwrap",
+    "as_flag",
     "parse_sequence",
     "is_terminal",
     "progress_bar",

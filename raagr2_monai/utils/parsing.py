@@ -1,11 +1,11 @@
 """Command-line and config values that come as text or as sequences: ``"1,8"``, ``(1, 8)`` (as Fire parses
-``1,8``), ``"(0.7,0.15,0.15)"``."""
+``1,8``), ``"(0.7,0.15,0.15)"``, and switches: ``true``, ``False``, ``0``."""
 
 from __future__ import annotations
 
 from typing import Any, Callable, List, Sequence, TypeVar
 
-__all__ = ["parse_sequence"]
+__all__ = ["as_flag", "parse_sequence"]
 
 T = TypeVar("T")
 
@@ -46,3 +46,24 @@ def parse_sequence(value: Any, what: str, convert: Callable[[Any], T] = str, len
     if length is not None and len(out) != length:
         raise ValueError(f"{what} needs {length} values; got {value!r}.")
     return out
+
+
+def as_flag(value: Any, name: str) -> bool:
+    """A switch given as a bool or as the text a command line passes (``true``/``false``, ``1``/``0``).
+
+    Raises:
+        ValueError: anything else, naming the setting.
+
+    Example::
+
+        >>> as_flag("False", "whole_slice"), as_flag(True, "skip_empty")
+        (False, True)
+    """
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise ValueError(f"{name} must be true or false; got {value!r}.")

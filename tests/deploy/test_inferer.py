@@ -6,7 +6,7 @@ from monai.inferers import SliceInferer
 
 from raagr2_monai.data.labels import regions_to_labelmap
 from raagr2_monai.deploy import BrainSliceInferer, SkipEmptyWindows
-from raagr2_monai.deploy.inferer import as_flag
+from raagr2_monai.utils import as_flag
 from raagr2_monai.networks import get_network
 
 from .conftest import SMALL, calibrate
