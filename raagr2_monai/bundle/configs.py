@@ -381,9 +381,9 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
             },
             {
                 "_target_": "raagr2_monai.handlers.OverlayWriter",
-                # a disabled component is dropped from the list: no handler, no overlays folder. Compared as text
+                # a disabled component is dropped from the list: no handler, no overlays folder. Read by as_flag
                 # because the command line (Fire) passes `--write_overlays false` as the string 'false'
-                "_disabled_": "$str(@write_overlays).lower() in ('false', '0')",
+                "_disabled_": "$not raagr2_monai.utils.as_flag(@write_overlays, 'write_overlays')",
                 "output_dir": "$@output_dir + '/overlays'",
                 "datalist": "@validate#datalist",
                 "convention": "@metric_convention",

@@ -129,6 +129,13 @@ def test_write_overlays_switches_the_overlay_writer_off(tmp_path):
         assert [h.output_dir for h in writers] == [tmp_path / "overlays"] * expected
         assert sum(isinstance(h, BraTSMetricsWriter) for h in handlers) == 1
     assert not (tmp_path / "overlays").exists()
+    parser = ConfigParser(load("depthwise", "train"))
+    parser.update(evaluate)
+    parser.update({"write_overlays": "maybe", "validate#datalist": [], "output_dir": str(tmp_path),
+                   "ckpt_path": str(tmp_path / "model.pt"), "network": "$torch.nn.Identity()"})
+    with pytest.raises(RuntimeError) as raised:  # MONAI's wrapping of a failed expression
+        parser.get_parsed_content("validate#handlers")
+    assert str(raised.value.__cause__) == "write_overlays must be true or false; got 'maybe'."
 
 
 def _strings(node):
