@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 from monai.inferers import SliceInferer
 
-from raagr2_monai.utils import as_flag
+from raagr2_monai.utils import as_flag, retain_freed_memory
 
 __all__ = ["BrainSliceInferer", "SkipEmptyWindows"]
 
@@ -99,6 +99,8 @@ class BrainSliceInferer(SliceInferer):
     ) -> None:
         self.skip_empty = as_flag(skip_empty, "skip_empty")
         self.whole_slice = as_flag(whole_slice, "whole_slice")
+        # an inference process runs pass after pass: its large freed activations are kept for the next one
+        retain_freed_memory()
         super().__init__(
             spatial_dim, (-1, -1) if self.whole_slice else roi_size, sw_batch_size, overlap, mode, **kwargs
         )

@@ -1,8 +1,9 @@
 """Helpers every part of the package uses: atomic file writing and JSON (:mod:`.io`), recorded versions
 (:mod:`.versions`), the machine a measurement ran on (:mod:`.environment`), a network's device and DDP unwrapping
 (:mod:`.modules`), list-valued settings and switches (:mod:`.parsing`), progress bars shown only on a terminal
-(:mod:`.progress`)."""
+(:mod:`.progress`), freed memory kept for reuse by eager CPU inference (:mod:`.allocator`)."""
 
+from .allocator import retain_freed_memory, retained_memory_settings
 from .environment import default_device, environment
 from .io import atomic_save, atomic_write, atomic_write_json, atomic_write_text, to_jsonable
 from .modules import is_wrapped, model_device, unwrap
@@ -28,4 +29,6 @@ __all__ = [
     "versions",
     "default_device",
     "environment",
+    "retain_freed_memory",
+    "retained_memory_settings",
 ]

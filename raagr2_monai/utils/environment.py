@@ -9,6 +9,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
+from .allocator import retained_memory_settings
 from .versions import versions
 
 __all__ = ["default_device", "environment"]
@@ -31,7 +32,8 @@ def _cpu_model() -> str:
 
 
 def environment(device: Optional[Union[str, torch.device]] = None) -> Dict[str, Any]:
-    """Where a benchmark ran: device and its name, CPU model and counts, torch threads, platform, package versions.
+    """Where a benchmark ran: device and its name, CPU model and counts, torch threads, platform, package versions,
+    the malloc settings of :func:`~.allocator.retain_freed_memory` (``None``: the defaults).
 
     Args:
         device: the device measured on; default :func:`default_device`.
@@ -52,6 +54,8 @@ def environment(device: Optional[Union[str, torch.device]] = None) -> Dict[str, 
         "platform": platform.platform(),
         "versions": versions(),
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # how the process's malloc treats freed memory changes eager CPU timings at large batches (utils.allocator)
+        "malloc_settings": retained_memory_settings(),
     }
     if hasattr(os, "getloadavg"):
         # other processes on the machine distort timings: the load says how much
