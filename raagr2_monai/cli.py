@@ -182,7 +182,7 @@ def benchmark_metrics(lesions: int = 20, shape: str | tuple = (240, 240, 155), r
 
 def study(
     profile: str = "quick", data_dir: str | None = None, output: str | None = None, seed: int = 0,
-    resume: bool = True, fresh: bool = False,
+    resume: bool = True, fresh: bool = False, workers: int | None = None,
 ) -> str:
     """Rerun the thesis's compression study and write its report, tables, charts and MLflow runs.
 
@@ -192,17 +192,21 @@ def study(
     go to ``sqlite:///<output>/mlruns.db`` while they run.
 
     Args:
-        profile: ``quick`` (CPU, built-in synthetic data, about 26 minutes on two cores), ``full`` (GPU, real BraTS,
+        profile: ``quick`` (CPU, built-in synthetic data, about 20 minutes on two cores), ``full`` (GPU, real BraTS,
             the thesis's schedule; needs ``--data_dir``) or ``tiny`` (a smoke run).
         data_dir: a BraTS folder (default: the built-in synthetic set).
         output: the study folder (default ``results/<profile>``).
         seed: seed of the split, training and pruning.
         resume: continue the study found in ``output`` (``--noresume`` refuses to touch it).
         fresh: delete the study found in ``output`` and start over.
+        workers: trainings, prunings and evaluations run at once, each in a process with its share of the CPU
+            threads (default: the profile's; quick 2, full 1).
     """
     from .study import run_study
 
-    result = run_study(profile, data_dir=data_dir, output=output, seed=seed, resume=resume, fresh=fresh)
+    overrides = {} if workers is None else {"workers": workers}
+    result = run_study(profile, data_dir=data_dir, output=output, seed=seed, resume=resume, fresh=fresh,
+                       **overrides)
     return f"report: {result.root / 'report.md'}"
 
 

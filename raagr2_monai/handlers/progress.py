@@ -25,11 +25,14 @@ class TrainingProgressBar:
     Args:
         desc: the bar's label (e.g. the study step).
         stream: where the bar is drawn.
+        position: the terminal line the bar takes, counted from the cursor's (tqdm's ``position``), so that the bars
+            of trainings running at once in several processes each keep a line of their own.
     """
 
-    def __init__(self, desc: str, stream: TextIO) -> None:
+    def __init__(self, desc: str, stream: TextIO, position: int = 0) -> None:
         self.desc = desc
         self.stream = stream
+        self.position = position
         self.bar: Optional[Any] = None
 
     def attach(self, trainer: Engine) -> None:
@@ -43,7 +46,7 @@ class TrainingProgressBar:
         self._close()
         label = f"{self.desc} epoch {engine.state.epoch}/{engine.state.max_epochs}".strip()
         self.bar = tqdm(total=engine.state.epoch_length, desc=label, unit="it", file=self.stream, leave=False,
-                        dynamic_ncols=True)
+                        dynamic_ncols=True, position=self.position)
 
     def _advance(self, engine: Engine) -> None:
         if self.bar is None:
@@ -59,7 +62,7 @@ class TrainingProgressBar:
             self.bar = None
 
 
-def attach_progress_bar(trainer: Engine, desc: str = "", stream: Optional[TextIO] = None
+def attach_progress_bar(trainer: Engine, desc: str = "", stream: Optional[TextIO] = None, position: int = 0
                         ) -> Optional[TrainingProgressBar]:
     """Attach a :class:`TrainingProgressBar` to ``trainer`` when ``stream`` is a terminal; on anything else (a log
     file, CI) nothing is attached, so nothing is written.
@@ -68,6 +71,7 @@ def attach_progress_bar(trainer: Engine, desc: str = "", stream: Optional[TextIO
         trainer: the training engine (its iteration output carries ``loss``).
         desc: the bar's label (e.g. the study step).
         stream: where the bar is drawn (default ``sys.stdout``, where the training's own lines go).
+        position: the bar's line (:class:`TrainingProgressBar`).
 
     Returns:
         The attached bar, or ``None`` when ``stream`` is not a terminal.
@@ -81,6 +85,6 @@ def attach_progress_bar(trainer: Engine, desc: str = "", stream: Optional[TextIO
     stream = sys.stdout if stream is None else stream
     if not is_terminal(stream):
         return None
-    bar = TrainingProgressBar(desc, stream)
+    bar = TrainingProgressBar(desc, stream, position)
     bar.attach(trainer)
     return bar

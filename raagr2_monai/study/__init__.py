@@ -7,13 +7,15 @@ against the baseline comes from the same measurements. A profile (:data:`PROFILE
 (CPU, built-in synthetic data, about 20 minutes on two cores), ``full`` (GPU, real BraTS, the thesis's schedule) and
 ``tiny`` (the tests' smoke run). All profiles run the same code.
 
-The package: :mod:`.profiles` (the settings and the rows), :mod:`.state` (``state.json``), :mod:`.runner` (the
-steps, :class:`~.runner.Study` and :func:`~.runner.run_study`), :mod:`.progress` (step count, time left),
+The package: :mod:`.profiles` (the settings and the rows), :mod:`.state` (``state.json``), :mod:`.steps` (each
+step's workflow), :mod:`.runner` (:class:`~.runner.Study`, which runs the steps one at a time or ``workers`` at once
+in worker processes, and :func:`~.runner.run_study`), :mod:`.progress` (step count, time left),
 :mod:`.noise` (the notices every workflow repeats, silenced and counted), :mod:`.tracking` (MLflow, live: the parent
 run open while the study runs, each model's child run while it trains, with its curves epoch by epoch); the report
 itself is :mod:`raagr2_monai.report`'s.
 
-Each model is a MONAI bundle of its own, driven in-process through ``monai.bundle.ConfigWorkflow``:
+Each model is a MONAI bundle of its own, driven through ``monai.bundle.ConfigWorkflow`` (in the study's process or a
+worker's):
 
 - ``<study>/models/<variant>/``: the configs generated for the variant, ``models/model.pt`` and
   ``runs/train/{run.json,history.json}`` (training; ``last.pt``, the state an interrupted training resumes from, is

@@ -34,9 +34,14 @@ class Progress:
     is counted at the seconds per unit of all finished steps. Steps finished by an earlier run (resumed study) count as
     done and take no time.
 
+    Steps may run ``lanes`` at a time (each then takes longer than alone, which its measured seconds show): the time
+    left of the kinds that do is divided by ``lanes``, that of the kinds in ``alone`` is not.
+
     Args:
         steps: every step of the study, in order.
         units: each step's size (default 1 each); the study gives training and fine-tuning their epochs.
+        lanes: how many steps run at once.
+        alone: the kinds of step that run on their own all the same (the study's benchmark).
 
     Example::
 
@@ -44,13 +49,22 @@ class Progress:
         >>> p.finished("train/a", 100.0)
         >>> p.label("train/b"), round(p.seconds_left())  # 10 s per unit: 100 + 20 + 10
         ('[study 2/4]', 130)
+        >>> q = Progress(["train/a", "train/b", "benchmark"], units=[10, 10, 5], lanes=2, alone=["benchmark"])
+        >>> q.finished("train/a", 100.0)
+        >>> round(q.seconds_left())  # train/b beside another step: 100 / 2; the benchmark alone: 5 x 10
+        100
     """
 
-    def __init__(self, steps: Sequence[str], units: Optional[Sequence[float]] = None) -> None:
+    def __init__(self, steps: Sequence[str], units: Optional[Sequence[float]] = None, lanes: int = 1,
+                 alone: Sequence[str] = ()) -> None:
         self.steps: List[str] = list(steps)
         sizes = [1.0] * len(self.steps) if units is None else [float(u) for u in units]
         if len(sizes) != len(self.steps) or any(u <= 0 for u in sizes):
             raise ValueError(f"Progress: one positive size per step is needed; got {list(sizes)} for {len(steps)}.")
+        if lanes < 1:
+            raise ValueError(f"Progress: lanes must be >= 1; got {lanes}.")
+        self.lanes = int(lanes)
+        self.alone = frozenset(alone)
         self._units = dict(zip(self.steps, sizes))
         self._left: Dict[str, float] = defaultdict(float)
         for step in self.steps:
@@ -86,6 +100,7 @@ class Progress:
         overall = sum(self._seconds.values()) / done
         return sum(
             left * (self._seconds[kind] / self._done_units[kind] if self._done_units[kind] else overall)
+            / (1 if kind in self.alone else self.lanes)
             for kind, left in self._left.items()
             if left > 0
         )

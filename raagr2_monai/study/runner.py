@@ -1,5 +1,6 @@
-"""Running a study: each model is a MONAI bundle of its own, driven in-process through
-``monai.bundle.ConfigWorkflow`` (train, prune, evaluate), then benchmarked, reported and logged to MLflow.
+"""Running a study: each model is a MONAI bundle of its own, trained, pruned and evaluated through its workflows
+(:mod:`.steps`), one at a time or several at once in worker processes, then benchmarked, reported and logged to
+MLflow.
 
 :class:`Study` runs every step not yet recorded in the study's state; :func:`run_study` prepares the folder and runs
 one (``raagr2 study``).
@@ -8,93 +9,80 @@ one (``raagr2 study``).
 from __future__ import annotations
 
 import json
-import math
+import multiprocessing
 import os
 import shutil
 import sys
 import time
-from contextlib import contextmanager
-from contextvars import ContextVar
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from monai.bundle import ConfigWorkflow
+import torch
 
-from raagr2_monai.benchmark import add_backend_latencies, benchmark_models
-from raagr2_monai.bundle import load_bundle_network
-from raagr2_monai.bundle.generate import write_bundle
 from raagr2_monai.data import load_split
 from raagr2_monai.data.synthetic import DEFAULT_CASES, DEFAULT_SHAPE, default_dataset_dir, ensure_synthetic
-from raagr2_monai.handlers import EpochHistory, MLflowEpochLogger, attach_progress_bar
-from raagr2_monai.networks import count_flops
+from raagr2_monai.handlers import MLflowEpochLogger, attach_progress_bar
 from raagr2_monai.report import collect_rows, record_mlflow_runs, step_name, write_report
-from raagr2_monai.utils import atomic_write_text, is_terminal
+from raagr2_monai.utils import is_terminal
 
-from .noise import ITERATION_LINES, STUDY_NOTICES, Silenced
+from .noise import ITERATION_LINES, STUDY_NOTICES, Notice, Silenced
 from .profiles import ModelSpec, Profile, experiment_matrix, get_profile
 from .progress import Progress, format_duration
 from .state import STATE_FILE, StudyState
+from .steps import StudySteps, TrainerHook, trainer_hooks
 from .tracking import StudyTracker
 
 __all__ = ["Study", "run_study"]
 
 PathLike = Union[str, os.PathLike]
 
-#: What the study step under way attaches to its trainer (the live MLflow curves, a progress bar), each called with
-#: the trainer and its EpochHistory; set by Study._step around a training or pruning step.
-TrainerHook = Callable[[Any, EpochHistory], None]
-_TRAINER_HOOKS: ContextVar[Tuple[TrainerHook, ...]] = ContextVar("raagr2_study_trainer_hooks", default=())
+
+@dataclass(frozen=True)
+class _Task:
+    """A training, pruning or evaluation step: ``action`` is the :class:`~.steps.StudySteps` method that runs it on
+    ``spec``; ``needs``: the steps that must be done first."""
+
+    step: str
+    action: str
+    spec: ModelSpec
+    needs: Tuple[str, ...] = ()
+
+    @property
+    def makes_model(self) -> bool:
+        """A training or pruning step: it has an MLflow child run and curves."""
+        return self.action != "evaluate"
 
 
-@contextmanager
-def _trainer_hooks(*hooks: TrainerHook) -> Iterator[None]:
-    """Have :func:`_run_with_history` attach ``hooks`` to the trainers it runs inside the block."""
-    token = _TRAINER_HOOKS.set(hooks)
-    try:
-        yield
-    finally:
-        _TRAINER_HOOKS.reset(token)
+def _run_in_worker(steps: StudySteps, task: _Task, threads: int, notices: Tuple[Notice, ...], tracking_uri: str,
+                   run_id: Optional[str], bar_position: int) -> Tuple[Dict[str, Any], Dict[str, int]]:
+    """Run ``task`` in a worker process with ``threads`` torch threads; returns its outputs and the notices it
+    silenced (the parent counts them in its summary line)."""
+    torch.set_num_threads(threads)
+    silenced = Silenced(notices)
+    with silenced, trainer_hooks(*_model_hooks(task, tracking_uri, run_id, bar_position)):
+        outputs = getattr(steps, task.action)(task.spec)
+    return outputs, dict(silenced.counts)
 
 
-def _workflow(config_files: Sequence[PathLike], run_id: str, bundle_root: PathLike, **override: Any):
-    wf = ConfigWorkflow(
-        config_file=[str(f) for f in config_files],
-        meta_file=str(Path(bundle_root) / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type=None,
-        run_id=run_id,
-        bundle_root=str(bundle_root),
-        **override,
+def _model_hooks(task: _Task, tracking_uri: str, run_id: Optional[str], bar_position: int) -> Tuple[TrainerHook, ...]:
+    """What a training or pruning step attaches to its trainer: the live MLflow curves and the progress bar."""
+    if run_id is None:
+        return ()
+    return (
+        lambda trainer, history: MLflowEpochLogger(history, tracking_uri, run_id).attach(trainer),
+        lambda trainer, history: attach_progress_bar(trainer, task.step, position=bar_position),
     )
-    wf.initialize()
-    return wf
-
-
-def _write_bundle(root: Path, variant: str) -> None:
-    license_file = Path(__file__).resolve().parents[2] / "LICENSE"
-    license_text = license_file.read_text() if license_file.is_file() else "See the raagr2_monai package's licence.\n"
-    write_bundle(str(root), variant, license_text)
-
-
-def _run_with_history(wf: Any, run_dir: Path) -> float:
-    """Run a training-type workflow with an :class:`EpochHistory` writing ``run_dir/history.json``, and the hooks of
-    the study step under way (:func:`_trainer_hooks`) after it; returns seconds."""
-    history = EpochHistory(run_dir / "history.json", wf.parser.get_parsed_content("validate#evaluator"),
-                           wf.parser.get_parsed_content("optimizer"))
-    trainer = wf.parser.get_parsed_content("train#trainer")
-    history.attach(trainer)
-    for hook in _TRAINER_HOOKS.get():
-        hook(trainer, history)
-    start = time.perf_counter()
-    try:
-        wf.run()
-    finally:
-        wf.finalize()
-    return time.perf_counter() - start
 
 
 class Study:
     """One study: its folder, profile, data and state; :meth:`run` does every step not yet done.
+
+    With ``profile.workers`` above 1, that many trainings, prunings and evaluations run at once, each in a worker
+    process with its share of the CPU threads, as soon as the steps they need are done (a pruning needs its source's
+    training, an evaluation its model); the benchmark always runs alone, in this process, with every thread.
 
     Args:
         output: the study folder.
@@ -118,219 +106,36 @@ class Study:
         self.state = StudyState(self.root / STATE_FILE, self.settings)
         self.state.save()  # from now on the folder is recognisably a study's
         self.tracker = StudyTracker(self.root, self.state)
+        #: steps run (not skipped as done) by this object, by kind
         self.counts = {"train": 0, "prune": 0, "evaluate": 0, "benchmark": 0}
         self.dataset_dir = ""
+        self.steps: Optional[StudySteps] = None
+        self._silenced = Silenced(())
 
-    # ------------------------------------------------------------------ paths
-    def bundle_dir(self, spec: ModelSpec) -> Path:
-        """The bundle folder of a row."""
-        if spec.kind == "architecture":
-            return self.root / "models" / spec.variant
-        return self.root / "models" / spec.variant / "pruned" / spec.name
-
-    def run_dir(self, spec: ModelSpec) -> Path:
-        """The folder of the row's training or pruning run (``run.json``, ``history.json``)."""
-        return self.bundle_dir(spec) / "runs" / ("train" if spec.kind == "architecture" else "prune")
-
-    def eval_dir(self, spec: ModelSpec) -> Path:
-        """The folder of the row's evaluation on the test subjects."""
-        return self.root / "eval" / spec.name
-
-    def _rel(self, path: PathLike) -> str:
-        return os.path.relpath(str(path), str(self.root))
-
-    def _data_override(self) -> Dict[str, Any]:
-        p = self.profile
-        window = p.window_size or p.roi_size
-        return {
-            "dataset_dir": self.dataset_dir,
-            "roi_size": [p.roi_size, p.roi_size],
-            # validation (and, through train.json, evaluation) slides windows of their own size over whole slices
-            "validate#inferer#roi_size": [window, window],
-            "batch_size": p.batch_size,
-            "num_samples": p.num_samples,
-            "seed": self.seed,
-            **({"device": f"$torch.device('{p.device}')"} if p.device else {}),
-        }
-
-    # ------------------------------------------------------------------ steps
-    def _step(self, step: str, action: Callable[[], Dict[str, Any]], made: Optional[ModelSpec] = None
-              ) -> Dict[str, Any]:
-        """Run ``step`` unless it is done, with its progress lines; ``made``: the model a training or pruning step
-        makes, whose MLflow child run is open while the step runs and gets the curves epoch by epoch."""
-        if self.state.done(step):
-            self.progress.skipped(step)
-            return self.state.get(step)
-        label = self.progress.label(step)
-        self.echo(f"{label} {step} ...")
-        start = time.perf_counter()
-        if made is None:
-            outputs = action()
-        else:
-            with self.tracker.model_run(made) as run_id, _trainer_hooks(
-                lambda trainer, history: MLflowEpochLogger(history, self.tracking_uri, run_id).attach(trainer),
-                lambda trainer, history: attach_progress_bar(trainer, step),
-            ):
-                outputs = action()
-        outputs["step_seconds"] = time.perf_counter() - start
-        self.state.record(step, outputs)
-        if step == "benchmark":
-            self.tracker.outdated([spec.name for spec in self.models])
-        elif Progress.kind(step) == "evaluate":
-            self.tracker.outdated([step.split("/", 1)[1]])
-        self.progress.finished(step, outputs["step_seconds"])
-        left = self.progress.seconds_left()
-        estimate = f"; about {format_duration(left)} left" if left > 0 else ""
-        self.echo(f"{label} {step} done in {format_duration(outputs['step_seconds'])}{estimate}")
-        return outputs
-
-    def train(self, spec: ModelSpec) -> Dict[str, Any]:
-        """Train an architecture (its bundle's ``training`` workflow); an interrupted run resumes from ``last.pt``."""
-        bundle = self.bundle_dir(spec)
-        _write_bundle(bundle, spec.variant)
-        run_dir = self.run_dir(spec)
-        p = self.profile
-        wf = _workflow(
-            [bundle / "configs" / "train.json"], "training", bundle, output_dir=str(run_dir),
-            epochs=p.epochs, val_interval=p.val_interval, learning_rate=p.learning_rate, lr_schedule=p.lr_schedule,
-            resume=True,
-            **self._data_override(),
-        )
-        seconds = _run_with_history(wf, run_dir)
-        self.counts["train"] += 1
-        model = bundle / "models" / "model.pt"
-        if not model.is_file():
-            raise RuntimeError(f"Training {spec.name} wrote no {model}: no validation ran (check val_interval).")
-        # the full training state only serves to resume an interrupted run; a finished one drops it (3x the model)
-        (run_dir / "last.pt").unlink(missing_ok=True)
-        return {
-            "bundle": self._rel(bundle),
-            "model": self._rel(model),
-            "run_json": self._rel(run_dir / "run.json"),
-            "history": self._rel(run_dir / "history.json"),
-            "train_seconds": seconds,
-            "epochs": p.epochs,
-        }
-
-    def prune(self, spec: ModelSpec) -> Dict[str, Any]:
-        """Prune the trained baseline (its bundle's ``pruning`` workflow) into a pruned bundle of its own."""
-        source = self.bundle_dir(ModelSpec(spec.variant, "architecture", spec.variant))
-        out = self.bundle_dir(spec)
-        run_dir = out / "runs" / "prune"
-        p = self.profile
-        override = dict(
-            method=spec.method, ratio=spec.ratio, finetune_epochs=spec.finetune_epochs,
-            from_scratch=spec.from_scratch, snip_batches=p.snip_batches, snip_size=[p.snip_size, p.snip_size],
-            output_dir=str(out),
-            source_ckpt=str(source / "models" / "model.pt"), overwrite=True, lr_schedule=p.lr_schedule,
-            # a fine-tuning validates at most as often as a training, and always at its last epoch
-            val_interval=math.gcd(p.val_interval, max(1, spec.finetune_epochs)),
-            **self._data_override(),
-        )
-        if spec.learning_rate is not None:
-            override["learning_rate"] = spec.learning_rate
-        if spec.distill_weight:
-            override["teacher_bundle"] = str(self.bundle_dir(ModelSpec("baseline", "architecture", "baseline")))
-            override["distill_weight"] = spec.distill_weight
-        wf = _workflow([source / "configs" / "train.json", source / "configs" / "prune.json"], "pruning", source,
-                       **override)
-        seconds = _run_with_history(wf, run_dir)
-        self.counts["prune"] += 1
-        (run_dir / "last.pt").unlink(missing_ok=True)
-        return {
-            "bundle": self._rel(out),
-            "model": self._rel(out / "models" / "model.pt"),
-            "run_json": self._rel(run_dir / "run.json"),
-            "pruning_json": self._rel(out / "pruning.json"),
-            "history": self._rel(run_dir / "history.json"),
-            "train_seconds": seconds,
-            "epochs": spec.finetune_epochs,
-        }
-
-    def evaluate(self, spec: ModelSpec) -> Dict[str, Any]:
-        """Evaluate a row's bundle on the test subjects (its ``evaluating`` workflow), without the per-subject overlay
-        pictures: the report draws its own figures from the written predictions."""
-        bundle = self.bundle_dir(spec)
-        out = self.eval_dir(spec)
-        wf = _workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
-                       bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
-                       write_overlays=False, **self._data_override())
-        try:
-            wf.run()
-        finally:
-            wf.finalize()
-        self.counts["evaluate"] += 1
-        cases = [e["case"] for e in self.test_entries()]
-        return {
-            "per_subject_csv": self._rel(out / "metrics_per_subject.csv"),
-            "summary_csv": self._rel(out / "metrics_summary.csv"),
-            "run_json": self._rel(out / "run.json"),
-            "cases": cases,
-        }
-
-    def test_entries(self) -> List[Dict[str, Any]]:
-        """The test subjects' datalist entries, as the evaluation reads them (the ``testing`` split of the seed)."""
-        return load_split(self.dataset_dir, "testing", None, self.seed)
-
-    def benchmark(self) -> Dict[str, Any]:
-        """Benchmark every row's bundle in one run (ratios against the baseline of that run): counts per model, time
-        and memory once per structure (mask-pruned and fine-tuned copies compute what their source computes), the
-        training step at the study's own batch and crop (``train_epoch_s``: one step times the steps of an epoch),
-        the ``bench_backends`` at batch 1 beside eager PyTorch, and FLOPs also at ``flops_size``."""
-        p = self.profile
-        models, sparse = {}, {}
-        for spec in self.models:
-            bundle = self.bundle_dir(spec)
-            models[spec.name] = load_bundle_network(bundle)
-            packed = bundle / "models" / "model_sparse.pt"
-            if packed.is_file():
-                sparse[spec.name] = packed.stat().st_size / 1e6
-        result = benchmark_models(
-            models, size=p.bench_size, batches=p.bench_batches, repeats=p.bench_repeats, warmup=p.bench_warmup,
-            device=p.device, measure_memory=p.bench_memory, train_step=p.bench_train_step, sparse_sizes=sparse,
-            train_shape=(p.batch_size, 4, p.roi_size, p.roi_size), share_structure=True,
-        )
-        steps_per_epoch = math.ceil(len(load_split(self.dataset_dir, "training", None, self.seed)) * p.num_samples
-                                    / p.batch_size)
-        for name, model in models.items():
-            result[name]["flops_at_flops_size"] = (
-                result[name]["flops"] if p.flops_size == p.bench_size
-                else count_flops(model, (1, 4, p.flops_size, p.flops_size))
-            )
-            step_ms = result[name]["train_step_ms"]
-            result[name]["train_epoch_s"] = None if step_ms is None else step_ms * steps_per_epoch / 1e3
-        result["_meta"]["flops_size"] = p.flops_size
-        result["_meta"]["methods"]["train_epoch_s"] = (
-            f"train_step_ms x {steps_per_epoch} steps per epoch (training cases x num_samples / batch_size); "
-            "measured in the benchmark, not the wall time of the study's training"
-        )
-        if p.bench_backends:
-            add_backend_latencies(result, models, ("torch", *p.bench_backends), p.bench_size, (1,), p.bench_repeats,
-                                  p.bench_warmup)
-        path = self.root / "benchmark.json"
-        atomic_write_text(str(path), json.dumps(result, indent=2))
-        self.counts["benchmark"] += 1
-        return {"benchmark_json": self._rel(path)}
-
-    # ------------------------------------------------------------------ the whole study
     def resolve_data(self) -> None:
-        """Set ``dataset_dir``: the given BraTS folder, or the profile's synthetic set (generated when absent)."""
+        """Set ``dataset_dir`` (the given BraTS folder, or the profile's synthetic set, generated when absent) and
+        ``steps``, the :class:`~.steps.StudySteps` on it."""
         p = self.profile
         if self.data_dir is not None:
             if not Path(self.data_dir).is_dir():
                 raise FileNotFoundError(f"--data_dir {self.data_dir} does not exist or is not a folder.")
             self.dataset_dir = str(Path(self.data_dir).resolve())
-            return
-        if p.needs_data_dir:
+        elif p.needs_data_dir:
             raise ValueError(
                 f"The {p.name!r} profile runs on real BraTS data: pass --data_dir /path/to/BraTS (a folder of "
                 "<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz); the 'quick' profile uses the built-in synthetic set."
             )
-        default = default_dataset_dir()
-        same = p.synthetic_cases == DEFAULT_CASES and tuple(p.synthetic_shape) == tuple(DEFAULT_SHAPE)
-        # another size of set gets its own folder, so the default set is never replaced
-        folder = default if same else f"{default}-{p.synthetic_cases}x{'x'.join(map(str, p.synthetic_shape))}"
-        self.dataset_dir = ensure_synthetic(folder, cases=p.synthetic_cases, seed=0, shape=p.synthetic_shape)
+        else:
+            default = default_dataset_dir()
+            same = p.synthetic_cases == DEFAULT_CASES and tuple(p.synthetic_shape) == tuple(DEFAULT_SHAPE)
+            # another size of set gets its own folder, so the default set is never replaced
+            folder = default if same else f"{default}-{p.synthetic_cases}x{'x'.join(map(str, p.synthetic_shape))}"
+            self.dataset_dir = ensure_synthetic(folder, cases=p.synthetic_cases, seed=0, shape=p.synthetic_shape)
+        self.steps = StudySteps(self.root, p, self.dataset_dir, self.seed)
+
+    def test_entries(self) -> List[Dict[str, Any]]:
+        """The test subjects' datalist entries, as the evaluation reads them (the ``testing`` split of the seed)."""
+        return load_split(self.dataset_dir, "testing", None, self.seed)
 
     def run(self) -> Path:
         """Run every step not yet done, write the report and log to MLflow, live: the parent run is open while the
@@ -345,40 +150,62 @@ class Study:
         """
         self.resolve_data()
         start = time.perf_counter()
-        made = [s for s in self.models if s.kind == "architecture"] + [s for s in self.models if s.kind == "pruned"]
+        tasks = self._tasks()
         # sizes in training epochs, so that the first finished training prices the rest: a pruning (its scoring and a
         # validation) costs about two epochs besides its fine-tuning ones, so that the pruning steps without
         # fine-tuning, which finish first, price those with; an evaluation about one, the benchmark a few per model
         self.progress = Progress(
-            [step_name(s) for s in made] + [f"evaluate/{s.name}" for s in self.models] + ["benchmark"],
-            units=[self.profile.epochs if s.kind == "architecture" else s.finetune_epochs + 2 for s in made]
-            + [1.0] * len(self.models) + [2.0 * len(self.models)],
+            [t.step for t in tasks] + ["benchmark"],
+            units=[self.profile.epochs if t.action == "train" else t.spec.finetune_epochs + 2 if t.action == "prune"
+                   else 1.0 for t in tasks] + [2.0 * len(self.models)],
+            lanes=self.profile.workers, alone=["benchmark"],
         )
         params = {"data_dir": self.data_dir, "dataset_dir": self.dataset_dir, "seed": self.seed}
         # the training bar goes where the study's lines go, and replaces MONAI's line per iteration there
         notices = STUDY_NOTICES + ((ITERATION_LINES,) if is_terminal(sys.stdout) else ())
-        silenced = Silenced(notices)
+        self._silenced = Silenced(notices)
         try:
-            with silenced, self.tracker.study_run(self.profile.settings(), params):
-                report = self._run_steps()
+            with self._silenced, self.tracker.study_run(self.profile.settings(), params):
+                report = self._run_steps(tasks)
         finally:
-            summary = silenced.summary()
+            summary = self._silenced.summary()
             if summary:
                 self.echo(summary)
         self.state.set("last_run_seconds", time.perf_counter() - start)
         return report
 
-    def _run_steps(self) -> Path:
-        """Every step not yet done, then the report and its logging to MLflow; returns ``report.md``."""
-        for spec in self.models:
-            if spec.kind == "architecture":
-                self._step(step_name(spec), lambda spec=spec: self.train(spec), made=spec)
+    def _tasks(self) -> List[_Task]:
+        """The trainings, prunings (each needing its source's training, and the baseline's when it distils from it)
+        and evaluations, in the order one worker runs them."""
+        def trained(variant: str) -> str:
+            return step_name(ModelSpec(variant, "architecture", variant))
+
+        tasks = [_Task(step_name(s), "train", s) for s in self.models if s.kind == "architecture"]
         for spec in self.models:
             if spec.kind == "pruned":
-                self._step(step_name(spec), lambda spec=spec: self.prune(spec), made=spec)
-        for spec in self.models:
-            self._step(f"evaluate/{spec.name}", lambda spec=spec: self.evaluate(spec))
-        self._step("benchmark", self.benchmark)
+                needs = (trained(spec.variant),) + ((trained("baseline"),) if spec.distill_weight else ())
+                tasks.append(_Task(step_name(spec), "prune", spec, tuple(dict.fromkeys(needs))))
+        tasks += [_Task(f"evaluate/{s.name}", "evaluate", s, (step_name(s),)) for s in self.models]
+        return tasks
+
+    def _run_steps(self, tasks: Sequence[_Task]) -> Path:
+        """Every step not yet done, then the report and its logging to MLflow; returns ``report.md``."""
+        todo = []
+        for task in tasks:
+            if self.state.done(task.step):
+                self.progress.skipped(task.step)
+            else:
+                todo.append(task)
+        if self.profile.workers > 1 and len(todo) > 1:
+            self._run_parallel(todo)
+        else:
+            for task in todo:
+                self._run_here(task)
+        if self.state.done("benchmark"):
+            self.progress.skipped("benchmark")
+        else:
+            start = self._begin("benchmark")
+            self._finish("benchmark", self.steps.benchmark(self.models), start)
         benchmark_json = self.root / self.state.get("benchmark")["benchmark_json"]
         benchmark = json.loads(benchmark_json.read_text())
         rows = collect_rows(self.root, self.state.data, self.models, benchmark)
@@ -388,10 +215,102 @@ class Study:
         self.tracker.finish(rows, report, benchmark_json)
         return report
 
+    def _begin(self, step: str) -> Tuple[float, float]:
+        """Say that ``step`` starts; returns its start (``time.perf_counter()``, ``time.time()``)."""
+        self.echo(f"{self.progress.label(step)} {step} ...")
+        return time.perf_counter(), time.time()
+
+    def _finish(self, step: str, outputs: Dict[str, Any], start: Tuple[float, float]) -> None:
+        """Record a finished step (with its duration, and its start and end in seconds since the epoch: which steps
+        ran at once), with its progress line."""
+        outputs["step_seconds"] = time.perf_counter() - start[0]
+        outputs["started_at"], outputs["finished_at"] = start[1], time.time()
+        self.state.record(step, outputs)
+        kind = Progress.kind(step)
+        self.counts[kind] += 1
+        if kind == "benchmark":
+            self.tracker.outdated([spec.name for spec in self.models])
+        elif kind == "evaluate":
+            self.tracker.outdated([step.split("/", 1)[1]])
+        self.progress.finished(step, outputs["step_seconds"])
+        left = self.progress.seconds_left()
+        estimate = f"; about {format_duration(left)} left" if left > 0 else ""
+        self.echo(f"{self.progress.label(step)} {step} done in {format_duration(outputs['step_seconds'])}{estimate}")
+
+    def _open_run(self, task: _Task, stack: ExitStack) -> Optional[str]:
+        """The MLflow child run of the model ``task`` makes, open until ``stack`` closes (``None``: an evaluation)."""
+        return stack.enter_context(self.tracker.model_run(task.spec)) if task.makes_model else None
+
+    def _run_here(self, task: _Task) -> None:
+        """Run ``task`` in this process."""
+        start = self._begin(task.step)
+        with ExitStack() as stack:
+            run_id = self._open_run(task, stack)
+            with trainer_hooks(*_model_hooks(task, self.tracking_uri, run_id, 0)):
+                outputs = getattr(self.steps, task.action)(task.spec)
+        self._finish(task.step, outputs, start)
+
+    def _run_parallel(self, tasks: Sequence[_Task]) -> None:
+        """Run ``tasks`` ``profile.workers`` at a time in worker processes, each as soon as the steps it needs are
+        done, in ``tasks``' order otherwise. A failed step stops new ones from starting; those running finish (and
+        are recorded), then its error is raised."""
+        workers = self.profile.workers
+        threads = max(1, _usable_cpus() // workers)
+        self.echo(f"[study] {workers} steps at a time, {threads} thread(s) each; the benchmark alone, after them")
+        pending = list(tasks)
+        running: Dict[Future, Tuple[_Task, ExitStack, Tuple[float, float], int]] = {}
+        free_positions = list(range(workers))
+        error: Optional[BaseException] = None
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        try:
+            while pending or running:
+                while error is None and len(running) < workers:
+                    task = next((t for t in pending if all(self.state.done(n) for n in t.needs)), None)
+                    if task is None:
+                        break
+                    pending.remove(task)
+                    stack = ExitStack()
+                    start = self._begin(task.step)
+                    run_id = self._open_run(task, stack)
+                    position = free_positions.pop(0)
+                    future = pool.submit(_run_in_worker, self.steps, task, threads, self._silenced.notices,
+                                         self.tracking_uri, run_id, position)
+                    running[future] = (task, stack, start, position)
+                if not running:
+                    if error is None:
+                        raise RuntimeError(f"Study steps wait for steps that never ran: {[t.step for t in pending]}.")
+                    break
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    task, stack, start, position = running.pop(future)
+                    free_positions.append(position)
+                    try:
+                        outputs, silenced = future.result()
+                    except BaseException as err:  # noqa: B036 - recorded and re-raised once the others finish
+                        stack.__exit__(type(err), err, err.__traceback__)
+                        self.echo(f"{self.progress.label(task.step)} {task.step} failed: {err}")
+                        error = error or err
+                        continue
+                    stack.close()
+                    self._silenced.counts.update(silenced)
+                    self._finish(task.step, outputs, start)
+        except BaseException as err:
+            for task, stack, _, _ in running.values():
+                stack.__exit__(type(err), err, err.__traceback__)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        if error is not None:
+            raise error
+
     @property
     def tracking_uri(self) -> str:
         """The study's MLflow tracking URI (an SQLite file in the study folder)."""
         return self.tracker.tracking_uri
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _prepare_folder(root: Path, fresh: bool, resume: bool) -> None:

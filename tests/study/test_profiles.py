@@ -8,7 +8,7 @@ from raagr2_monai.study import PROFILES, experiment_matrix, get_profile
 def test_matrix_of_the_quick_profile():
     names = [m.name for m in experiment_matrix(get_profile("quick"))]
     assert names == ["baseline", "depthwise", "paired", "encdec", "magnitude-30", "magnitude-30-ft", "snip-30",
-                     "snip-30-ft", "depgraph-30", "depgraph-30-ft", "hybrid-60", "hybrid-60-kd"]
+                     "snip-30-ft", "depgraph-30", "depgraph-30-ft", "hybrid-60"]
     full = experiment_matrix(get_profile("full"))
     assert len(full) == 4 + 3 * 3 * 2 + 3 + 2
     assert {"magnitude-10", "magnitude-10-ft", "snip-30-ft", "depgraph-20"} <= {m.name for m in full}
@@ -40,7 +40,7 @@ def test_bad_profiles_are_refused():
         get_profile("tiny", epoch=3)
     with pytest.raises(ValueError, match="roi_size must be a positive multiple of 16; got 40"):
         get_profile("tiny", roi_size=40)
-    with pytest.raises(ValueError, match=r"val_interval must lie in \[1, epochs=1\]; got 10"):
+    with pytest.raises(ValueError, match=r"val_interval must lie in \[1, epochs=1\]; got 15"):
         get_profile("quick", epochs=1)
     with pytest.raises(ValueError, match="variants must name RAAGR2-Net variants and include 'baseline'"):
         get_profile("tiny", variants=("depthwise",))
@@ -54,6 +54,8 @@ def test_bad_profiles_are_refused():
     assert [m.name for m in experiment_matrix(get_profile("tiny", hybrid_distill_weight=0))][-1] == "hybrid-50"
     with pytest.raises(ValueError, match="hybrid_distill_weight must lie in"):
         get_profile("tiny", hybrid_distill_weight=2)
+    with pytest.raises(ValueError, match="workers must be >= 1; got 0"):
+        get_profile("tiny", workers=0)
     with pytest.raises(ValueError, match="window_size must be a positive multiple of 16; got 50"):
         get_profile("tiny", window_size=50)
     with pytest.raises(ValueError, match="lr_schedule must be one of plateau, cosine; got 'step'"):

@@ -48,4 +48,8 @@ def test_progress_counts_steps_and_estimates_time_left_by_kind():
     assert progress.seconds_left() == pytest.approx(0.5 * 20.0 + 4 * 370.0 / 32.5)
     with pytest.raises(ValueError, match="one positive size per step"):
         Progress(["train/a"], units=[0])
+    # two steps at a time: what runs in lanes takes half the time left, what runs alone all of it
+    lanes = Progress(steps, units=[30, 30, 2, 0.5, 0.5, 4], lanes=2, alone=["benchmark"])
+    lanes.finished("train/a", 300.0)
+    assert lanes.seconds_left() == pytest.approx((30 + 2 + 0.5 + 0.5) * 10.0 / 2 + 4 * 10.0)
     assert format_duration(59.6) == "1 min 00 s" and format_duration(7260) == "2 h 01 min"

@@ -1,0 +1,273 @@
+"""The steps of a study, each a MONAI bundle workflow run in-process (``monai.bundle.ConfigWorkflow``):
+:class:`StudySteps` trains an architecture, prunes a trained model into a bundle of its own, evaluates a row on the
+test subjects and benchmarks every row.
+
+The steps hold nothing of the study's progress (what is done, the MLflow runs: :class:`~.runner.Study`'s), so that
+a worker process can run one from a pickled :class:`StudySteps` alone.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import contextmanager
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple, Union
+
+from monai.bundle import ConfigWorkflow
+
+from raagr2_monai.benchmark import add_backend_latencies, benchmark_models
+from raagr2_monai.bundle import load_bundle_network
+from raagr2_monai.bundle.generate import write_bundle
+from raagr2_monai.data import load_split
+from raagr2_monai.handlers import EpochHistory
+from raagr2_monai.networks import count_flops
+from raagr2_monai.utils import atomic_write_text, retain_freed_memory
+
+from .profiles import ModelSpec, Profile
+
+__all__ = ["StudySteps", "TrainerHook", "trainer_hooks", "finetune_val_interval"]
+
+PathLike = Union[str, os.PathLike]
+
+#: What the study step under way attaches to its trainer (the live MLflow curves, a progress bar), each called with
+#: the trainer and its EpochHistory; set around a training or pruning step by the study (:func:`trainer_hooks`).
+TrainerHook = Callable[[Any, EpochHistory], None]
+_TRAINER_HOOKS: ContextVar[Tuple[TrainerHook, ...]] = ContextVar("raagr2_study_trainer_hooks", default=())
+
+
+@contextmanager
+def trainer_hooks(*hooks: TrainerHook) -> Iterator[None]:
+    """Have :func:`_run_with_history` attach ``hooks`` to the trainers it runs inside the block."""
+    token = _TRAINER_HOOKS.set(hooks)
+    try:
+        yield
+    finally:
+        _TRAINER_HOOKS.reset(token)
+
+
+def _workflow(config_files: Sequence[PathLike], run_id: str, bundle_root: PathLike, **override: Any):
+    wf = ConfigWorkflow(
+        config_file=[str(f) for f in config_files],
+        meta_file=str(Path(bundle_root) / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        run_id=run_id,
+        bundle_root=str(bundle_root),
+        **override,
+    )
+    wf.initialize()
+    return wf
+
+
+def _write_bundle(root: Path, variant: str) -> None:
+    license_file = Path(__file__).resolve().parents[2] / "LICENSE"
+    license_text = license_file.read_text() if license_file.is_file() else "See the raagr2_monai package's licence.\n"
+    write_bundle(str(root), variant, license_text)
+
+
+def _run_with_history(wf: Any, run_dir: Path) -> float:
+    """Run a training-type workflow with an :class:`EpochHistory` writing ``run_dir/history.json``, and the hooks of
+    the study step under way (:func:`trainer_hooks`) after it; returns seconds."""
+    history = EpochHistory(run_dir / "history.json", wf.parser.get_parsed_content("validate#evaluator"),
+                           wf.parser.get_parsed_content("optimizer"))
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    history.attach(trainer)
+    for hook in _TRAINER_HOOKS.get():
+        hook(trainer, history)
+    start = time.perf_counter()
+    try:
+        wf.run()
+    finally:
+        wf.finalize()
+    return time.perf_counter() - start
+
+
+def finetune_val_interval(val_interval: int, finetune_epochs: int) -> int:
+    """How often a fine-tuning of ``finetune_epochs`` validates: at most as often as a training (every
+    ``val_interval`` epochs), and always at its last epoch, whose checkpoint may be the one kept; i.e. the largest
+    divisor of ``finetune_epochs`` not above ``val_interval``.
+
+    Example::
+
+        >>> finetune_val_interval(15, 20), finetune_val_interval(10, 2), finetune_val_interval(10, 0)
+        (10, 2, 1)
+    """
+    epochs = max(1, int(finetune_epochs))
+    return max(d for d in range(1, min(val_interval, epochs) + 1) if epochs % d == 0)
+
+
+class StudySteps:
+    """The steps of one study: where each row's bundle, runs and evaluation go, and the workflows that make them.
+
+    Args:
+        root: the study folder.
+        profile: the settings.
+        dataset_dir: the data folder (BraTS, or the synthetic set), resolved.
+        seed: seed of the data split, the training and the pruning.
+    """
+
+    def __init__(self, root: PathLike, profile: Profile, dataset_dir: str, seed: int) -> None:
+        self.root = Path(root)
+        self.profile = profile
+        self.dataset_dir = dataset_dir
+        self.seed = int(seed)
+
+    def bundle_dir(self, spec: ModelSpec) -> Path:
+        """The bundle folder of a row."""
+        if spec.kind == "architecture":
+            return self.root / "models" / spec.variant
+        return self.root / "models" / spec.variant / "pruned" / spec.name
+
+    def run_dir(self, spec: ModelSpec) -> Path:
+        """The folder of the row's training or pruning run (``run.json``, ``history.json``)."""
+        return self.bundle_dir(spec) / "runs" / ("train" if spec.kind == "architecture" else "prune")
+
+    def eval_dir(self, spec: ModelSpec) -> Path:
+        """The folder of the row's evaluation on the test subjects."""
+        return self.root / "eval" / spec.name
+
+    def _rel(self, path: PathLike) -> str:
+        return os.path.relpath(str(path), str(self.root))
+
+    def _data_override(self) -> Dict[str, Any]:
+        p = self.profile
+        window = p.window_size or p.roi_size
+        return {
+            "dataset_dir": self.dataset_dir,
+            "roi_size": [p.roi_size, p.roi_size],
+            # validation (and, through train.json, evaluation) slides windows of their own size over whole slices
+            "validate#inferer#roi_size": [window, window],
+            "batch_size": p.batch_size,
+            "num_samples": p.num_samples,
+            "seed": self.seed,
+            **({"device": f"$torch.device('{p.device}')"} if p.device else {}),
+        }
+
+    def train(self, spec: ModelSpec) -> Dict[str, Any]:
+        """Train an architecture (its bundle's ``training`` workflow); an interrupted run resumes from ``last.pt``."""
+        bundle = self.bundle_dir(spec)
+        _write_bundle(bundle, spec.variant)
+        run_dir = self.run_dir(spec)
+        p = self.profile
+        wf = _workflow(
+            [bundle / "configs" / "train.json"], "training", bundle, output_dir=str(run_dir),
+            epochs=p.epochs, val_interval=p.val_interval, learning_rate=p.learning_rate, lr_schedule=p.lr_schedule,
+            resume=True,
+            **self._data_override(),
+        )
+        seconds = _run_with_history(wf, run_dir)
+        model = bundle / "models" / "model.pt"
+        if not model.is_file():
+            raise RuntimeError(f"Training {spec.name} wrote no {model}: no validation ran (check val_interval).")
+        # the full training state only serves to resume an interrupted run; a finished one drops it (3x the model)
+        (run_dir / "last.pt").unlink(missing_ok=True)
+        return {
+            "bundle": self._rel(bundle),
+            "model": self._rel(model),
+            "run_json": self._rel(run_dir / "run.json"),
+            "history": self._rel(run_dir / "history.json"),
+            "train_seconds": seconds,
+            "epochs": p.epochs,
+        }
+
+    def prune(self, spec: ModelSpec) -> Dict[str, Any]:
+        """Prune the trained baseline (its bundle's ``pruning`` workflow) into a pruned bundle of its own."""
+        source = self.bundle_dir(ModelSpec(spec.variant, "architecture", spec.variant))
+        out = self.bundle_dir(spec)
+        run_dir = out / "runs" / "prune"
+        p = self.profile
+        override = dict(
+            method=spec.method, ratio=spec.ratio, finetune_epochs=spec.finetune_epochs,
+            from_scratch=spec.from_scratch, snip_batches=p.snip_batches, snip_size=[p.snip_size, p.snip_size],
+            output_dir=str(out),
+            source_ckpt=str(source / "models" / "model.pt"), overwrite=True, lr_schedule=p.lr_schedule,
+            val_interval=finetune_val_interval(p.val_interval, spec.finetune_epochs),
+            **self._data_override(),
+        )
+        if spec.learning_rate is not None:
+            override["learning_rate"] = spec.learning_rate
+        if spec.distill_weight:
+            override["teacher_bundle"] = str(self.bundle_dir(ModelSpec("baseline", "architecture", "baseline")))
+            override["distill_weight"] = spec.distill_weight
+        wf = _workflow([source / "configs" / "train.json", source / "configs" / "prune.json"], "pruning", source,
+                       **override)
+        seconds = _run_with_history(wf, run_dir)
+        (run_dir / "last.pt").unlink(missing_ok=True)
+        return {
+            "bundle": self._rel(out),
+            "model": self._rel(out / "models" / "model.pt"),
+            "run_json": self._rel(run_dir / "run.json"),
+            "pruning_json": self._rel(out / "pruning.json"),
+            "history": self._rel(run_dir / "history.json"),
+            "train_seconds": seconds,
+            "epochs": spec.finetune_epochs,
+        }
+
+    def evaluate(self, spec: ModelSpec) -> Dict[str, Any]:
+        """Evaluate a row's bundle on the test subjects (its ``evaluating`` workflow), without the per-subject overlay
+        pictures: the report draws its own figures from the written predictions."""
+        bundle = self.bundle_dir(spec)
+        out = self.eval_dir(spec)
+        wf = _workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
+                       bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
+                       write_overlays=False, **self._data_override())
+        try:
+            wf.run()
+        finally:
+            wf.finalize()
+        cases = [e["case"] for e in self.test_entries()]
+        return {
+            "per_subject_csv": self._rel(out / "metrics_per_subject.csv"),
+            "summary_csv": self._rel(out / "metrics_summary.csv"),
+            "run_json": self._rel(out / "run.json"),
+            "cases": cases,
+        }
+
+    def test_entries(self) -> List[Dict[str, Any]]:
+        """The test subjects' datalist entries, as the evaluation reads them (the ``testing`` split of the seed)."""
+        return load_split(self.dataset_dir, "testing", None, self.seed)
+
+    def benchmark(self, rows: Sequence[ModelSpec]) -> Dict[str, Any]:
+        """Benchmark the bundles of ``rows`` in one run (ratios against the baseline of that run): counts per model, time
+        and memory once per structure (mask-pruned and fine-tuned copies compute what their source computes), the
+        training step at the study's own batch and crop (``train_epoch_s``: one step times the steps of an epoch),
+        the ``bench_backends`` at batch 1 beside eager PyTorch, and FLOPs also at ``flops_size``."""
+        p = self.profile
+        # timed as a long-running process runs: large freed activations kept for the next pass (recorded in _meta)
+        retain_freed_memory()
+        models, sparse = {}, {}
+        for spec in rows:
+            bundle = self.bundle_dir(spec)
+            models[spec.name] = load_bundle_network(bundle)
+            packed = bundle / "models" / "model_sparse.pt"
+            if packed.is_file():
+                sparse[spec.name] = packed.stat().st_size / 1e6
+        result = benchmark_models(
+            models, size=p.bench_size, batches=p.bench_batches, repeats=p.bench_repeats, warmup=p.bench_warmup,
+            device=p.device, measure_memory=p.bench_memory, train_step=p.bench_train_step, sparse_sizes=sparse,
+            train_shape=(p.batch_size, 4, p.roi_size, p.roi_size), share_structure=True,
+        )
+        steps_per_epoch = math.ceil(len(load_split(self.dataset_dir, "training", None, self.seed)) * p.num_samples
+                                    / p.batch_size)
+        for name, model in models.items():
+            result[name]["flops_at_flops_size"] = (
+                result[name]["flops"] if p.flops_size == p.bench_size
+                else count_flops(model, (1, 4, p.flops_size, p.flops_size))
+            )
+            step_ms = result[name]["train_step_ms"]
+            result[name]["train_epoch_s"] = None if step_ms is None else step_ms * steps_per_epoch / 1e3
+        result["_meta"]["flops_size"] = p.flops_size
+        result["_meta"]["methods"]["train_epoch_s"] = (
+            f"train_step_ms x {steps_per_epoch} steps per epoch (training cases x num_samples / batch_size); "
+            "measured in the benchmark, not the wall time of the study's training"
+        )
+        if p.bench_backends:
+            add_backend_latencies(result, models, ("torch", *p.bench_backends), p.bench_size, (1,), p.bench_repeats,
+                                  p.bench_warmup)
+        path = self.root / "benchmark.json"
+        atomic_write_text(str(path), json.dumps(result, indent=2))
+        return {"benchmark_json": self._rel(path)}
