@@ -26,7 +26,7 @@ from raagr2_monai.data import load_split
 from raagr2_monai.data.synthetic import DEFAULT_CASES, DEFAULT_SHAPE, default_dataset_dir, ensure_synthetic
 from raagr2_monai.handlers import MLflowEpochLogger, attach_progress_bar
 from raagr2_monai.report import collect_rows, record_mlflow_runs, step_name, write_report
-from raagr2_monai.utils import is_terminal
+from raagr2_monai.utils import is_terminal, usable_cpus
 
 from .noise import ITERATION_LINES, STUDY_NOTICES, Notice, Silenced
 from .profiles import ModelSpec, Profile, experiment_matrix, get_profile
@@ -62,19 +62,21 @@ def _run_in_worker(steps: StudySteps, task: _Task, threads: int, notices: Tuple[
     silenced (the parent counts them in its summary line)."""
     torch.set_num_threads(threads)
     silenced = Silenced(notices)
-    with silenced, trainer_hooks(*_model_hooks(task, tracking_uri, run_id, bar_position)):
-        outputs = getattr(steps, task.action)(task.spec)
+    with silenced:
+        outputs = _perform(steps, task, tracking_uri, run_id, bar_position)
     return outputs, dict(silenced.counts)
 
 
-def _model_hooks(task: _Task, tracking_uri: str, run_id: Optional[str], bar_position: int) -> Tuple[TrainerHook, ...]:
-    """What a training or pruning step attaches to its trainer: the live MLflow curves and the progress bar."""
-    if run_id is None:
-        return ()
-    return (
+def _perform(steps: StudySteps, task: _Task, tracking_uri: str, run_id: Optional[str], bar_position: int
+             ) -> Dict[str, Any]:
+    """Run ``task``; a training or pruning (``run_id``: its MLflow child run) logs its curves to that run, live, and
+    draws its progress bar on terminal line ``bar_position``."""
+    hooks: Tuple[TrainerHook, ...] = () if run_id is None else (
         lambda trainer, history: MLflowEpochLogger(history, tracking_uri, run_id).attach(trainer),
         lambda trainer, history: attach_progress_bar(trainer, task.step, position=bar_position),
     )
+    with trainer_hooks(*hooks):
+        return getattr(steps, task.action)(task.spec)
 
 
 class Study:
@@ -245,9 +247,7 @@ class Study:
         """Run ``task`` in this process."""
         start = self._begin(task.step)
         with ExitStack() as stack:
-            run_id = self._open_run(task, stack)
-            with trainer_hooks(*_model_hooks(task, self.tracking_uri, run_id, 0)):
-                outputs = getattr(self.steps, task.action)(task.spec)
+            outputs = _perform(self.steps, task, self.tracking_uri, self._open_run(task, stack), 0)
         self._finish(task.step, outputs, start)
 
     def _run_parallel(self, tasks: Sequence[_Task]) -> None:
@@ -255,7 +255,7 @@ class Study:
         done, in ``tasks``' order otherwise. A failed step stops new ones from starting; those running finish (and
         are recorded), then its error is raised."""
         workers = self.profile.workers
-        threads = max(1, _usable_cpus() // workers)
+        threads = max(1, (usable_cpus() or os.cpu_count() or 1) // workers)
         self.echo(f"[study] {workers} steps at a time, {threads} thread(s) each; the benchmark alone, after them")
         pending = list(tasks)
         running: Dict[Future, Tuple[_Task, ExitStack, Tuple[float, float], int]] = {}
@@ -307,10 +307,6 @@ class Study:
     def tracking_uri(self) -> str:
         """The study's MLflow tracking URI (an SQLite file in the study folder)."""
         return self.tracker.tracking_uri
-
-
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _prepare_folder(root: Path, fresh: bool, resume: bool) -> None:

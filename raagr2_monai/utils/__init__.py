@@ -4,7 +4,7 @@
 (:mod:`.progress`), freed memory kept for reuse by eager CPU inference (:mod:`.allocator`)."""
 
 from .allocator import retain_freed_memory, retained_memory_settings
-from .environment import default_device, environment
+from .environment import default_device, environment, usable_cpus
 from .io import atomic_save, atomic_write, atomic_write_json, atomic_write_text, to_jsonable
 from .modules import is_wrapped, model_device, unwrap
 from .parsing import as_flag, parse_sequence
@@ -29,6 +29,7 @@ __all__ = [
     "versions",
     "default_device",
     "environment",
+    "usable_cpus",
     "retain_freed_memory",
     "retained_memory_settings",
 ]

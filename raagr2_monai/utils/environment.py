@@ -31,6 +31,12 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def usable_cpus() -> Optional[int]:
+    """The CPUs this process may run on (its affinity mask, which a container or ``taskset`` narrows), or ``None``
+    where the platform does not say (macOS, Windows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+
+
 def environment(device: Optional[Union[str, torch.device]] = None) -> Dict[str, Any]:
     """Where a benchmark ran: device and its name, CPU model and counts, torch threads, platform, package versions,
     the malloc settings of :func:`~.allocator.retain_freed_memory` (``None``: the defaults).
@@ -60,8 +66,9 @@ def environment(device: Optional[Union[str, torch.device]] = None) -> Dict[str, 
     if hasattr(os, "getloadavg"):
         # other processes on the machine distort timings: the load says how much
         found["load_average_1m"] = round(os.getloadavg()[0], 2)
-    if hasattr(os, "sched_getaffinity"):
-        found["usable_cpus"] = len(os.sched_getaffinity(0))
+    usable = usable_cpus()
+    if usable is not None:
+        found["usable_cpus"] = usable
     if dev.type == "cuda":
         found["cuda"] = torch.version.cuda
     return found
