@@ -24,7 +24,7 @@ def faults_of_a_pass():
         net(x)
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-passes = [faults_of_a_pass() for _ in range(6)]
+passes = [faults_of_a_pass() for _ in range(11)]
 print(json.dumps({"passes": passes, "settings": settings, "again": retain_freed_memory() if settings else None,
                   "recorded": environment("cpu")["malloc_settings"], "read": retained_memory_settings()}))
 """
@@ -40,11 +40,12 @@ def test_later_forward_passes_reuse_the_first_ones_memory():
     expected = {"M_MMAP_THRESHOLD": 1 << 30, "M_TRIM_THRESHOLD": (1 << 31) - 1}
     retained = _run("retain")
     assert retained["settings"] == retained["again"] == retained["recorded"] == retained["read"] == expected
-    # the first pass faults its blocks in (4,608 pages of 4 KiB each); the 5 later ones find them in the heap (now
-    # and then one of them faults one more block in, once)
+    # the first pass faults its blocks in (4,608 pages of 4 KiB each; the second, now and then, one or two more):
+    # from then on every block is found in the heap
     assert retained["passes"][0] > 10_000
-    assert sum(retained["passes"][1:]) < 10_000
+    assert sum(retained["passes"][-5:]) < 1_000
     default = _run("default")
     assert default["settings"] is None and default["recorded"] is None
-    # glibc's defaults hand freed blocks back to the system: the later passes fault tens of thousands of pages in again
-    assert sum(default["passes"][1:]) > 40_000
+    # glibc's defaults hand freed blocks back to the system: passes go on faulting whole blocks in again (18,400-27,584
+    # pages a pass here; fewer beside a busy process, so the bound asks for one block over the last 5 passes)
+    assert sum(default["passes"][-5:]) > 4_608
