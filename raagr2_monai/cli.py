@@ -187,9 +187,10 @@ def study(
     """Rerun the thesis's compression study and write its report, tables, charts and MLflow runs.
 
     Trains the architectures, prunes the trained baseline (magnitude, SNIP, DepGraph at each ratio, with and without
-    fine-tuning), builds the hybrid model (Depthwise Shared + DepGraph, fine-tuned, also with distillation), evaluates
-    every model on the same test subjects, benchmarks them in one run, and writes ``<output>/report.md``; MLflow runs
-    go to ``sqlite:///<output>/mlruns.db`` while they run.
+    fine-tuning), builds the hybrid model (Depthwise Shared + DepGraph with channel counts in multiples of 8,
+    fine-tuned; the full profile also with distillation), evaluates every model on the same test subjects, benchmarks
+    them in one run, and writes ``<output>/report.md``; MLflow runs go to ``sqlite:///<output>/mlruns.db`` while they
+    run.
 
     Args:
         profile: ``quick`` (CPU, built-in synthetic data, about 20 minutes on two cores), ``full`` (GPU, real BraTS,

@@ -1,7 +1,7 @@
 """Time one BraTS-size study end to end behind each inference backend, stage by stage, with a DepGraph-pruned network.
 
 Builds (once, in ``--work``) a synthetic ``--shape`` study and a DepGraph-pruned bundle of ``--variant`` at
-``--ratio`` with fresh weights (the structure sets the time, not the weights), exports it to ONNX and OpenVINO IR,
+``--ratio`` (channel counts multiples of ``--round_to``, as the study's hybrid row; 0: any count) with fresh weights (the structure sets the time, not the weights), exports it to ONNX and OpenVINO IR,
 then segments the study ``--repeat`` times behind each backend of ``--backends`` with ``raagr2 segment``'s
 :class:`~raagr2_monai.deploy.Segmenter` and prints each stage's median (load, preprocess, network, invert,
 postprocess, write), the windows the network ran on, and how many voxels of each label map agree with the first
@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import glob
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import nibabel as nib
 import numpy as np
@@ -41,13 +41,13 @@ MODES = {
 }
 
 
-def make_bundle(root: Path, variant: str, ratio: float, seed: int) -> Path:
+def make_bundle(root: Path, variant: str, ratio: float, round_to: Optional[int], seed: int) -> Path:
     """A DepGraph-pruned bundle of ``variant`` with fresh weights, exported to ONNX and OpenVINO IR."""
     if (root / "models" / "model.xml.json").is_file():
         return root
     torch.manual_seed(seed)
     network = get_network(variant, in_channels=4, out_channels=3)
-    result = prune(network, "depgraph", ratio)
+    result = prune(network, "depgraph", ratio, round_to=round_to)
     write_pruned_bundle(root, network.eval(), result)
     export_bundle(root, "onnx,openvino")
     return root
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/raagr2_segment_speed", help="where the study, bundle and maps go")
     parser.add_argument("--variant", default="depthwise")
     parser.add_argument("--ratio", type=float, default=0.6, help="DepGraph pruning ratio")
+    parser.add_argument("--round_to", type=int, default=8, help="channel multiple of the pruned layers (0: any)")
     parser.add_argument("--shape", default="240,240,155")
     parser.add_argument("--backends", default="openvino,onnxruntime,torch")
     parser.add_argument("--modes", default="whole,windows", help=f"comma list of {', '.join(MODES)}")
@@ -75,7 +76,9 @@ def main() -> None:
     args = parser.parse_args()
 
     work = Path(args.work)
-    bundle = make_bundle(work / f"{args.variant}-depgraph-{round(args.ratio * 100)}", args.variant, args.ratio, 0)
+    round_to = args.round_to or None
+    name = f"{args.variant}-depgraph-{round(args.ratio * 100)}" + (f"-r{round_to}" if round_to else "")
+    bundle = make_bundle(work / name, args.variant, args.ratio, round_to, 0)
     study = make_study(work / "study", args.shape, args.seed)
     (entry,) = inference_cases(str(study), None)
     torch.set_num_threads(args.threads)

@@ -557,6 +557,9 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         # taps would only see padding, score 0 and be removed first (raagr2_monai.pruning.padded_batches)
         "snip_size": [240, 240],
         "bn_recalibration_batches": 0,
+        # DepGraph keeps each pruned layer's channel count a multiple of this (null: any count); 8 suits CPU runtimes,
+        # whose kernels and in-place concatenations work on blocks of 8 (AVX2) or 16 (AVX-512) channels
+        "round_to": None,
         # knowledge distillation while fine-tuning: a trained bundle (e.g. the baseline's) whose predictions the
         # pruned network also learns from, with this share of the loss; null: the plain loss
         "teacher_bundle": None,
@@ -582,6 +585,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
             "snip_batches": "@snip_batches",
             "snip_size": "@snip_size",
             "bn_recalibration_batches": "@bn_recalibration_batches",
+            "round_to": "@round_to",
         },
         "train#handlers": ["@prune_handler", *_train_handlers("$@run_dir + '/last.pt'")],
         "train#trainer#loss_function": (
@@ -595,6 +599,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         "run_settings#ratio": "@ratio",
         "run_settings#scope": "@scope",
         "run_settings#snip_size": "$@snip_size if @method == 'snip' else None",
+        "run_settings#round_to": "@round_to",
         "run_settings#from_scratch": "@from_scratch",
         "run_settings#teacher_bundle": "@teacher_bundle",
         "run_settings#distill_weight": "$None if @teacher_bundle is None else @distill_weight",
@@ -603,7 +608,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         "initialize": [
             (
                 "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_prune_settings, "
-                "@method, @ratio, @scope, @finetune_epochs, @from_scratch)"
+                "@method, @ratio, @scope, @finetune_epochs, @from_scratch, @round_to)"
             ),
             # without trained weights there is nothing to prune: say so before anything is read or written
             (

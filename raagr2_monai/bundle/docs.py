@@ -174,7 +174,9 @@ statistics on `bn_recalibration_batches` batches if that is > 0), `from_scratch`
 SNIP at initialisation as published, then train for `finetune_epochs` at lr 1e-3), `snip_batches`, `snip_size`
 (SNIP's batches are padded with background to this in-plane size, 240 x 240 by default: on smaller training crops the
 deepest dilated taps of the baseline only see padding, get a zero score and would be removed first whatever their
-worth), `teacher_bundle` and `distill_weight` (fine-tune with knowledge distillation from another trained bundle,
+worth), `round_to` (DepGraph only: every pruned layer keeps a multiple of this many channels, e.g. 8 for a model
+deployed behind OpenVINO or ONNX Runtime on a CPU, whose kernels work on blocks of 8 or 16 channels; null: any count),
+`teacher_bundle` and `distill_weight` (fine-tune with knowledge distillation from another trained bundle,
 e.g. `bundles/baseline`: the loss becomes `(1 - w) * loss(pred, label) + w * loss(pred, teacher's prediction)`),
 `source_ckpt`, `output_dir`, `overwrite`.
 

@@ -22,6 +22,7 @@ from raagr2_monai.networks import load_weights, variant_of
 from raagr2_monai.pruning import (
     PruneResult,
     check_method,
+    check_method_round_to,
     check_ratio,
     check_scope,
     pruning_report,
@@ -52,22 +53,29 @@ MODEL_FILES = ("model.pt", "model_sparse.pt", "masks.pt", "pruning_history.json"
 
 
 def check_prune_settings(
-    method: Any, ratio: Any, scope: Any = "global", finetune_epochs: Any = 0, from_scratch: Any = False
+    method: Any,
+    ratio: Any,
+    scope: Any = "global",
+    finetune_epochs: Any = 0,
+    from_scratch: Any = False,
+    round_to: Any = None,
 ) -> None:
     """Refuse bad pruning settings before any data is loaded (the first step of ``prune.json``'s ``initialize``).
 
     Raises:
         ValueError: for an unknown method or scope, a ratio outside (0, 1), a negative or non-integer
-            ``finetune_epochs``, a non-boolean ``from_scratch``, or ``from_scratch`` without training epochs (an
-            untrained pruned network is what the thesis's "SNIP without fine-tuning" row measured).
+            ``finetune_epochs``, a non-boolean ``from_scratch``, ``from_scratch`` without training epochs (an
+            untrained pruned network is what the thesis's "SNIP without fine-tuning" row measured), or a ``round_to``
+            other than null or an integer >= 1, or one given to a mask method.
 
     Example::
 
-        >>> check_prune_settings("depgraph", 0.2, "global", 20, False)
+        >>> check_prune_settings("depgraph", 0.2, "global", 20, False, round_to=8)
     """
     check_method(method)
     check_ratio(ratio)
     check_scope(scope)
+    check_method_round_to(method, round_to)
     if isinstance(finetune_epochs, bool) or not isinstance(finetune_epochs, int) or finetune_epochs < 0:
         raise ValueError(f"finetune_epochs must be an integer >= 0 (0: no fine-tuning); got {finetune_epochs!r}.")
     if not isinstance(from_scratch, bool):

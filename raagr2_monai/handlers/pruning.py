@@ -27,6 +27,7 @@ from raagr2_monai.pruning import (
     MaskSet,
     PruneResult,
     check_method,
+    check_method_round_to,
     check_ratio,
     check_scope,
     load_masks,
@@ -126,12 +127,15 @@ class PruneHandler(_KeepsPruning):
             loaded.
         bn_recalibration_batches: if positive, re-estimate BatchNorm statistics on this many training batches after
             pruning (for a pruned model used without fine-tuning).
+        round_to: DepGraph only: keep each pruned layer's channel count a multiple of this (8 suits CPU runtimes,
+            :func:`raagr2_monai.pruning.depgraph_prune`); ``None``: any count.
         network: the network to prune; the engine's ``network`` when omitted.
         optimizer: its optimizer; the engine's ``optimizer`` when omitted (``None`` on an engine without one).
         data: batches for SNIP and recalibration; the engine's ``data_loader`` when omitted.
 
     Raises:
-        ValueError: at construction, for an unknown method or scope, a ratio outside (0, 1), or a bad batch count.
+        ValueError: at construction, for an unknown method or scope, a ratio outside (0, 1), a bad batch count, or a
+            bad ``round_to`` (or one given to a mask method).
 
     Example::
 
@@ -151,6 +155,7 @@ class PruneHandler(_KeepsPruning):
         snip_batches: int = 4,
         snip_size: Optional[Sequence[int]] = None,
         bn_recalibration_batches: int = 0,
+        round_to: Optional[int] = None,
         network: Optional[nn.Module] = None,
         optimizer: Optional[torch.optim.Optimizer] = None,
         data: Optional[Iterable[Any]] = None,
@@ -168,6 +173,7 @@ class PruneHandler(_KeepsPruning):
         self.snip_batches = snip_batches
         self.snip_size = None if snip_size is None else tuple(int(s) for s in snip_size)
         self.bn_recalibration_batches = bn_recalibration_batches
+        self.round_to = check_method_round_to(self.method, round_to)
         self.data = data
         self.result: Optional[PruneResult] = None
         self.report: Optional[Dict[str, Any]] = None
@@ -210,6 +216,7 @@ class PruneHandler(_KeepsPruning):
             data=self._snip_data(data) if self.method == "snip" else None,
             loss_fn=loss_function,
             scope=self.scope,
+            round_to=self.round_to,
         )
         if optimizer is not None:
             replaced = rebind_optimizer(optimizer, network, names)
@@ -225,6 +232,8 @@ class PruneHandler(_KeepsPruning):
         self._done = True
         self.report = pruning_report(result, network, shape, flops_before)
         self.report["scope"] = self.scope
+        if self.method == "depgraph":
+            self.report["round_to"] = self.round_to
         if self.method == "snip":
             self.report["snip_size"] = None if self.snip_size is None else list(self.snip_size)
         logger.info(

@@ -8,12 +8,13 @@ The Ignite handlers that prune inside a training run are in :mod:`raagr2_monai.h
 
 from __future__ import annotations
 
-from .methods import METHODS, PruneResult, check_method, prune, pruning_report
+from .methods import METHODS, PruneResult, check_method, check_method_round_to, prune, pruning_report
 from .optimizer import rebind_optimizer
 from .persist import HISTORY_FORMAT, build_pruned_network, load_pruned, read_history, save_pruned
 from .structured import (
     SeparableConvPruner,
     build_dependency_graph,
+    check_round_to,
     default_example_inputs,
     depgraph_prune,
     depgraph_setup,
@@ -39,6 +40,7 @@ __all__ = [
     "METHODS",
     "PruneResult",
     "check_method",
+    "check_method_round_to",
     "prune",
     "pruning_report",
     "rebind_optimizer",
@@ -61,6 +63,7 @@ __all__ = [
     "default_example_inputs",
     "build_dependency_graph",
     "depgraph_prune",
+    "check_round_to",
     "HISTORY_FORMAT",
     "save_pruned",
     "read_history",

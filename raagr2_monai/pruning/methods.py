@@ -10,10 +10,10 @@ from torch import nn
 
 from raagr2_monai.networks import count_flops, count_parameters
 
-from .structured import default_example_inputs, depgraph_prune
+from .structured import check_round_to, default_example_inputs, depgraph_prune
 from .unstructured import MaskSet, check_ratio, check_scope, magnitude_masks, snip_masks
 
-__all__ = ["METHODS", "PruneResult", "check_method", "prune", "pruning_report"]
+__all__ = ["METHODS", "PruneResult", "check_method", "check_method_round_to", "prune", "pruning_report"]
 
 #: Pruning methods by name: two unstructured (masks), one structured (channels removed).
 METHODS = ("magnitude", "snip", "depgraph")
@@ -28,6 +28,22 @@ def check_method(method: Any) -> str:
     if method not in METHODS:
         raise ValueError(f"Unknown pruning method {method!r}; valid methods: {', '.join(METHODS)}.")
     return method
+
+
+def check_method_round_to(method: str, round_to: Any) -> Optional[int]:
+    """``round_to`` if it suits ``method``: ``None`` for any method, an integer >= 1 for DepGraph only.
+
+    Raises:
+        ValueError: a bad ``round_to`` (:func:`~raagr2_monai.pruning.check_round_to`), or one given to a mask method.
+
+    Example::
+
+        >>> check_method_round_to("depgraph", 8), check_method_round_to("snip", None)
+        (8, None)
+    """
+    if check_round_to(round_to) is not None and method != "depgraph":
+        raise ValueError(f"round_to applies to DepGraph's channel counts; {method} zeroes weights, not channels.")
+    return round_to
 
 
 @dataclass
@@ -70,6 +86,7 @@ def prune(
     data: Optional[Iterable[Any]] = None,
     loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     scope: str = "global",
+    round_to: Optional[int] = None,
 ) -> PruneResult:
     """Prune ``model`` in place.
 
@@ -83,13 +100,16 @@ def prune(
         data: SNIP's ``(image, label)`` batches.
         loss_fn: SNIP's ``loss_fn(prediction, label)``.
         scope: ``global`` (one ranking over all layers) or ``uniform`` (each layer by ``ratio``).
+        round_to: DepGraph only: keep each pruned layer's channel count a multiple of this
+            (:func:`~raagr2_monai.pruning.depgraph_prune`); ``None``: any count.
 
     Returns:
         A :class:`PruneResult`; for mask methods, keep its ``masks`` in force while fine-tuning
         (``result.masks.attach(model, optimizer)``).
 
     Raises:
-        ValueError: for an unknown method or scope, a ratio outside (0, 1), or SNIP without ``data``/``loss_fn``.
+        ValueError: for an unknown method or scope, a ratio outside (0, 1), SNIP without ``data``/``loss_fn``, or a
+            ``round_to`` that is not ``None`` or an integer >= 1, or given to a mask method.
 
     Example::
 
@@ -100,12 +120,13 @@ def prune(
     check_method(method)
     ratio = check_ratio(ratio)
     check_scope(scope)
+    check_method_round_to(method, round_to)
     params_before = count_parameters(model)
     if method == "depgraph":
         inputs = default_example_inputs(model) if example_inputs is None else example_inputs
         shape = tuple(inputs.shape)
         flops_before = count_flops(model, shape)
-        history = depgraph_prune(model, ratio, inputs, global_pruning=scope == "global")
+        history = depgraph_prune(model, ratio, inputs, global_pruning=scope == "global", round_to=round_to)
         return PruneResult(
             method=method,
             requested_ratio=ratio,

@@ -164,8 +164,13 @@ def render_markdown(
         "weight sees data, and rows named `snip-*-init` (where the profile has them) prune at initialisation and "
         "then train, as Lee et al. do."
         + (f" The hybrid rows prune the trained {p['hybrid_variant']} network by DepGraph at "
-           f"{round(p['hybrid_ratio'] * 100)} % and fine-tune it for {p['hybrid_finetune_epochs']} epoch(s) at lr "
-           f"{p.get('hybrid_learning_rate', 0.0001)}, without and (`-kd`) with distillation from the trained baseline."
+           f"{round(p['hybrid_ratio'] * 100)} %"
+           + (f", keeping every pruned layer's channel count a multiple of {p['hybrid_round_to']} (what CPU runtimes "
+              "compute in blocks)" if p.get("hybrid_round_to") else "")
+           + f", and fine-tune it for {p['hybrid_finetune_epochs']} epoch(s) at lr "
+           f"{p.get('hybrid_learning_rate', 0.0001)}"
+           + (", without and (`-kd`) with distillation from the trained baseline." if p.get("hybrid_distill_weight")
+              else ".")
            if p.get("hybrid_variant") else ""),
         "",
         "Every row names the run that produced it: `tables/*.csv` and `tables/*.json` hold, per model, its bundle "

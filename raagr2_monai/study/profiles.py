@@ -50,6 +50,9 @@ class Profile:
         hybrid_variant: the architecture of the deployable hybrid row (weight sharing + DepGraph + fine-tuning), or
             ``None`` for no hybrid row; it must be among ``variants``.
         hybrid_ratio: DepGraph's channel pruning ratio of the hybrid row.
+        hybrid_round_to: the hybrid row keeps every pruned layer's channel count a multiple of this (DepGraph's
+            ``round_to``; ``None``: any count): the deployable model is timed behind CPU runtimes, whose kernels work
+            on blocks of 8 (AVX2) or 16 (AVX-512) channels.
         hybrid_finetune_epochs: fine-tuning epochs of the hybrid row.
         hybrid_learning_rate: its learning rate: removing most channels calls for retraining more than for the gentle
             fine-tuning (1e-4) of the other pruned rows.
@@ -95,6 +98,7 @@ class Profile:
     snip_size: int = 240
     hybrid_variant: Optional[str] = "depthwise"
     hybrid_ratio: float = 0.6
+    hybrid_round_to: Optional[int] = 8
     hybrid_finetune_epochs: int = 1
     hybrid_learning_rate: float = 1e-3
     hybrid_distill_weight: float = 0.5
@@ -240,6 +244,9 @@ def _check_profile(p: Profile) -> None:
     if p.hybrid_variant is not None and p.hybrid_variant not in p.variants:
         raise ValueError(f"hybrid_variant must be one of the variants {list(p.variants)} or None; "
                          f"got {p.hybrid_variant!r}.")
+    round_to = p.hybrid_round_to
+    if round_to is not None and (isinstance(round_to, bool) or not isinstance(round_to, int) or round_to < 1):
+        raise ValueError(f"hybrid_round_to must be None or an integer >= 1; got {p.hybrid_round_to!r}.")
     if not 0.0 <= p.hybrid_distill_weight <= 1.0:
         raise ValueError(f"hybrid_distill_weight must lie in [0, 1]; got {p.hybrid_distill_weight}.")
     if p.lr_schedule not in LR_SCHEDULES:
@@ -267,6 +274,7 @@ class ModelSpec:
         from_scratch: pruned at initialisation (SNIP's own setting), then trained.
         distill_weight: fine-tuned with knowledge distillation from the trained baseline at this weight (0: none).
         learning_rate: the fine-tuning's learning rate, or ``None`` for the pruning config's own.
+        round_to: DepGraph keeps each pruned layer's channel count a multiple of this, or ``None`` (any count).
     """
 
     name: str
@@ -278,6 +286,7 @@ class ModelSpec:
     from_scratch: bool = False
     distill_weight: float = 0.0
     learning_rate: Optional[float] = None
+    round_to: Optional[int] = None
 
     @property
     def label(self) -> str:
@@ -327,9 +336,10 @@ def experiment_matrix(profile: Profile) -> List[ModelSpec]:
     if profile.hybrid_variant is not None:
         ratio, epochs = profile.hybrid_ratio, profile.hybrid_finetune_epochs
         name = f"hybrid-{round(ratio * 100)}"
-        lr = profile.hybrid_learning_rate
-        rows.append(ModelSpec(name, "pruned", profile.hybrid_variant, "depgraph", ratio, epochs, learning_rate=lr))
+        lr, round_to = profile.hybrid_learning_rate, profile.hybrid_round_to
+        rows.append(ModelSpec(name, "pruned", profile.hybrid_variant, "depgraph", ratio, epochs, learning_rate=lr,
+                              round_to=round_to))
         if profile.hybrid_distill_weight > 0:
             rows.append(ModelSpec(f"{name}-kd", "pruned", profile.hybrid_variant, "depgraph", ratio, epochs,
-                                  distill_weight=profile.hybrid_distill_weight, learning_rate=lr))
+                                  distill_weight=profile.hybrid_distill_weight, learning_rate=lr, round_to=round_to))
     return rows

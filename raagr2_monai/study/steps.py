@@ -190,6 +190,8 @@ class StudySteps:
         )
         if spec.learning_rate is not None:
             override["learning_rate"] = spec.learning_rate
+        if spec.round_to is not None:
+            override["round_to"] = spec.round_to
         if spec.distill_weight:
             override["teacher_bundle"] = str(self.bundle_dir(ModelSpec("baseline", "architecture", "baseline")))
             override["distill_weight"] = spec.distill_weight

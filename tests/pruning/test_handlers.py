@@ -56,7 +56,7 @@ def test_depgraph_rebinds_the_optimizer_and_fine_tunes_the_pruned_parameters():
     torch.manual_seed(0)
     net = get_network("depthwise")
     dense = count_parameters(net)
-    handler = PruneHandler("depgraph", 0.2, roi_size=(32, 32))
+    handler = PruneHandler("depgraph", 0.2, roi_size=(32, 32), round_to=4)
     snapshot = Snapshot()
     trainer, optimizer = _trainer(net, [handler, snapshot])
     trainer.run()
@@ -64,6 +64,9 @@ def test_depgraph_rebinds_the_optimizer_and_fine_tunes_the_pruned_parameters():
     assert handler.report["params_before"] == dense
     assert count_parameters(net) == handler.report["params_after"] < dense
     assert handler.report["flops_after"] < handler.report["flops_before"]
+    assert handler.report["round_to"] == 4
+    assert all(m.out_channels % 4 == 0 for name, m in net.named_modules()
+               if isinstance(m, torch.nn.Conv2d) and not name.startswith("head"))
     # the optimizer updates exactly the network's (new, smaller) tensors ...
     assert [id(p) for g in optimizer.param_groups for p in g["params"]] == [id(p) for p in net.parameters()]
     # ... and fine-tuning moved them away from their pruned values
@@ -145,6 +148,10 @@ def test_bad_settings_fail_at_construction():
         PruneHandler("magnitude", 0.2, scope="layer")
     with pytest.raises(ValueError, match="snip_batches must be an integer >= 1"):
         PruneHandler("snip", 0.2, snip_batches=0)
+    with pytest.raises(ValueError, match="round_to must be null or an integer >= 1"):
+        PruneHandler("depgraph", 0.2, round_to=0)
+    with pytest.raises(ValueError, match="round_to applies to DepGraph's channel counts; magnitude zeroes weights"):
+        PruneHandler("magnitude", 0.2, round_to=8)
 
 
 def test_rebind_refuses_a_foreign_parameter():

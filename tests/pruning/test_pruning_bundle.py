@@ -73,12 +73,13 @@ def _network_from_config(out: Path) -> torch.nn.Module:
 
 
 def test_depgraph_bundle_rebuilds_verifies_exports_and_infers(bundle, dataset):
-    workflow = _prune(bundle, dataset, method="depgraph", ratio=0.2)
+    workflow = _prune(bundle, dataset, method="depgraph", ratio=0.2, round_to=8)
     out = bundle / "pruned" / "depgraph-20"
     assert sorted(p.name for p in (out / "models").iterdir()) == ["model.pt", "pruning_history.json"]
     meta = json.loads((out / "configs" / "metadata.json").read_text())
     report = meta["pruning"]
     assert (report["method"], report["requested_ratio"], report["settings"]["epochs"]) == ("depgraph", 0.2, 1)
+    assert report["round_to"] == report["settings"]["round_to"] == 8
     assert report["params_before"] == count_parameters(get_network(VARIANT)) > report["params_after"]
     assert report["flops_before"] > report["flops_after"]
     assert report["achieved"] == pytest.approx(1 - report["params_after"] / report["params_before"])
@@ -93,6 +94,8 @@ def test_depgraph_bundle_rebuilds_verifies_exports_and_infers(bundle, dataset):
     pruned = workflow.parser.get_parsed_content("network").eval()
     rebuilt = _network_from_config(out).eval()
     assert count_parameters(rebuilt) == report["params_after"]
+    assert all(m.out_channels % 8 == 0 for name, m in rebuilt.named_modules()
+               if isinstance(m, torch.nn.Conv2d) and not name.startswith("head"))
     x = torch.rand(2, 4, 32, 32)
     assert torch.allclose(rebuilt(x), pruned(x), atol=1e-6)
     loaded = load_pruned(VARIANT, out / "models" / "model.pt", out / "models" / "pruning_history.json").eval()
@@ -183,6 +186,8 @@ def test_snip_from_scratch_and_no_finetuning(bundle, dataset):
         ({"ratio": "abc"}, ValueError, "strictly between 0 and 1; got 'abc'"),
         ({"finetune_epochs": -1}, ValueError, "finetune_epochs must be an integer >= 0"),
         ({"from_scratch": True, "finetune_epochs": 0}, ValueError, "from_scratch prunes the untrained network"),
+        ({"method": "depgraph", "round_to": 0}, ValueError, "round_to must be null or an integer >= 1"),
+        ({"round_to": 8}, ValueError, "round_to applies to DepGraph's channel counts; magnitude zeroes weights"),
     ],
 )
 def test_bad_settings_fail_before_anything_is_written(bundle, dataset, override, error, message):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from raagr2_monai.networks import NETWORKS, DepthwiseKernel, blocks, count_flops, count_parameters, get_network
-from raagr2_monai.pruning import prune
+from raagr2_monai.pruning import build_pruned_network, prune
 
 RATIOS = (0.1, 0.2, 0.3)
 TRACE = torch.zeros(1, 4, 16, 16)  # the smallest input the four poolings allow: cheap tracing and FLOP counts
@@ -120,3 +120,36 @@ def test_baseline_grouped_stems_pruned_consistently(pruned):
             assert grouped.out_channels % grouped.in_channels == 0
             assert grouped.weight.shape == (grouped.out_channels, 1, 3, 3)
             assert pointwise.in_channels == grouped.out_channels
+
+
+def _conv_widths(net):
+    return {name: m.out_channels for name, m in net.named_modules()
+            if isinstance(m, torch.nn.Conv2d) and not name.startswith("head")}
+
+
+def test_round_to_keeps_channel_counts_multiples_and_replays():
+    torch.manual_seed(0)
+    free, rounded = get_network("depthwise"), get_network("depthwise")
+    rounded.load_state_dict(free.state_dict())
+    prune(free, "depgraph", 0.6, example_inputs=TRACE)
+    result = prune(rounded, "depgraph", 0.6, example_inputs=TRACE, round_to=8)
+    # without it, DepGraph at 60 % leaves counts such as 13 or 27 channels; with it, every pruned layer keeps a multiple
+    assert any(width % 8 for width in _conv_widths(free).values())
+    assert all(width % 8 == 0 for width in _conv_widths(rounded).values()), _conv_widths(rounded)
+    assert result.params_after == count_parameters(rounded) < count_parameters(get_network("depthwise"))
+    # the history alone rebuilds that structure: round_to needs no record to reload a pruned bundle
+    rebuilt = build_pruned_network("depthwise", result.history)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in rounded.state_dict().items()}
+    assert rounded(torch.zeros(1, 4, 32, 32)).shape == (1, 3, 32, 32)
+
+
+@pytest.mark.parametrize("round_to", [0, -8, 8.0, True, "8"])
+def test_bad_round_to_is_refused(round_to):
+    with pytest.raises(ValueError, match=r"round_to must be null or an integer >= 1 \(a channel multiple"):
+        prune(get_network("depthwise"), "depgraph", 0.2, example_inputs=TRACE, round_to=round_to)
+
+
+def test_round_to_is_refused_for_mask_methods():
+    for method in ("magnitude", "snip"):
+        with pytest.raises(ValueError, match=f"round_to applies to DepGraph's channel counts; {method} zeroes weights"):
+            prune(get_network("depthwise"), method, 0.2, round_to=8)

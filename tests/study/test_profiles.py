@@ -31,6 +31,10 @@ def test_rows_are_labelled_and_grouped_by_family():
     hybrid = specs["hybrid-60"]
     assert (hybrid.kind, hybrid.variant, hybrid.method, hybrid.ratio, hybrid.finetune_epochs) == (
         "pruned", "depthwise", "depgraph", 0.6, 20)
+    # only the deployable rows round their channel counts; the DepGraph rows prune as the thesis did
+    assert (hybrid.round_to, specs["hybrid-60-kd"].round_to, specs["depgraph-30"].round_to) == (8, 8, None)
+    free = {m.name: m for m in experiment_matrix(get_profile("full", hybrid_round_to=None))}
+    assert free["hybrid-60"].round_to is None
 
 
 def test_bad_profiles_are_refused():
@@ -54,6 +58,9 @@ def test_bad_profiles_are_refused():
     assert [m.name for m in experiment_matrix(get_profile("tiny", hybrid_distill_weight=0))][-1] == "hybrid-50"
     with pytest.raises(ValueError, match="hybrid_distill_weight must lie in"):
         get_profile("tiny", hybrid_distill_weight=2)
+    for round_to in (0, 8.0, True):
+        with pytest.raises(ValueError, match=f"hybrid_round_to must be None or an integer >= 1; got {round_to!r}"):
+            get_profile("tiny", hybrid_round_to=round_to)
     with pytest.raises(ValueError, match="workers must be >= 1; got 0"):
         get_profile("tiny", workers=0)
     with pytest.raises(ValueError, match="window_size must be a positive multiple of 16; got 50"):
