@@ -23,6 +23,7 @@ from raagr2_monai.deploy import (
     check_backend,
     export_network,
 )
+from raagr2_monai.utils import retain_freed_memory
 
 from .measure import BASELINE, META_KEY, latency
 
@@ -84,6 +85,8 @@ def backend_latencies(
     if baseline not in models:
         raise ValueError(f"backend_latencies needs the reference model {baseline!r} among the models.")
     torch_threads = torch.get_num_threads()
+    # timed as benchmark_models times: large freed activations kept for the next pass
+    retain_freed_memory()
     rows: Dict[str, Dict[str, Any]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="raagr2-backends-") as tmp:

@@ -8,7 +8,7 @@ from torch import nn
 
 from raagr2_monai.bundle.load import bundle_name, check_bundle, load_bundle_network
 from raagr2_monai.networks import NETWORKS, get_network
-from raagr2_monai.utils import atomic_write_text, parse_sequence, progress_bar, retain_freed_memory
+from raagr2_monai.utils import atomic_write_text, parse_sequence, progress_bar
 
 from .backends import add_backend_latencies, check_backends
 from .measure import BASELINE, META_KEY, benchmark_models, check_settings
@@ -92,8 +92,6 @@ def run_benchmark(
         if packed.is_file():
             sparse[name] = packed.stat().st_size / 1e6
     size, batch_sizes, repeats, warmup = settings
-    # timed as a long-running process runs: large freed activations kept for the next pass (recorded in _meta)
-    retain_freed_memory()
     result = benchmark_models(
         models, size, batch_sizes, repeats, warmup, device, measure_memory, train_step, sparse_sizes=sparse,
         progress=lambda pairs: progress_bar(pairs, "benchmark", unit="model"),

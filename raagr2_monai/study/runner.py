@@ -22,7 +22,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from raagr2_monai.data import load_split
 from raagr2_monai.data.synthetic import DEFAULT_CASES, DEFAULT_SHAPE, default_dataset_dir, ensure_synthetic
 from raagr2_monai.handlers import MLflowEpochLogger, attach_progress_bar
 from raagr2_monai.report import collect_rows, record_mlflow_runs, step_name, write_report
@@ -135,10 +134,6 @@ class Study:
             self.dataset_dir = ensure_synthetic(folder, cases=p.synthetic_cases, seed=0, shape=p.synthetic_shape)
         self.steps = StudySteps(self.root, p, self.dataset_dir, self.seed)
 
-    def test_entries(self) -> List[Dict[str, Any]]:
-        """The test subjects' datalist entries, as the evaluation reads them (the ``testing`` split of the seed)."""
-        return load_split(self.dataset_dir, "testing", None, self.seed)
-
     def run(self) -> Path:
         """Run every step not yet done, write the report and log to MLflow, live: the parent run is open while the
         study runs, and each model's child run while it trains.
@@ -213,7 +208,7 @@ class Study:
         rows = collect_rows(self.root, self.state.data, self.models, benchmark)
         record_mlflow_runs(rows, self.tracker.log_results(rows))
         report = write_report(self.root, rows, self.state.data, benchmark, self.dataset_dir, self.tracking_uri,
-                              self.test_entries())
+                              self.steps.test_entries())
         self.tracker.finish(rows, report, benchmark_json)
         return report
 

@@ -25,7 +25,7 @@ from raagr2_monai.bundle.generate import write_bundle
 from raagr2_monai.data import load_split
 from raagr2_monai.handlers import EpochHistory
 from raagr2_monai.networks import count_flops
-from raagr2_monai.utils import atomic_write_text, retain_freed_memory
+from raagr2_monai.utils import atomic_write_text
 
 from .profiles import ModelSpec, Profile
 
@@ -239,8 +239,6 @@ class StudySteps:
         training step at the study's own batch and crop (``train_epoch_s``: one step times the steps of an epoch),
         the ``bench_backends`` at batch 1 beside eager PyTorch, and FLOPs also at ``flops_size``."""
         p = self.profile
-        # timed as a long-running process runs: large freed activations kept for the next pass (recorded in _meta)
-        retain_freed_memory()
         models, sparse = {}, {}
         for spec in rows:
             bundle = self.bundle_dir(spec)

@@ -12,7 +12,7 @@ import torch
 from .allocator import retained_memory_settings
 from .versions import versions
 
-__all__ = ["default_device", "environment"]
+__all__ = ["default_device", "environment", "usable_cpus"]
 
 
 def default_device() -> torch.device:
