@@ -5,8 +5,10 @@
 from .load import build_bundle_network, bundle_name, load_bundle_network
 from .pruned import check_prune_settings, prepare_output_dir, pruned_network_def, run_pruning, write_pruned_bundle
 from .runtime import (
+    check_rank_share,
     checked,
     config_files_from_argv,
+    end_distributed,
     find_bundle_root,
     handlers_for_rank,
     load_weights,
@@ -16,7 +18,9 @@ from .runtime import (
 
 __all__ = [
     "checked",
+    "check_rank_share",
     "config_files_from_argv",
+    "end_distributed",
     "find_bundle_root",
     "handlers_for_rank",
     "load_weights",

@@ -493,7 +493,8 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
 
     NCCL on GPUs, gloo on CPUs (which is how the tests run it). Each rank trains on its share of the training
     volumes and validates on its share of the validation volumes; MONAI's metrics all-reduce, so every rank takes the
-    same early-stopping and LR decisions, while only rank 0 logs and writes checkpoints.
+    same early-stopping and LR decisions, while only rank 0 logs and writes checkpoints. At the end every rank waits
+    for the others before it leaves the process group (:func:`raagr2_monai.bundle.end_distributed`).
     """
     return {
         "local_rank": "$int(os.environ.get('LOCAL_RANK', 0))",
@@ -524,11 +525,13 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
             "$dist.is_initialized() or dist.init_process_group(backend=@backend)",
             "$torch.cuda.set_device(@device) if torch.device(@device).type == 'cuda' else None",
             "@checks",
+            "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_rank_share, @validate#datalist, "
+            "dist.get_world_size())",
             "$monai.utils.set_determinism(seed=@seed)",
             "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed) if dist.get_rank() == 0 else None",
         ],
         "run": ["$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
-        "finalize": ["$dist.is_initialized() and dist.destroy_process_group()"],
+        "finalize": ["$raagr2_monai.bundle.end_distributed()"],
         "training": "$@run",
     }
 

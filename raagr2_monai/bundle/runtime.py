@@ -24,6 +24,8 @@ __all__ = [
     "load_weights",
     "record_run",
     "handlers_for_rank",
+    "check_rank_share",
+    "end_distributed",
     "log_mlflow_artifacts",
 ]
 
@@ -125,6 +127,44 @@ def handlers_for_rank(handlers: Optional[Iterable[Any]]) -> List[Any]:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0:
         return handlers
     return [h for h in handlers if type(h).__name__ not in _RANK_ZERO_ONLY]
+
+
+def check_rank_share(entries: Sequence[Any], world_size: int) -> None:
+    """Refuse a multi-process run in which a process would have no subject to validate or evaluate.
+
+    The validation and evaluation samplers do not repeat subjects (a repeat would count twice in the metrics), so
+    every process needs one of its own. MONAI's ``DistributedSampler`` refuses such a split too, but only once the
+    evaluator is built, under some ninety lines of config-parser traceback per rank; this check says it in one line
+    at ``initialize``, with the way out.
+
+    Args:
+        entries: the datalist that the processes share.
+        world_size: the number of processes.
+
+    Raises:
+        ValueError: fewer entries than processes.
+    """
+    if len(entries) < world_size:
+        raise ValueError(
+            f"{len(entries)} subject(s) to validate or evaluate for {world_size} processes: every process needs at "
+            "least one (start fewer with torchrun --nproc_per_node, or give more subjects)"
+        )
+
+
+def end_distributed() -> None:
+    """Leave a torchrun run's process group: wait until every rank is done, then destroy the group.
+
+    Without the barrier, a rank that finishes first (it has no files to write) exits straight after its last
+    collective. On CPU, a gloo worker thread may then still hold that collective's tensors and free them while the
+    interpreter shuts down; the rank aborts ("terminate called without an active exception") and torchrun reports the
+    whole run as failed although every file was written. Does nothing outside a process group.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def log_mlflow_artifacts(tracking_uri: str, experiment_name: str, run_name: str, paths: Sequence[str]) -> bool:

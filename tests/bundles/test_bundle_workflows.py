@@ -225,7 +225,8 @@ def test_training_command_with_mlflow_tracking(tiny_dataset, tmp_path):
 
 def test_two_processes_train_resume_and_evaluate_on_cpu(tiny_dataset, tmp_path):
     """torchrun with two gloo processes: train one epoch, resume to two (every rank restores the checkpoint), then
-    evaluate with each rank scoring its share of the test subjects into one CSV."""
+    evaluate with each rank scoring its share of the test subjects into one CSV; more processes than test subjects
+    are refused."""
     out = tmp_path / "ddp"
     torchrun = Path(sys.executable).with_name("torchrun")
     configs = "['bundles/encdec/configs/train.json','bundles/encdec/configs/multi_gpu_train.json']"
@@ -259,6 +260,16 @@ def test_two_processes_train_resume_and_evaluate_on_cpu(tiny_dataset, tmp_path):
         cases = [row["case"] for row in csv.DictReader(f)]
     assert cases == [e["case"] for e in load_split(tiny_dataset, "testing")]  # every subject once, in order
     assert len(cases) == 2 and len(list((tmp_path / "eval" / "predictions").iterdir())) == 2
+
+    # three processes for the two test subjects: each rank refuses in one line at initialize, before writing anything
+    result = _bundle_cli(
+        str(torchrun), "--standalone", "--nproc_per_node=3", "-m", "monai.bundle", "run", "evaluating",
+        "--config_file", evaluate, *common, "--output_dir", str(tmp_path / "eval3"), env={"OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode != 0
+    refusal = "error: 2 subject(s) to validate or evaluate for 3 processes: every process needs at least one"
+    assert result.stderr.count(refusal) == 3 and "DistributedSampler" not in result.stderr
+    assert not (tmp_path / "eval3").exists()
 
 
 def test_each_workflow_initialises_once(tiny_dataset, tmp_path, monkeypatch):
