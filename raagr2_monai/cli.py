@@ -182,7 +182,7 @@ def benchmark_metrics(lesions: int = 20, shape: str | tuple = (240, 240, 155), r
 
 def study(
     profile: str = "quick", data_dir: str | None = None, output: str | None = None, seed: int = 0,
-    resume: bool = True, fresh: bool = False, workers: int | None = None,
+    resume: bool = True, fresh: bool = False, workers: int | None = None, device: str | None = None,
 ) -> str:
     """Rerun the thesis's compression study and write its report, tables, charts and MLflow runs.
 
@@ -202,10 +202,12 @@ def study(
         fresh: delete the study found in ``output`` and start over.
         workers: trainings, prunings and evaluations run at once, each in a process with its share of the CPU
             threads (default: the profile's; quick 2, full 1).
+        device: ``cpu``, ``cuda`` or ``cuda:<index>`` for every training, evaluation and the benchmark (default: the
+            profile's; CUDA when available, the tiny profile the CPU).
     """
     from .study import run_study
 
-    overrides = {} if workers is None else {"workers": workers}
+    overrides = {name: value for name, value in (("workers", workers), ("device", device)) if value is not None}
     result = run_study(profile, data_dir=data_dir, output=output, seed=seed, resume=resume, fresh=fresh,
                        **overrides)
     return f"report: {result.root / 'report.md'}"

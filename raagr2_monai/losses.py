@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from raagr2_monai.utils import model_device
+
 __all__ = ["DistillationLoss", "RAAGR2Loss", "border_weight_map"]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -77,7 +79,9 @@ class RAAGR2Loss(nn.Module):
 
     The computation runs in float32 with autocast disabled, since ``F.binary_cross_entropy`` refuses autocast and the
     sums of the Dice lose precision in half precision. Probabilities are clamped to ``[eps, 1 - eps]`` to keep the
-    logarithms finite.
+    logarithms finite. The range check (logits passed by mistake) runs on every call for CPU inputs and on the first
+    call only for GPU inputs: reading its answer back to the host would stall the GPU at every training step, and a
+    wrong input shows on the first batch.
 
     Argument order is ``forward(input, target)``: prediction first, as in every PyTorch/MONAI loss. The thesis's
     training scripts passed (prediction, target) swapped; this class does not reproduce that error.
@@ -125,6 +129,13 @@ class RAAGR2Loss(nn.Module):
         self.kernel_size = kernel_size
         self.reduction = reduction
         self.eps = eps
+        self._checked_on_gpu = False
+
+    def _wants_range_check(self, prob: torch.Tensor) -> bool:
+        if prob.device.type == "cpu":
+            return True
+        first, self._checked_on_gpu = not self._checked_on_gpu, True
+        return first
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss.
@@ -150,7 +161,7 @@ class RAAGR2Loss(nn.Module):
             )
         with torch.autocast(device_type=input.device.type, enabled=False):
             prob = input.float()
-            if bool(((prob < 0) | (prob > 1)).any()):
+            if self._wants_range_check(prob) and bool(((prob < 0) | (prob > 1)).any()):
                 raise ValueError(
                     "RAAGR2Loss expects sigmoid probabilities in [0, 1]; the input has values outside it "
                     "(logits passed by mistake?)."
@@ -248,7 +259,7 @@ class DistillationLoss(nn.Module):
                 "produced the prediction."
             )
         teacher = self.teacher
-        if next(teacher.parameters()).device != self._input.device:
+        if model_device(teacher) != self._input.device:
             teacher.to(self._input.device)
         with torch.no_grad():
             soft = teacher(self._input).float()

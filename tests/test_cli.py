@@ -200,3 +200,20 @@ def test_missing_weights_messages(tmp_path):
         check_weights(bundle / "models" / "model.pt", "source_ckpt")
     elsewhere.write_bytes(b"")
     assert check_weights(elsewhere) == str(elsewhere)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["study", "--profile", "tiny", "--device", "cuda"],
+        ["segment", "bundles/depthwise", "--dataset_dir", ".", "--output_dir", "o", "--device", "cuda"],
+        ["benchmark", "--variants", "baseline", "--device", "cuda"],
+    ],
+)
+def test_a_gpu_this_machine_lacks_is_refused_before_any_work(capsys, monkeypatch, args):
+    """Every command resolves its device through raagr2_monai.utils.resolve_device: one line, nothing started."""
+    monkeypatch.delenv("RAAGR2_VERBOSE", raising=False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    status, out, err = _run(capsys, *args)
+    assert status == 1 and out == ""
+    assert err == "error: device 'cuda': CUDA is not available on this machine; use 'cpu'.\n"

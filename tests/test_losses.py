@@ -202,3 +202,4 @@ def test_distillation_refuses_a_bad_weight_and_a_prediction_it_did_not_see():
     kd = DistillationLoss(RAAGR2Loss(), teacher, student)
     with pytest.raises(ValueError, match="no student input of this batch was recorded"):
         kd(torch.rand(2, 3, 32, 32), y)
+

@@ -16,7 +16,7 @@ from torch import nn
 from raagr2_monai.losses import RAAGR2Loss
 from raagr2_monai.networks import count_flops, count_parameters, get_network, state_dict_mb
 from raagr2_monai.pruning import serialized_nbytes, to_sparse_state_dict
-from raagr2_monai.utils import default_device, environment, parse_sequence, retain_freed_memory
+from raagr2_monai.utils import environment, model_device, parse_sequence, resolve_device, retain_freed_memory
 
 from .memory import CpuMemoryProbe, cuda_peak_memory
 
@@ -119,10 +119,8 @@ def _in_channels(model: nn.Module) -> int:
 def _out_channels(model: nn.Module, in_channels: int) -> int:
     if isinstance(getattr(model, "out_channels", None), int):
         return model.out_channels
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
     with torch.no_grad():
-        return int(model(torch.zeros(1, in_channels, 16, 16, device=device)).shape[1])
+        return int(model(torch.zeros(1, in_channels, 16, 16, device=model_device(model))).shape[1])
 
 
 def _spread(times_ms: Sequence[float]) -> Dict[str, float]:
@@ -367,9 +365,7 @@ def benchmark_models(
             raise ValueError(f"Model names must be non-empty strings not starting with '_'; got {name!r}.")
         if not isinstance(model, nn.Module):
             raise ValueError(f"Model {name!r} is a {type(model).__name__}, not a torch.nn.Module.")
-    dev = torch.device(device) if device is not None else default_device()
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"Device {dev} was asked for, but this torch build or machine has no CUDA.")
+    dev = resolve_device(device)
     added = baseline not in models
     if added:
         channels = _in_channels(next(iter(models.values())))

@@ -14,12 +14,14 @@ from .runtime import (
     load_weights,
     log_mlflow_artifacts,
     record_run,
+    start_distributed,
 )
 
 __all__ = [
     "checked",
     "check_rank_share",
     "config_files_from_argv",
+    "start_distributed",
     "end_distributed",
     "find_bundle_root",
     "handlers_for_rank",

@@ -76,11 +76,15 @@ _IMPORTS = ["$import os", "$import time", "$import torch", "$import monai", "$im
 # first steps of every workflow: bad settings and a missing dataset_dir or datalist are reported before anything is
 # built
 _CHECKS = [
+    "$raagr2_monai.bundle.checked(raagr2_monai.utils.resolve_device, @device)",
     "$raagr2_monai.bundle.checked(raagr2_monai.data.chains.check_roi_size, @roi_size)",
     "$raagr2_monai.bundle.checked(raagr2_monai.data.check_data_source, @dataset_dir, @datalist)",
 ]
 
-_DEVICE = "$torch.device('cuda' if torch.cuda.is_available() else 'cpu')"
+# CUDA when available, else the CPU; `--device cpu|cuda|cuda:1` sets it (MONAI Label too, as a plain string)
+_DEVICE = "$raagr2_monai.utils.resolve_device()"
+# the precision of every engine, and of `raagr2 segment` (raagr2_monai.utils.autocast): float16 autocast on CUDA
+_AMP = {"amp": "@use_amp", "amp_kwargs": "$raagr2_monai.utils.amp_kwargs()"}
 
 
 def _weights_check(handlers: str) -> str:
@@ -116,8 +120,7 @@ def _common(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> D
         "num_workers": 0,
         "device": _DEVICE,
         "amp": True,
-        # torch.device(): MONAI Label sets device to a plain string such as "cpu"
-        "use_amp": "$bool(@amp) and torch.device(@device).type == 'cuda'",
+        "use_amp": "$raagr2_monai.utils.use_amp(@device, @amp)",
         "network_def": (
             dict(network_def)
             if network_def is not None
@@ -230,7 +233,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                     "optimizer": "@optimizer",
                     "inferer": "@train#inferer",
                     "train_handlers": "$raagr2_monai.bundle.handlers_for_rank(@train#handlers)",
-                    "amp": "@use_amp",
+                    **_AMP,
                 },
             },
             "validate": {
@@ -303,7 +306,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                     "key_val_metric": "@validate#key_metric",
                     "additional_metrics": "@validate#additional_metrics",
                     "val_handlers": "$raagr2_monai.bundle.handlers_for_rank(@validate#handlers)",
-                    "amp": "@use_amp",
+                    **_AMP,
                 },
             },
             "run_settings": {
@@ -471,7 +474,7 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                 "inferer": "@inferer",
                 "postprocessing": "@postprocessing",
                 "val_handlers": "@handlers",
-                "amp": "@use_amp",
+                **_AMP,
             },
             "initialize": [
                 *_CHECKS,
@@ -498,12 +501,12 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
     """
     return {
         "local_rank": "$int(os.environ.get('LOCAL_RANK', 0))",
-        "device": "$torch.device('cuda', @local_rank) if torch.cuda.is_available() else torch.device('cpu')",
-        "backend": "$'nccl' if torch.cuda.is_available() else 'gloo'",
+        # this process's GPU (the one of its LOCAL_RANK) when there are GPUs, else the CPU
+        "device": "$raagr2_monai.utils.resolve_device(None, @local_rank)",
         "network": {
             "_target_": "torch.nn.parallel.DistributedDataParallel",
             "module": "$@network_def.to(@device)",
-            "device_ids": "$[@device] if torch.device(@device).type == 'cuda' else None",
+            "device_ids": "$raagr2_monai.utils.ddp_device_ids(@device)",
         },
         "train#sampler": {
             "_target_": "DistributedSampler",
@@ -522,8 +525,7 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
         "validate#dataloader#sampler": "@validate#sampler",
         "initialize": [
             "$import torch.distributed as dist",
-            "$dist.is_initialized() or dist.init_process_group(backend=@backend)",
-            "$torch.cuda.set_device(@device) if torch.device(@device).type == 'cuda' else None",
+            "$raagr2_monai.bundle.start_distributed(@device)",
             "@checks",
             "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_rank_share, @validate#datalist, "
             "dist.get_world_size())",

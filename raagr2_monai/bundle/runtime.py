@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
 
 from raagr2_monai.networks import load_weights
-from raagr2_monai.utils import atomic_write_json, versions
+from raagr2_monai.utils import DeviceLike, atomic_write_json, distributed_backend, resolve_device, versions
 
 __all__ = [
     "find_bundle_root",
@@ -25,6 +25,7 @@ __all__ = [
     "record_run",
     "handlers_for_rank",
     "check_rank_share",
+    "start_distributed",
     "end_distributed",
     "log_mlflow_artifacts",
 ]
@@ -149,6 +150,21 @@ def check_rank_share(entries: Sequence[Any], world_size: int) -> None:
             f"{len(entries)} subject(s) to validate or evaluate for {world_size} processes: every process needs at "
             "least one (start fewer with torchrun --nproc_per_node, or give more subjects)"
         )
+
+
+def start_distributed(device: DeviceLike) -> None:
+    """Join a torchrun run's process group for a process on ``device``: NCCL between GPUs, gloo between CPUs
+    (:func:`raagr2_monai.utils.distributed_backend`); a GPU process also makes its GPU the current one, so that NCCL
+    and every unplaced CUDA tensor use it rather than GPU 0. Does nothing to a group already joined.
+    """
+    import torch
+    import torch.distributed as dist
+
+    dev = resolve_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend=distributed_backend(dev))
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
 
 
 def end_distributed() -> None:

@@ -13,9 +13,9 @@ The data path of every prediction, whoever asks:
   bounding box (z whole; nothing of the brain is cut) -> z-score over brain voxels -> pad in-plane to at least
   ``roi_size`` and to a multiple of 16. ``roi_size`` is the training crop, not a field of view: validation,
   evaluation and inference see whole slices and slide ``roi_size`` windows over them (``SliceInferer``).
-- write-back (:func:`writeback_spec`): the prediction is inverted onto the input's own grid (shape, affine,
-  orientation), thresholded (:func:`~raagr2_monai.data.labels.binarise`), nested into the label map 0/1/2/4 and
-  written; evaluation scores that same label map.
+- write-back (:func:`writeback_spec`): the prediction is moved to the CPU in float32, inverted onto the input's own
+  grid (shape, affine, orientation), thresholded (:func:`~raagr2_monai.data.labels.binarise`), nested into the label
+  map 0/1/2/4 and written; evaluation scores that same label map.
 """
 
 from __future__ import annotations
@@ -174,6 +174,9 @@ def writeback_spec(
 ) -> Dict[str, Any]:
     """Write-back chain: a (3, H, W, Z) TC / WT / ET prediction -> ``<output_dir>/<case>_@output_postfix.nii.gz``.
 
+    ``EnsureTyped`` takes ``pred`` to the CPU in float32 whatever device and precision the network ran at, so the
+    inverse resampling is computed the same way by every path (the bundle's evaluator, ``raagr2 segment``, MONAI
+    Label) and the files and metrics that follow never meet a GPU tensor.
     ``Invertd`` maps ``pred`` through the inverse of the preprocessing onto the input's own grid (shape, affine,
     orientation); ``RegionsToLabelMapd`` thresholds it at ``@threshold`` and nests it into the BraTS label map
     0 / 1 / 2 / 4 (uint8); ``SaveImaged`` writes one file per case, atomically, and logs where it went. ``<case>`` is
@@ -192,7 +195,7 @@ def writeback_spec(
     """
     transforms: List[Dict[str, Any]] = [
         # a network's output may arrive as a plain tensor; Invertd only takes the image's history onto a MetaTensor
-        {"_target_": "EnsureTyped", "keys": PRED_KEY, "track_meta": True},
+        {"_target_": "EnsureTyped", "keys": PRED_KEY, "track_meta": True, "device": "cpu", "dtype": "$torch.float32"},
         {
             "_target_": "Invertd",
             "keys": PRED_KEY,

@@ -20,7 +20,7 @@ from monai.transforms import Compose
 from raagr2_monai.data import check_data_source, inference_cases
 from raagr2_monai.data.chains import check_roi_size
 from raagr2_monai.networks import load_weights
-from raagr2_monai.utils import as_flag, parse_sequence, progress_bar
+from raagr2_monai.utils import as_flag, autocast, parse_sequence, progress_bar, resolve_device
 
 from .backends import check_backend
 
@@ -71,7 +71,9 @@ class Segmenter:
             ``ckpt_path`` says otherwise).
         output_dir: where label maps are written.
         ckpt_path: the weights; ``None`` = the bundle's ``models/model.pt``.
-        device: ``cpu`` or ``cuda``; ``None`` = the bundle's default (CUDA when available).
+        device: ``cpu``, ``cuda`` or ``cuda:<index>``; ``None`` = the bundle's default (CUDA when available). The
+            network runs at the bundle's precision (its ``amp`` setting: float16 autocast on CUDA), as the bundle's
+            own inference does, so both write the same label map.
         backend: ``torch``, or ``onnxruntime`` / ``openvino`` to run the bundle's exported ``models/model.onnx`` /
             ``model.xml`` (``raagr2 export``; checked against the bundle's weights, so ``ckpt_path`` does not apply).
         threads: intra-op CPU threads of the backend (``None``: the runtime's default).
@@ -79,6 +81,7 @@ class Segmenter:
             ``whole_slice``, ``skip_empty``, ...).
 
     Raises:
+        ValueError: a device this machine does not have.
         FileNotFoundError: the bundle or its weights do not exist.
         raagr2_monai.networks.CheckpointMismatchError: the weights do not fit the bundle's network.
 
@@ -108,7 +111,7 @@ class Segmenter:
         parser["bundle_root"] = str(root.resolve())
         parser["output_dir"] = str(output_dir)
         if device is not None:
-            parser["device"] = f"$torch.device('{device}')"
+            parser["device"] = str(resolve_device(device))
         if backend != "torch" and ckpt_path is not None:
             raise ValueError(f"ckpt_path applies to the torch backend only; {backend} runs the bundle's export.")
         parser["backend"] = backend
@@ -118,7 +121,8 @@ class Segmenter:
         check_backend(backend)
         if threads is not None and backend == "torch":
             torch.set_num_threads(int(threads))
-        self.device = parser.get_parsed_content("device")
+        self.device = resolve_device(parser.get_parsed_content("device"))
+        self.amp = bool(parser.get_parsed_content("use_amp"))
         self.network = parser.get_parsed_content("network").eval()
         weights = Path(ckpt_path) if ckpt_path is not None else root / "models" / "model.pt"
         if backend == "torch":
@@ -138,13 +142,12 @@ class Segmenter:
         timing = StudyTiming(case=str(entry.get("case", "")))
         data = _timed_compose(self.preprocessing, timing, "preprocess")(dict(entry))
         start = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.device, self.amp):
             image = data["image"].unsqueeze(0).to(self.device)
-            data["pred"] = self.inferer(image, self.network)[0].cpu()
+            data["pred"] = self.inferer(image, self.network)[0]  # the write-back takes it to the CPU
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         timing.add("network", time.perf_counter() - start)
-        data["image"] = data["image"].cpu()
         data = _timed_compose(self.postprocessing, timing, "postprocess")(data)
         meta = data["pred"].meta
         timing.output = str(meta.get("saved_to", "")) or None
@@ -197,18 +200,6 @@ def format_timing(timing: StudyTiming, runs: int = 1) -> str:
     stages = ", ".join(f"{stage} {timing.seconds[stage]:.3f} s" for stage in order)
     median = f" (median of {runs} runs)" if runs > 1 else ""
     return f"{timing.case}: {timing.output or 'nothing written'}; {stages}, total {timing.total:.3f} s{median}"
-
-
-def _check_device(device: Optional[str]) -> None:
-    """Refuse a device this machine does not have, before the network is built on it."""
-    if device is None:
-        return
-    try:
-        kind = torch.device(device).type
-    except RuntimeError:
-        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:<index>'; got {device!r}.") from None
-    if kind == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r}: CUDA is not available on this machine; use --device cpu.")
 
 
 def segment_command(
@@ -274,7 +265,8 @@ def segment_command(
     if roi_size is not None:
         sizes = parse_sequence(roi_size, "roi_size", int)
         overrides["roi_size"] = check_roi_size(sizes * 2 if len(sizes) == 1 else sizes)
-    _check_device(device)
+    if device is not None:
+        resolve_device(device)  # a device this machine lacks is refused before the network is built on it
     check_backend(backend)
     for name, value in (("threads", threads), ("sw_batch_size", sw_batch_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):

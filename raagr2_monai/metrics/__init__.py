@@ -1,7 +1,8 @@
 """BraTS metrics as plain functions on arrays: global Dice and HD95 (:mod:`.functional`, :mod:`.surface`), lesion-wise
 scores (:mod:`.lesionwise`), every metric of one subject from two label maps (:mod:`.subject`), the named scoring
-conventions (:mod:`.conventions`) and their tables (:mod:`.table`). The
-Ignite handlers that compute them during evaluation are in :mod:`raagr2_monai.handlers`."""
+conventions (:mod:`.conventions`) and their tables (:mod:`.table`); all of them score on the CPU, whatever device their
+inputs come on (:func:`~.masks.on_cpu`). The Ignite handlers that compute them during evaluation are in
+:mod:`raagr2_monai.handlers`."""
 
 from .conventions import BRATS_HD95_PENALTY, CONVENTIONS, Convention, get_convention
 from .functional import METRIC_COLUMNS, brats_metrics, dice_hd95, mean_iou, pooled_dice, scored_regions
@@ -15,7 +16,7 @@ from .lesionwise import (
     lesionwise_metrics,
     lesionwise_region,
 )
-from .masks import as_mask, bounding_box, check_spacing
+from .masks import as_mask, bounding_box, check_spacing, on_cpu
 from .subject import SUBJECT_COLUMNS, lesionwise_options, score_subject
 from .surface import hd95, mask_border, surface_distances
 from .table import summarise, write_metrics_csv
@@ -39,6 +40,7 @@ __all__ = [
     "gt_lesions",
     "lesionwise_metrics",
     "lesionwise_region",
+    "on_cpu",
     "as_mask",
     "bounding_box",
     "check_spacing",

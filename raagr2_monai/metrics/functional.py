@@ -36,13 +36,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from monai.data import MetaTensor
 
 from raagr2_monai.constants import REGIONS, SCORED_REGIONS, SUBREGIONS
 from raagr2_monai.data.labels import regions_to_subregions
 
 from .conventions import Convention, get_convention
-from .masks import as_mask
+from .masks import as_mask, on_cpu
 from .surface import hd95
 
 __all__ = ["METRIC_COLUMNS", "scored_regions", "dice_hd95", "brats_metrics", "pooled_dice", "mean_iou"]
@@ -207,12 +206,12 @@ def pooled_dice(pred_prob: torch.Tensor, label: torch.Tensor, smooth: float = 1.
     per-region BraTS Dice of :func:`brats_metrics`; keep it only as a labelled comparison column.
 
     Args:
-        pred_prob: soft (or binary) predictions, any shape.
-        label: binary label of the same shape.
+        pred_prob: soft (or binary) predictions, any shape, dtype and device.
+        label: binary label of the same shape, on any device.
         smooth: additive smoothing of numerator and denominator.
 
     Returns:
-        a float32 scalar tensor.
+        a float32 scalar CPU tensor (computed on the CPU, in float32).
 
     Raises:
         ValueError: on mismatched shapes.
@@ -226,8 +225,8 @@ def pooled_dice(pred_prob: torch.Tensor, label: torch.Tensor, smooth: float = 1.
         raise ValueError(
             f"pooled_dice: pred_prob shape {tuple(pred_prob.shape)} and label shape {tuple(label.shape)} must be equal."
         )
-    p = (pred_prob.as_tensor() if isinstance(pred_prob, MetaTensor) else torch.as_tensor(pred_prob)).float()
-    y = (label.as_tensor() if isinstance(label, MetaTensor) else torch.as_tensor(label)).float()
+    p = on_cpu(pred_prob).float()
+    y = on_cpu(label).float()
     return (2.0 * (p * y).sum() + smooth) / (p.sum() + y.sum() + smooth)
 
 

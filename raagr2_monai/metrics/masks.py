@@ -1,4 +1,11 @@
-"""Binary-mask helpers shared by the metric modules: input conversion and checks, bounding boxes."""
+"""Input helpers shared by the metric modules: where scoring runs (:func:`on_cpu`), binary masks, spacing, bounding
+boxes.
+
+Scoring runs on the CPU, whatever device the network ran on: every metric moves its inputs there itself
+(:func:`on_cpu`, :func:`as_mask`), so a prediction left on a GPU by the inverse transforms and a ground truth read
+from disk can be passed as they are, in any dtype. A subject's volumes are small next to a GPU's transfer rate, and
+the distance transforms of HD95 exist on the CPU only.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,27 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-__all__ = ["as_mask", "check_spacing", "bounding_box"]
+__all__ = ["on_cpu", "as_mask", "check_spacing", "bounding_box"]
+
+
+def on_cpu(x: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """``x`` as a plain CPU tensor of its own dtype, detached from any graph: where every metric computes.
+
+    Args:
+        x: a numpy array or a tensor on any device (a MetaTensor's metadata is dropped).
+
+    Returns:
+        a ``torch.Tensor`` on the CPU (a view of ``x``, no copy, when ``x`` is on the CPU already).
+
+    Example::
+
+        >>> on_cpu(np.array([1, 2], dtype=np.uint8))
+        tensor([1, 2], dtype=torch.uint8)
+    """
+    tensor = torch.as_tensor(x).detach()
+    if hasattr(tensor, "as_tensor"):  # MetaTensor
+        tensor = tensor.as_tensor()
+    return tensor.cpu()
 
 
 def as_mask(x: np.ndarray | torch.Tensor, name: str = "mask") -> np.ndarray:
@@ -27,7 +54,7 @@ def as_mask(x: np.ndarray | torch.Tensor, name: str = "mask") -> np.ndarray:
         >>> as_mask(torch.tensor([0.0, 1.0])).tolist()
         [False, True]
     """
-    array = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    array = on_cpu(x).numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     if array.dtype == bool:
         return array
     if not np.isin(array, (0, 1)).all():

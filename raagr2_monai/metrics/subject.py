@@ -3,7 +3,8 @@
 The predicted and the true label map (raw BraTS values) are turned into the regions TC, WT, ET the same way, so the
 scores are those of the segmentation as written; the global metrics (:func:`~.functional.brats_metrics`), the
 lesion-wise ones (:func:`~.lesionwise.lesionwise_metrics`) and the two thesis-comparison figures are computed under
-one scoring convention (:mod:`.conventions`).
+one scoring convention (:mod:`.conventions`). The inputs may come on any device and in any dtype: they are moved to
+the CPU here, first (:func:`~.masks.on_cpu`), the one place a subject's scoring aligns them.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from raagr2_monai.data.labels import labelmap_to_regions
 from .conventions import Convention
 from .functional import METRIC_COLUMNS, brats_metrics, mean_iou, pooled_dice
 from .lesionwise import LESIONWISE_COLUMNS, LESIONWISE_PRESETS, lesionwise_metrics
+from .masks import on_cpu
 
 __all__ = ["SUBJECT_COLUMNS", "lesionwise_options", "score_subject"]
 
@@ -59,6 +61,9 @@ def score_subject(
 ) -> dict[str, Any]:
     """Every per-subject metric of a predicted label map against the true one, both (1, X, Y, Z) with raw labels.
 
+    Prediction, truth and probabilities may each be a numpy array or a tensor on any device, in any dtype: all three
+    are moved to the CPU before anything is computed.
+
     Args:
         pred: the predicted label map 0/1/2/4 (as written).
         truth: the true label map on the same grid.
@@ -85,8 +90,7 @@ def score_subject(
         >>> row["dice_WT"], row["hd95_WT"], math.isnan(row["dice_ET"])  # ET empty on both sides: NaN, not 1
         (1.0, 0.0, True)
     """
-    pred_t = torch.as_tensor(pred).detach()
-    truth_t = torch.as_tensor(truth).detach()
+    pred_t, truth_t = on_cpu(pred), on_cpu(truth)
     if tuple(pred_t.shape) != tuple(truth_t.shape):
         raise ValueError(
             f"Case {case}: the predicted label map has shape {tuple(pred_t.shape)}, the true one "
@@ -103,7 +107,7 @@ def score_subject(
         options.setdefault("convention", convention)
         row.update({k: float(v[0]) for k, v in lesionwise_metrics(pred_regions, true_regions, spacing, **options).items()})
     row["thesis_pooled_dice"] = (
-        float(pooled_dice(torch.as_tensor(prob).detach()[None], true_regions.float())) if prob is not None else math.nan
+        float(pooled_dice(on_cpu(prob)[None], true_regions.float())) if prob is not None else math.nan
     )
     row["mean_iou"] = float(mean_iou(pred_regions, true_regions)[0])
     return {key: row[key] for key in ("case", *SUBJECT_COLUMNS)}

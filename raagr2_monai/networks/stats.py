@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from raagr2_monai.utils import model_device
+
 __all__ = ["count_parameters", "parameters_per_part", "count_flops", "state_dict_mb", "PARTS"]
 
 #: The parts of a RAAGR2-Net, by attribute name, and how reports call them.
@@ -48,11 +50,9 @@ def count_flops(model: nn.Module, shape: Sequence[int] = (1, 4, 192, 192)) -> in
     was_training = model.training
     model.eval()
     try:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
         counter = FlopCounterMode(display=False)
         with torch.no_grad(), counter:
-            model(torch.zeros(tuple(shape), device=device))
+            model(torch.zeros(tuple(shape), device=model_device(model)))
         return int(counter.get_total_flops())
     finally:
         model.train(was_training)

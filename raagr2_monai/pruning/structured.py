@@ -24,6 +24,7 @@ import torch_pruning as tp
 from torch import nn
 
 from raagr2_monai.networks.blocks import DepthwiseKernel, SeparableConv
+from raagr2_monai.utils import model_device
 
 __all__ = [
     "SeparableConvPruner",
@@ -111,9 +112,7 @@ def default_example_inputs(model: nn.Module, size: int = 32) -> torch.Tensor:
     in_channels = getattr(model, "in_channels", None)
     if not isinstance(in_channels, int):
         raise ValueError(f"{type(model).__name__} has no integer 'in_channels'; pass example_inputs explicitly.")
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
-    return torch.zeros(1, in_channels, size, size, device=device)
+    return torch.zeros(1, in_channels, size, size, device=model_device(model))
 
 
 def build_dependency_graph(model: nn.Module, example_inputs: Optional[torch.Tensor] = None) -> tp.DependencyGraph:

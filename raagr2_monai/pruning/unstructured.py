@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from raagr2_monai.networks.blocks import DepthwiseKernel
+from raagr2_monai.utils import model_device
 
 __all__ = [
     "check_ratio",
@@ -135,11 +136,17 @@ class MaskSet:
 
     @torch.no_grad()
     def apply(self, model: nn.Module) -> None:
-        """Zero the masked weights of ``model`` in place (the tensors stay the same objects)."""
+        """Zero the masked weights of ``model`` in place (the tensors stay the same objects).
+
+        A mask is moved to its parameter's device the first time it meets it and kept there, so that re-applying
+        after every optimizer step (:meth:`attach`) copies nothing between devices.
+        """
         params = self._parameters(model)
         for name, mask in self.masks.items():
             param = params[name]
-            param.mul_(mask.to(param.device, param.dtype))
+            if mask.device != param.device:
+                mask = self.masks[name] = mask.to(param.device)
+            param.mul_(mask)
 
     def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> Any:
         """Re-apply the masks after every ``optimizer.step()``, so that fine-tuning keeps zeros at zero.
@@ -167,8 +174,9 @@ class MaskSet:
         return sum(int((params[name] == 0).sum()) for name in self.masks) / total
 
     def state_dict(self) -> Dict[str, torch.Tensor]:
-        """The masks as a plain dict of boolean tensors (loadable with ``torch.load(..., weights_only=True)``)."""
-        return {name: mask.clone() for name, mask in self.masks.items()}
+        """The masks as a plain dict of boolean CPU tensors (loadable with ``torch.load(..., weights_only=True)`` on
+        any machine, with or without the GPU they were applied on)."""
+        return {name: mask.to("cpu", copy=True) for name, mask in self.masks.items()}
 
     @classmethod
     def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "MaskSet":
@@ -272,11 +280,6 @@ def padded_batches(batches: Iterable[Any], size: Sequence[int]) -> Iterator[Tupl
         yield torch.nn.functional.pad(image, pad), torch.nn.functional.pad(label, pad)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def snip_scores(
     model: nn.Module,
     batches: Iterable[Any],
@@ -310,7 +313,7 @@ def snip_scores(
     grads: List[torch.Tensor] = [torch.zeros_like(p) for p in params]
     buffers = {name: b.detach().clone() for name, b in model.named_buffers()}
     was_training = model.training
-    device = _model_device(model)
+    device = model_device(model)
     seen = 0
     model.train()
     try:
@@ -376,7 +379,7 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[Any], num_batches: int = 
         return 0
     modes = {m: m.training for m in model.modules()}
     momenta = {m: m.momentum for m in norms}
-    device = _model_device(model)
+    device = model_device(model)
     used = 0
     try:
         model.eval()

@@ -13,6 +13,7 @@ from raagr2_monai.bundle.configs import VARIANTS
 from raagr2_monai.networks import NETWORKS
 from raagr2_monai.pruning import METHODS
 from raagr2_monai.schedules import LR_SCHEDULES
+from raagr2_monai.utils import resolve_device
 
 __all__ = ["Profile", "PROFILES", "ModelSpec", "experiment_matrix", "get_profile"]
 
@@ -234,6 +235,7 @@ def _check_profile(p: Profile) -> None:
             raise ValueError(f"{what} must be a positive multiple of 16; got {size}.")
     if p.workers < 1:
         raise ValueError(f"workers must be >= 1; got {p.workers}.")
+    resolve_device(p.device)  # a device this machine lacks is refused before the study starts
     if p.epochs < 1 or p.finetune_epochs < 1:
         raise ValueError(f"epochs and finetune_epochs must be >= 1; got {p.epochs} and {p.finetune_epochs}.")
     if not 1 <= p.val_interval <= p.epochs:

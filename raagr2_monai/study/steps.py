@@ -25,7 +25,7 @@ from raagr2_monai.bundle.generate import write_bundle
 from raagr2_monai.data import load_split
 from raagr2_monai.handlers import EpochHistory
 from raagr2_monai.networks import count_flops
-from raagr2_monai.utils import atomic_write_text
+from raagr2_monai.utils import atomic_write_text, resolve_device
 
 from .profiles import ModelSpec, Profile
 
@@ -144,7 +144,7 @@ class StudySteps:
             "batch_size": p.batch_size,
             "num_samples": p.num_samples,
             "seed": self.seed,
-            **({"device": f"$torch.device('{p.device}')"} if p.device else {}),
+            "device": str(resolve_device(p.device)),
         }
 
     def train(self, spec: ModelSpec) -> Dict[str, Any]:
@@ -248,7 +248,7 @@ class StudySteps:
                 sparse[spec.name] = packed.stat().st_size / 1e6
         result = benchmark_models(
             models, size=p.bench_size, batches=p.bench_batches, repeats=p.bench_repeats, warmup=p.bench_warmup,
-            device=p.device, measure_memory=p.bench_memory, train_step=p.bench_train_step, sparse_sizes=sparse,
+            device=resolve_device(p.device), measure_memory=p.bench_memory, train_step=p.bench_train_step, sparse_sizes=sparse,
             train_shape=(p.batch_size, 4, p.roi_size, p.roi_size), share_structure=True,
         )
         steps_per_epoch = math.ceil(len(load_split(self.dataset_dir, "training", None, self.seed)) * p.num_samples

@@ -1,12 +1,24 @@
 """Helpers every part of the package uses: atomic file writing and JSON (:mod:`.io`), recorded versions
-(:mod:`.versions`), the machine a measurement ran on (:mod:`.environment`), a network's device and DDP unwrapping
-(:mod:`.modules`), list-valued settings and switches (:mod:`.parsing`), progress bars shown only on a terminal
-(:mod:`.progress`), freed memory kept for reuse by eager CPU inference (:mod:`.allocator`)."""
+(:mod:`.versions`), the machine a measurement ran on (:mod:`.environment`), the device and precision a network runs
+at (:mod:`.device`), DDP unwrapping (:mod:`.modules`), list-valued settings and switches (:mod:`.parsing`), progress
+bars shown only on a terminal (:mod:`.progress`), freed memory kept for reuse by eager CPU inference
+(:mod:`.allocator`)."""
 
 from .allocator import retain_freed_memory, retained_memory_settings
-from .environment import default_device, environment, usable_cpus
+from .device import (
+    AMP_DTYPE,
+    DeviceLike,
+    amp_kwargs,
+    autocast,
+    ddp_device_ids,
+    distributed_backend,
+    model_device,
+    resolve_device,
+    use_amp,
+)
+from .environment import environment, usable_cpus
 from .io import atomic_save, atomic_write, atomic_write_json, atomic_write_text, to_jsonable
-from .modules import is_wrapped, model_device, unwrap
+from .modules import is_wrapped, unwrap
 from .parsing import as_flag, parse_sequence
 from .progress import is_terminal, progress_bar
 from .versions import PACKAGES, package_version, versions
@@ -18,7 +30,6 @@ __all__ = [
     "atomic_save",
     "to_jsonable",
     "is_wrapped",
-    "model_device",
     "unwrap",
     "as_flag",
     "parse_sequence",
@@ -27,7 +38,15 @@ __all__ = [
     "PACKAGES",
     "package_version",
     "versions",
-    "default_device",
+    "AMP_DTYPE",
+    "DeviceLike",
+    "resolve_device",
+    "model_device",
+    "use_amp",
+    "amp_kwargs",
+    "autocast",
+    "distributed_backend",
+    "ddp_device_ids",
     "environment",
     "usable_cpus",
     "retain_freed_memory",

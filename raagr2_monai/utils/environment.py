@@ -5,19 +5,15 @@ from __future__ import annotations
 import os
 import platform
 from datetime import datetime, timezone
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
 import torch
 
 from .allocator import retained_memory_settings
+from .device import DeviceLike, resolve_device
 from .versions import versions
 
-__all__ = ["default_device", "environment", "usable_cpus"]
-
-
-def default_device() -> torch.device:
-    """CUDA when this torch build and machine have it, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+__all__ = ["environment", "usable_cpus"]
 
 
 def _cpu_model() -> str:
@@ -37,19 +33,19 @@ def usable_cpus() -> Optional[int]:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
 
 
-def environment(device: Optional[Union[str, torch.device]] = None) -> Dict[str, Any]:
+def environment(device: DeviceLike = None) -> Dict[str, Any]:
     """Where a benchmark ran: device and its name, CPU model and counts, torch threads, platform, package versions,
     the malloc settings of :func:`~.allocator.retain_freed_memory` (``None``: the defaults).
 
     Args:
-        device: the device measured on; default :func:`default_device`.
+        device: the device measured on (:func:`~.device.resolve_device`; default CUDA when available).
 
     Example::
 
         >>> environment("cpu")["torch_threads"] == torch.get_num_threads()
         True
     """
-    dev = torch.device(device) if device is not None else default_device()
+    dev = resolve_device(device)
     found: Dict[str, Any] = {
         "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_model(),

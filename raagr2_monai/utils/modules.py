@@ -1,12 +1,10 @@
-"""Small facts about a network that several parts of the package need: its device, and the module inside a
-``DistributedDataParallel`` / ``DataParallel`` wrapper."""
+"""The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (a network's device: :mod:`.device`)."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
-__all__ = ["model_device", "unwrap", "is_wrapped"]
+__all__ = ["unwrap", "is_wrapped"]
 
 _WRAPPERS = (nn.parallel.DistributedDataParallel, nn.DataParallel)
 
@@ -27,17 +25,3 @@ def unwrap(model: nn.Module) -> nn.Module:
     """
     return model.module if is_wrapped(model) else model
 
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of a network's first parameter (or buffer); the CPU for a network without either.
-
-    Example::
-
-        >>> model_device(nn.Linear(2, 2))
-        device(type='cpu')
-    """
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")

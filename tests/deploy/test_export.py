@@ -127,9 +127,10 @@ def test_export_command_reports_each_format(tmp_path):
     assert ", from fp64 " in text and "on 3 inputs" in text and "onnx:" not in text
     assert sorted(os.listdir(bundle / "models")) == ["model.bin", "model.pt", "model.xml", "model.xml.json"]
     parity = read_record(bundle / "models" / "model.xml", "openvino").parity
-    # BatchNorm calibrated on little data: eager fp32 itself is over 1e-4 from the exact output at the default
-    # parity shapes (up to 96x64), and the export, as accurate, passes within 4 times that
-    assert parity["eager_fp32_error"] > 1e-4 and parity["limit"] == 4 * parity["eager_fp32_error"]
+    # BatchNorm calibrated on little data: eager fp32 itself is far from the exact output at the default parity
+    # shapes (up to 96x64; 8.5e-5 on an AVX-512 Xeon, over 1e-4 on an AMD EPYC), so the limit is 4 times that error
+    # rather than the 1e-4 tolerance, and the export, as accurate, passes within it
+    assert 4 * parity["eager_fp32_error"] > 1e-4 and parity["limit"] == 4 * parity["eager_fp32_error"]
     assert parity["max_abs_error"] <= parity["limit"]
 
 

@@ -109,6 +109,19 @@ def test_masks_survive_adam_finetuning_and_state_dict_roundtrip(tmp_path):
     assert loaded.sparsity(fresh) == masks.sparsity(net)
 
 
+def test_masks_move_to_their_parameters_device_once():
+    """Re-applied after every optimizer step, a mask must not be copied to the weight's device each time: it moves
+    on first use and stays (the meta device stands in for a GPU; the cuda tests use a real one)."""
+    net = get_network("depthwise")
+    masks = magnitude_masks(net, 0.3)
+    net.to("meta")
+    masks.apply(net)
+    moved = dict(masks.masks)
+    assert all(mask.device.type == "meta" and mask.dtype == torch.bool for mask in moved.values())
+    masks.apply(net)
+    assert all(masks.masks[name] is moved[name] for name in moved)  # no new copy at the second application
+
+
 class _Toy(nn.Module):
     def __init__(self) -> None:
         super().__init__()
