@@ -112,6 +112,13 @@ Settings to override: `dataset_dir`, `datalist`, `output_dir`, `epochs`, `batch_
 `lr_schedule`, `roi_size`, `val_interval`, `device`, `amp` (CUDA only), `seed`, `resume`. Every run writes `run.json`
 (settings, seed, command line, versions, git commit) and a copy of its configs into its output folder.
 
+`device` is `auto` by default (CUDA when available, else the CPU; a torchrun process takes the GPU of its
+`LOCAL_RANK`), or `cpu`, `cuda`, `cuda:<index>`; a device the machine lacks stops the run at `initialize` in one line.
+With `amp` (the default) the network runs in float16 autocast on CUDA, in training, validation, evaluation and
+inference alike, and `raagr2 segment` uses the same setting, so it writes the label map `run inferring` writes.
+Predictions are taken to the CPU in float32 before they are inverted onto the input's grid, and every metric is
+computed on the CPU.
+
 Loss: 0.5 BCE + 0.5 soft Dice on the sigmoid outputs (`raagr2_monai.losses.RAAGR2Loss`); Adam; ReduceLROnPlateau on
 the validation mean Dice (`lr_schedule: "plateau"`, the thesis's; `"cosine"` anneals to zero over the epochs, for
 short runs); early stopping after 10 validations without a gain of 1e-4; AMP on CUDA.

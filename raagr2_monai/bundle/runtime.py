@@ -152,15 +152,16 @@ def check_rank_share(entries: Sequence[Any], world_size: int) -> None:
         )
 
 
-def start_distributed(device: DeviceLike) -> None:
+def start_distributed(device: DeviceLike, local_rank: int = 0) -> None:
     """Join a torchrun run's process group for a process on ``device``: NCCL between GPUs, gloo between CPUs
-    (:func:`raagr2_monai.utils.distributed_backend`); a GPU process also makes its GPU the current one, so that NCCL
-    and every unplaced CUDA tensor use it rather than GPU 0. Does nothing to a group already joined.
+    (:func:`raagr2_monai.utils.distributed_backend`). A GPU process also makes its GPU the current one, the GPU of
+    its ``local_rank`` where ``device`` names none (``--device cuda``), so that the network, the batches, DDP and NCCL
+    all use that GPU rather than GPU 0. Does nothing to a group already joined.
     """
     import torch
     import torch.distributed as dist
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, index=local_rank)
     if not dist.is_initialized():
         dist.init_process_group(backend=distributed_backend(dev))
     if dev.type == "cuda":

@@ -138,7 +138,8 @@ def distributed_backend(device: DeviceLike) -> str:
 
 
 def ddp_device_ids(device: DeviceLike) -> Optional[List[torch.device]]:
-    """``DistributedDataParallel``'s ``device_ids``: the one GPU of this process, ``None`` on the CPU.
+    """``DistributedDataParallel``'s ``device_ids``: the one GPU of this process (the current one where ``device``
+    names no index), ``None`` on the CPU.
 
     Example::
 
@@ -146,4 +147,6 @@ def ddp_device_ids(device: DeviceLike) -> Optional[List[torch.device]]:
         True
     """
     dev = resolve_device(device)
-    return [dev] if dev.type == "cuda" else None
+    if dev.type != "cuda":
+        return None
+    return [dev if dev.index is not None else torch.device("cuda", torch.cuda.current_device())]

@@ -86,6 +86,24 @@ def test_precision_follows_the_device(two_gpus):
     assert ddp_device_ids("cuda:1") == [torch.device("cuda", 1)] and ddp_device_ids("cpu") is None
 
 
+def test_a_torchrun_process_takes_the_gpu_of_its_local_rank(two_gpus, monkeypatch):
+    """``--device cuda`` replaces the multi-GPU config's device expression: the process must still use the GPU of its
+    LOCAL_RANK (made current by start_distributed), not GPU 0."""
+    import torch.distributed as dist
+
+    from raagr2_monai.bundle import start_distributed
+
+    made_current = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_device", made_current.append)
+    start_distributed("cuda", 1)
+    start_distributed("cuda:0", 1)
+    start_distributed("cpu", 1)
+    assert made_current == [torch.device("cuda", 1), torch.device("cuda", 0)]
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert ddp_device_ids("cuda") == [torch.device("cuda", 1)]
+
+
 def test_autocast_is_full_precision_on_the_cpu():
     assert isinstance(autocast("cpu", True), contextlib.nullcontext)
     with autocast("cpu", True):

@@ -1,0 +1,95 @@
+"""The pieces that move tensors, on the test device: scoring with prediction and truth on different devices, masks
+that stay on their weights' device, a training step that does not wait for the host, and the shared precision.
+
+On CUDA, ``torch.cuda.set_sync_debug_mode("error")`` turns every host synchronisation into an error, so "does not
+wait for the host" is checked, not assumed. With ``RAAGR2_TEST_DEVICE=cpu`` the same tests run on the CPU (where no
+synchronisation exists to forbid).
+"""
+
+import contextlib
+import math
+
+import pytest
+import torch
+
+from raagr2_monai.losses import RAAGR2Loss
+from raagr2_monai.metrics import score_subject
+from raagr2_monai.networks import get_network
+from raagr2_monai.pruning import magnitude_masks
+from raagr2_monai.utils import autocast, model_device, resolve_device, use_amp
+
+from .conftest import is_cuda
+
+
+def no_host_sync(device: str):
+    """A context in which a host synchronisation on ``device`` raises (CUDA), or nothing is checked (CPU)."""
+    if not is_cuda(device):
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def forbid():
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            yield
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    return forbid()
+
+
+def test_the_device_resolves_and_autocast_follows_it(device):
+    dev = resolve_device(device)
+    assert dev.type == torch.device(device).type
+    assert use_amp(dev, True) == is_cuda(device)
+    net = get_network("depthwise").to(dev).eval()
+    assert model_device(net).type == dev.type
+    with torch.no_grad(), autocast(dev, True):
+        out = net(torch.zeros(1, 4, 32, 32, device=dev))
+    assert out.dtype == (torch.float16 if is_cuda(device) else torch.float32)
+
+
+def test_scoring_takes_prediction_and_truth_from_different_devices(device):
+    truth = torch.zeros(1, 16, 16, 8, dtype=torch.uint8)
+    truth[0, 3:12, 3:12, 1:7] = 2
+    truth[0, 5:9, 5:9, 2:6] = 1
+    truth[0, 6:8, 6:8, 3:5] = 4
+    pred = truth.clone()
+    pred[0, 3:5] = 0
+    prob = (torch.rand(3, 16, 16, 8, generator=torch.Generator().manual_seed(0)) * 0.4 + 0.3).half()
+    reference = score_subject(pred, truth, "c", prob=prob)
+    dev = resolve_device(device)
+    row = score_subject(pred.to(dev), truth, "c", prob=prob.to(dev))
+    for key, value in reference.items():
+        assert (math.isnan(value) and math.isnan(row[key])) if isinstance(value, float) and math.isnan(value) \
+            else row[key] == pytest.approx(value), key
+
+
+def test_masks_stay_on_the_weights_device_and_in_force(device):
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    net = get_network("depthwise").to(dev)
+    masks = magnitude_masks(net, 0.3)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-2)
+    handle = masks.attach(net, optimizer)
+    placed = dict(masks.masks)
+    assert all(mask.device.type == dev.type for mask in placed.values())
+    loss = RAAGR2Loss()
+    x = torch.randn(2, 4, 32, 32, device=dev)
+    y = (torch.rand(2, 3, 32, 32, device=dev) > 0.5).float()
+    loss(net(x), y).backward()  # the loss's one check of its input's range happens here
+    optimizer.step()
+    optimizer.zero_grad()
+    with no_host_sync(device):
+        loss(net(x), y).backward()
+        optimizer.step()
+    handle.remove()
+    assert all(masks.masks[name] is placed[name] for name in placed)  # not copied again at any step
+    params = dict(net.named_parameters())
+    assert all(bool((params[name][~mask] == 0).all()) for name, mask in masks.masks.items())
+    assert all(mask.device.type == "cpu" for mask in masks.state_dict().values())
+
+
+def test_the_loss_still_refuses_logits_on_the_device(device):
+    dev = resolve_device(device)
+    with pytest.raises(ValueError, match="logits"):
+        RAAGR2Loss()(torch.randn(1, 3, 8, 8, device=dev) * 5, torch.zeros(1, 3, 8, 8, device=dev))
