@@ -10,7 +10,7 @@ ML_VENV ?= .venv-monailabel
 ML_PIP := $(ML_VENV)/bin/pip
 ML_PIN := -c constraints-monailabel.txt --build-constraint constraints-monailabel.txt
 
-.PHONY: install demo test test-heavy clean monailabel
+.PHONY: install demo test test-heavy clean monailabel gpu-wheels
 
 $(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,17 @@ $(ML_VENV)/.installed: setup.cfg pyproject.toml constraints.txt constraints-mona
 	touch $@
 
 monailabel: $(ML_VENV)/.installed
+
+# The wheels of tools/gpu-wheels.txt, for tools/gpu_check.sh on a GPU machine with Python 3.12 and no registry. The
+# folder is emptied first so that it holds exactly the listed set, which the check installs as .whl/*.whl.
+GPU_WHEEL_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 \
+    manylinux2014_x86_64 manylinux1_x86_64,--platform $(p))
+
+gpu-wheels:
+	rm -rf .whl
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		$(GPU_WHEEL_PLATFORMS) -d .whl -r tools/gpu-wheels.txt
+	du -sh .whl
 
 clean:
 	rm -rf $(VENV) $(ML_VENV) build *.egg-info
