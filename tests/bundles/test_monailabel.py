@@ -175,22 +175,24 @@ def test_info_names_labels_by_written_value(variant, bundle):
     assert sorted(labels.values()) == [1, 2, 4]
 
 
-@pytest.mark.parametrize("variant", SERVED)
-def test_infer_as_bundle_infer_task(variant, bundle, studies):
+def infer_as_bundle_infer_task(bundle: Path, study: Path, variant: str, device: str) -> dict:
+    """One study through ``bundle`` as MONAI Label's ``BundleInferTask`` drives it (module docstring), with ``device``
+    the plain string MONAI Label puts in the config; returns the data dictionary MONAI Label's writer receives. The
+    network's output must be on ``device``."""
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser.config.update({"bundle_root": str(bundle), "device": DEVICE})
+    parser.config.update({"bundle_root": str(bundle), "device": device})
     key_image, key_pred, _ = _first_io(bundle)
 
-    network = parser.get_parsed_content("network_def", instantiate=True).to(torch.device(DEVICE))
-    checkpoint = torch.load(bundle / "models" / "model.pt", map_location=DEVICE, weights_only=True)
+    network = parser.get_parsed_content("network_def", instantiate=True).to(torch.device(device))
+    checkpoint = torch.load(bundle / "models" / "model.pt", map_location=device, weights_only=True)
     state = checkpoint.get("model", checkpoint)
     assert set(state) == set(network.state_dict())
     network.load_state_dict(state, strict=False)
     network.eval()
 
-    path = str(studies / "study.nii.gz")
-    data = {"model": variant, "image": path, "image_path": path, "device": DEVICE, "result_extension": ".nii.gz"}
+    path = str(study)
+    data = {"model": variant, "image": path, "image_path": path, "device": device, "result_extension": ".nii.gz"}
     pre = _parsed_chain(parser, ["preprocessing", "pre_transforms"])
     for t in pre:
         if isinstance(t, LoadImaged):
@@ -200,13 +202,18 @@ def test_infer_as_bundle_infer_task(variant, bundle, studies):
 
     inferer = parser.get_parsed_content("inferer", instantiate=True)
     with torch.no_grad():
-        data["pred"] = inferer(data["image"][None].to(torch.device(DEVICE)), network)[0]
+        data[key_pred] = inferer(data[key_image][None].to(torch.device(device)), network)[0]
+    assert data[key_pred].device.type == torch.device(device).type, "the network ran on the device asked for"
 
     post = [t for t in _parsed_chain(parser, ["postprocessing", "post_transforms"]) if not isinstance(t, SaveImaged)]
     for t in post:
         data = t(data)
-    data = _restored(data, key_pred, key_image)
+    return _restored(data, key_pred, key_image)
 
+
+@pytest.mark.parametrize("variant", SERVED)
+def test_infer_as_bundle_infer_task(variant, bundle, studies):
+    data = infer_as_bundle_infer_task(bundle, studies / "study.nii.gz", variant, DEVICE)
     label = np.asarray(data["pred"])
     np.testing.assert_array_equal(label, expected_labelmap(studies, HEAD_BIAS[variant][1]))
     np.testing.assert_allclose(np.asarray(data["pred_meta_dict"]["affine"]), AFFINE, atol=1e-5)

@@ -16,8 +16,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.bundle import ConfigParser
-from monai.transforms import LoadImaged, SaveImaged
 
 from raagr2_monai.data import load_split, make_case
 from raagr2_monai.deploy import state_dict_sha256
@@ -116,35 +114,8 @@ def test_monailabel_style_inference_on_the_device_given_as_a_string(device, tmp_
     MONAI, with ``device`` the plain string of the test device (MONAI Label is not installed on the GPU machine)."""
     studies = _datastore_study(tmp_path)
     bundle = _monailabel_bundle(tmp_path / "model" / VARIANT)
-    parser = ConfigParser()
-    parser.read_config(str(bundle / "configs" / "inference.json"))
-    parser.config.update({"bundle_root": str(bundle), "device": device})
-    key_image, key_pred, _ = monailabel._first_io(bundle)
-
-    network = parser.get_parsed_content("network_def", instantiate=True).to(torch.device(device))
-    checkpoint = torch.load(bundle / "models" / "model.pt", map_location=device, weights_only=True)
-    network.load_state_dict(checkpoint.get("model", checkpoint), strict=False)
-    network.eval()
-
-    path = str(studies / "study.nii.gz")
-    data = {"model": VARIANT, "image": path, "image_path": path, "device": device, "result_extension": ".nii.gz"}
-    pre = monailabel._parsed_chain(parser, ["preprocessing", "pre_transforms"])
-    for t in pre:
-        if isinstance(t, LoadImaged):
-            t._loader.image_only = False
-    for t in pre:
-        data = t(data)
-
-    inferer = parser.get_parsed_content("inferer", instantiate=True)
-    with torch.no_grad():
-        data[key_pred] = inferer(data[key_image][None].to(torch.device(device)), network)[0]
-    assert data[key_pred].device.type == torch.device(device).type, "the network ran on the device asked for"
-
-    post = [t for t in monailabel._parsed_chain(parser, ["postprocessing", "post_transforms"])
-            if not isinstance(t, SaveImaged)]
-    for t in post:
-        data = t(data)
-    data = monailabel._restored(data, key_pred, key_image)
+    _, key_pred, _ = monailabel._first_io(bundle)
+    data = monailabel.infer_as_bundle_infer_task(bundle, studies / "study.nii.gz", VARIANT, device)
 
     # what MONAI Label's writer saves: a label map on the input's grid, the known answer of the weights
     label = np.asarray(data[key_pred])
