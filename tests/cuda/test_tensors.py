@@ -18,6 +18,7 @@ from raagr2_monai.networks import get_network
 from raagr2_monai.pruning import magnitude_masks
 from raagr2_monai.utils import autocast, model_device, resolve_device, use_amp
 
+from ..metrics.test_devices import subject_maps
 from .conftest import is_cuda
 
 
@@ -49,13 +50,8 @@ def test_the_device_resolves_and_autocast_follows_it(device):
 
 
 def test_scoring_takes_prediction_and_truth_from_different_devices(device):
-    truth = torch.zeros(1, 16, 16, 8, dtype=torch.uint8)
-    truth[0, 3:12, 3:12, 1:7] = 2
-    truth[0, 5:9, 5:9, 2:6] = 1
-    truth[0, 6:8, 6:8, 3:5] = 4
-    pred = truth.clone()
-    pred[0, 3:5] = 0
-    prob = (torch.rand(3, 16, 16, 8, generator=torch.Generator().manual_seed(0)) * 0.4 + 0.3).half()
+    pred, truth, prob = subject_maps()
+    prob = prob.half()  # as AMP leaves it
     reference = score_subject(pred, truth, "c", prob=prob)
     dev = resolve_device(device)
     row = score_subject(pred.to(dev), truth, "c", prob=prob.to(dev))

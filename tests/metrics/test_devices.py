@@ -47,8 +47,7 @@ def elsewhere(x: torch.Tensor) -> Elsewhere:
     return x.clone().as_subclass(Elsewhere)
 
 
-@pytest.fixture
-def subject():
+def subject_maps():
     """A 3-region label map 0/1/2/4 (as written) with a prediction that misses part of it, and soft probabilities."""
     truth = torch.zeros(1, 12, 12, 8, dtype=torch.uint8)
     truth[0, 2:9, 2:9, 1:7] = 2
@@ -60,6 +59,11 @@ def subject():
     prob[1, 2:9, 2:9, 1:7] = 0.8
     prob[0, 4:7, 4:7, 2:6] = 0.7
     return pred, truth, prob
+
+
+@pytest.fixture
+def subject():
+    return subject_maps()
 
 
 def test_the_stand_in_behaves_like_a_tensor_on_another_device():
