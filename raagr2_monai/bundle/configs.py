@@ -525,7 +525,8 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
         "validate#dataloader#sampler": "@validate#sampler",
         "initialize": [
             "$import torch.distributed as dist",
-            "$raagr2_monai.bundle.start_distributed(@device, @local_rank)",
+            # checked: a GPU the machine lacks ends every rank in one line, before the group waits for the others
+            "$raagr2_monai.bundle.checked(raagr2_monai.bundle.start_distributed, @device, @local_rank)",
             "@checks",
             "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_rank_share, @validate#datalist, "
             "dist.get_world_size())",

@@ -248,7 +248,8 @@ class StudySteps:
                 sparse[spec.name] = packed.stat().st_size / 1e6
         result = benchmark_models(
             models, size=p.bench_size, batches=p.bench_batches, repeats=p.bench_repeats, warmup=p.bench_warmup,
-            device=resolve_device(p.device), measure_memory=p.bench_memory, train_step=p.bench_train_step, sparse_sizes=sparse,
+            device=resolve_device(p.device), measure_memory=p.bench_memory, train_step=p.bench_train_step,
+            sparse_sizes=sparse,
             train_shape=(p.batch_size, 4, p.roi_size, p.roi_size), share_structure=True,
         )
         steps_per_epoch = math.ceil(len(load_split(self.dataset_dir, "training", None, self.seed)) * p.num_samples

@@ -304,14 +304,20 @@ def test_missing_dataset_dir_on_the_command_line_ends_with_one_message(tmp_path)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: nothing to refuse")
-@pytest.mark.parametrize("workflow_id, config", [("training", "train.json"), ("inferring", "inference.json")])
-def test_a_gpu_this_machine_lacks_is_refused_in_one_line(tmp_path, workflow_id, config):
+@pytest.mark.parametrize(
+    "workflow_id, configs",
+    [("training", ["train"]), ("inferring", ["inference"]), ("training", ["train", "multi_gpu_train"])],
+)
+def test_a_gpu_this_machine_lacks_is_refused_in_one_line(tmp_path, workflow_id, configs):
+    files = str([f"bundles/depthwise/configs/{name}.json" for name in configs])
     result = _bundle_cli(
-        sys.executable, "-m", "monai.bundle", "run", workflow_id, "--config_file", f"bundles/depthwise/configs/{config}",
-        "--device", "cuda", "--output_dir", str(tmp_path / "out"),
+        sys.executable, "-m", "monai.bundle", "run", workflow_id, "--config_file", files, "--device", "cuda",
+        "--output_dir", str(tmp_path / "out"),
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "error: device 'cuda': CUDA is not available on this machine; use 'cpu'."
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: device 'cuda': CUDA is not available on this machine; use 'cpu'."
+    )
     assert not (tmp_path / "out").exists()
 
 

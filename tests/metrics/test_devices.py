@@ -29,7 +29,8 @@ class Elsewhere(torch.Tensor):
             with torch._C.DisableTorchFunctionSubclass():
                 return func(*args, **kwargs).as_subclass(torch.Tensor)
         if func is torch.Tensor.numpy:
-            raise TypeError("can't convert elsewhere tensor to numpy. Use Tensor.cpu() to copy it to host memory first.")
+            raise TypeError("can't convert elsewhere tensor to numpy. Use Tensor.cpu() to copy it to host memory "
+                            "first.")
         flat = [*args, *kwargs.values()]
         flat += [x for a in args if isinstance(a, (list, tuple)) for x in a]
         if any(type(x) is torch.Tensor and x.dim() > 0 for x in flat) and any(isinstance(x, Elsewhere) for x in flat):
@@ -106,7 +107,11 @@ def test_score_subject_takes_each_input_from_another_device(subject, moved):
     "pred_as, truth_as, prob_as",
     [
         (lambda t: t.float(), lambda t: t.numpy().astype(np.int16), lambda t: t.half()),
-        (lambda t: t.to(torch.bfloat16), lambda t: t.numpy().astype(np.float64), lambda t: t.numpy().astype(np.float16)),
+        (
+            lambda t: t.to(torch.bfloat16),
+            lambda t: t.numpy().astype(np.float64),
+            lambda t: t.numpy().astype(np.float16),
+        ),
         (lambda t: MetaTensor(t.to(torch.int32)), lambda t: MetaTensor(t), lambda t: MetaTensor(t.double())),
     ],
 )
