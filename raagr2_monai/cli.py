@@ -139,7 +139,9 @@ def benchmark(
     variants: str | tuple | None = None, bundles: str | tuple | None = None, size: int = 192,
     batch: str | int | tuple = (1, 8), repeats: int = 10, warmup: int = 2, format: str = "table",
     output: str | None = None, device: str | None = None, memory: bool = True, train: bool = True,
-    backends: str | tuple | None = None, threads: int | None = None,
+    backends: str | tuple | None = None, threads: int | None = None, throughput: bool = False,
+    train_batch: str | int | tuple = (16,), precision: str = "auto", channels_last: bool | None = None,
+    compile: bool = False, peak_tflops: float | None = None,
 ) -> str:
     """Benchmark variants and bundles: parameters, size, FLOPs, latency, peak memory, training step, ratios to baseline.
 
@@ -158,11 +160,15 @@ def benchmark(
         backends: also time each model behind these inference backends on the CPU (``torch,onnxruntime,openvino``;
             each model is exported first), with the speed-up over the baseline's eager PyTorch of this run.
         threads: CPU threads of the backends (default: each runtime's own).
+        throughput: also the training throughput at each ``train_batch``: slices per second, TFLOP/s, the share of
+            the device's peak (``peak_tflops``, or the known peak of the GPU) and the step's peak memory, with
+            ``precision`` (``auto``, ``bf16``, ``fp16``, ``fp32``), ``channels_last`` and ``compile`` (torch.compile).
     """
     from .benchmark import benchmark_command
 
     return benchmark_command(
-        variants, bundles, size, batch, repeats, warmup, format, output, device, memory, train, backends, threads
+        variants, bundles, size, batch, repeats, warmup, format, output, device, memory, train, backends, threads,
+        throughput, train_batch, precision, channels_last, compile, peak_tflops,
     )
 
 
@@ -180,9 +186,34 @@ def benchmark_metrics(lesions: int = 20, shape: str | tuple = (240, 240, 155), r
     return scoring_command(lesions, shape, repeats)
 
 
+def benchmark_data(
+    data_dir: str, roi_size: int = 192, num_samples: int = 4, batch_size: int = 16, num_workers: int = 0,
+    max_studies: int | None = None, validation: bool = True, validation_studies: int | None = None,
+    variant: str = "baseline", weights: str | None = None, cache_dir: str | None = None, output: str | None = None,
+) -> str:
+    """Measure the data path before and after the compact study cache, then the validation pass with windows and
+    with whole slices, side by side on the same studies (CPU).
+
+    Args:
+        data_dir: a BraTS folder (e.g. ``raagr2 synth DIR --cases 6 --shape 240,240,155``).
+        roi_size: training crop and validation window (192: the thesis's).
+        num_samples: slices drawn per study; batch_size: slices per training batch; num_workers: loader processes.
+        max_studies: use the first so many studies.
+        validation: also time the validation pass (``--novalidation`` skips it; windows take minutes per study).
+        validation_studies: validate on the first so many studies (default: all).
+        variant: the network validated; weights: its trained ``model.pt`` (default: initial weights).
+        cache_dir: where the temporary caches go (the disk matters); output: also write the figures as JSON.
+    """
+    from .benchmark.data import data_command
+
+    return data_command(data_dir, roi_size, num_samples, batch_size, num_workers, max_studies, validation,
+                        validation_studies, variant, weights, cache_dir, output)
+
+
 def study(
     profile: str = "quick", data_dir: str | None = None, output: str | None = None, seed: int = 0,
-    resume: bool = True, fresh: bool = False, workers: int | None = None, device: str | None = None,
+    resume: bool = True, fresh: bool = False, workers: int | str | None = None, device: str | None = None,
+    estimate_only: bool = False,
 ) -> str:
     """Rerun the thesis's compression study and write its report, tables, charts and MLflow runs.
 
@@ -190,26 +221,33 @@ def study(
     fine-tuning), builds the hybrid model (Depthwise Shared + DepGraph with channel counts in multiples of 8,
     fine-tuned; the full profile also with distillation), evaluates every model on the same test subjects, benchmarks
     them in one run, and writes ``<output>/report.md``; MLflow runs go to ``sqlite:///<output>/mlruns.db`` while they
-    run.
+    run. Before the first step it measures this machine's unit costs (a few seconds) and prints the study's estimated
+    time and memory (``[estimate]`` lines, also in ``<output>/estimate.json``).
 
     Args:
         profile: ``quick`` (CPU, built-in synthetic data, about 20 minutes on two cores), ``full`` (GPU, real BraTS,
-            the thesis's schedule; needs ``--data_dir``) or ``tiny`` (a smoke run).
+            the thesis's schedule; needs ``--data_dir``), ``gpu`` (one GPU, about 15 minutes: the thesis's crops,
+            batch and rows on a BraTS-size synthetic set of 60 studies, 21 of them test subjects) or ``tiny`` (a smoke
+            run).
         data_dir: a BraTS folder (default: the built-in synthetic set).
         output: the study folder (default ``results/<profile>``).
         seed: seed of the split, training and pruning.
         resume: continue the study found in ``output`` (``--noresume`` refuses to touch it).
         fresh: delete the study found in ``output`` and start over.
         workers: trainings, prunings and evaluations run at once, each in a process with its share of the CPU
-            threads (default: the profile's; quick 2, full 1).
+            threads, or ``auto`` (one per 1 + loader processes CPUs); on CUDA no more than the device's memory holds
+            (default: the profile's; quick 2, full 1, gpu auto).
         device: ``cpu``, ``cuda`` or ``cuda:<index>`` for every training, evaluation and the benchmark (default: the
             profile's; CUDA when available, the tiny profile the CPU).
+        estimate_only: print the estimate and stop (nothing is trained, generated or written).
     """
     from .study import run_study
 
     overrides = {name: value for name, value in (("workers", workers), ("device", device)) if value is not None}
     result = run_study(profile, data_dir=data_dir, output=output, seed=seed, resume=resume, fresh=fresh,
-                       **overrides)
+                       estimate_only=estimate_only, **overrides)
+    if estimate_only:
+        return "estimate only: nothing was run"
     return f"report: {result.root / 'report.md'}"
 
 
@@ -217,7 +255,7 @@ def segment(
     bundle: str, output_dir: str, dataset_dir: str | None = None, datalist: str | None = None,
     ckpt_path: str | None = None, device: str | None = None, roi_size: int | str | tuple | None = None, repeat: int = 1,
     backend: str = "torch", threads: int | None = None, whole_slice: bool | None = None,
-    sw_batch_size: int | None = None, skip_empty: bool | None = None,
+    sw_batch_size: int | None = None, skip_empty: bool | None = None, precision: str | None = None,
 ) -> str:
     """Segment every study of a folder (or a datalist's testing section) with a bundle; print, per study, the label map
     written and the seconds of each stage (load, preprocess, network, invert, postprocess, write).
@@ -233,17 +271,19 @@ def segment(
         repeat: runs per study; with more than one, each stage's median (a benchmark of one study, end to end).
         backend: ``torch``, or ``onnxruntime`` / ``openvino`` to run the bundle's export (``raagr2 export`` first).
         threads: CPU threads of the backend (default: the runtime's own).
-        whole_slice: one window per slice, the whole slice, instead of ``roi_size`` windows: faster, but another
-            result, as the network sees another context (default: off).
-        sw_batch_size: windows (slices, with ``--whole_slice``) per network call (default: the bundle's, 8).
+        whole_slice: the network on whole slices, ``sw_batch_size`` at a time (default: the bundle's, on);
+            ``--whole_slice false`` slides ``roi_size`` windows instead (slower; the network sees another context).
+        sw_batch_size: slices (windows, without ``whole_slice``) per network call (default: the bundle's, 8).
         skip_empty: windows without brain get the network's output for zeros, computed once (the same label map;
             default: on; ``--noskip_empty`` runs the network on every window).
+        precision: autocast on CUDA, ``auto`` (bf16 where the GPU has it, else fp16), ``bf16``, ``fp16`` or ``fp32``
+            (default: the bundle's ``amp_precision``, as its evaluator uses).
     """
     from .deploy.segment import segment_command
 
     return segment_command(
         bundle, output_dir, dataset_dir, datalist, ckpt_path, device, roi_size, repeat, backend, threads,
-        whole_slice, sw_batch_size, skip_empty,
+        whole_slice, sw_batch_size, skip_empty, precision=precision,
     )
 
 
@@ -275,6 +315,7 @@ COMMANDS: Dict[str, Callable[..., Any]] = {
     "datalist": datalist,
     "benchmark": benchmark,
     "benchmark_metrics": benchmark_metrics,
+    "benchmark_data": benchmark_data,
     "study": study,
     "segment": segment,
     "export": export,

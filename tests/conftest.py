@@ -2,6 +2,7 @@
 
 import os
 
+import pytest
 import torch
 
 
@@ -10,3 +11,28 @@ def pytest_configure(config):
     # put twice as many busy threads as cores on the machine, and every test would wait on the others
     if os.environ.get("PYTEST_XDIST_WORKER"):
         torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _study_cache(tmp_path_factory):
+    # the bundles' study cache goes to the session's folder, never into the repository's bundles/ or a user's cache
+    folder = tmp_path_factory.mktemp("study-cache")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("RAAGR2_CACHE_DIR", str(folder))
+    yield folder
+    patch.undo()
+
+
+@pytest.fixture
+def backend_flags():
+    """cuDNN's and TF32's global settings, restored after the test."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = (cudnn.benchmark, cudnn.deterministic)
+    new_api = hasattr(matmul, "fp32_precision")  # torch 2.9 and later; reading the legacy flags then is an error
+    tf32 = (matmul.fp32_precision, cudnn.conv.fp32_precision) if new_api else (matmul.allow_tf32, cudnn.allow_tf32)
+    yield
+    cudnn.benchmark, cudnn.deterministic = saved
+    if new_api:
+        matmul.fp32_precision, cudnn.conv.fp32_precision = tf32
+    else:
+        matmul.allow_tf32, cudnn.allow_tf32 = tf32

@@ -44,8 +44,9 @@ def benchmark_must_not_run(monkeypatch):
         (["benchmark", "--zzz"], "raagr2 benchmark has no option --zzz; its options: --variants, --bundles,"),
         (["benchmark", "--output"], "raagr2 benchmark: --output needs a value"),
         (
-            ["benchmark", "a", "b", "192", "1", "10", "2", "table", "x", "cpu", "1", "1", "torch", "1", "extra"],
-            "raagr2 benchmark takes at most 13 value(s)",
+            ["benchmark", "a", "b", "192", "1", "10", "2", "table", "x", "cpu", "1", "1", "torch", "1", "1", "16",
+             "bf16", "1", "0", "989", "extra"],
+            "raagr2 benchmark takes at most 19 value(s)",
         ),
         (["benchmrk", "--size", "32"], "raagr2 has no command benchmrk; did you mean benchmark?"),
     ],
@@ -106,7 +107,7 @@ def test_unknown_profile_names_the_closest(capsys, monkeypatch):
     monkeypatch.delenv("RAAGR2_VERBOSE", raising=False)
     status, _, err = _run(capsys, "study", "--profile", "quik")
     assert status == 1
-    assert err == "error: Unknown profile 'quik' (did you mean quick?); valid profiles: quick, full, tiny.\n"
+    assert err == "error: Unknown profile 'quik' (did you mean quick?); valid profiles: quick, full, gpu, tiny.\n"
 
 
 def test_verbose_flag_raises_the_error(capsys, tmp_path, monkeypatch):
@@ -217,3 +218,15 @@ def test_a_gpu_this_machine_lacks_is_refused_before_any_work(capsys, monkeypatch
     status, out, err = _run(capsys, *args)
     assert status == 1 and out == ""
     assert err == "error: device 'cuda': CUDA is not available on this machine; use 'cpu'.\n"
+
+
+def test_study_estimate_only_prints_the_estimate_and_runs_nothing(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAAGR2_SYNTHETIC_DIR", str(tmp_path / "synthetic"))
+    out_dir = tmp_path / "study"
+    status, out, err = _run(capsys, "study", "--profile", "tiny", "--estimate_only", "--output", str(out_dir))
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == "estimate only: nothing was run"
+    for line, start in zip(lines, ("unit costs on cpu, ", "schedule: ", "time: ", "memory: ", "steps at once: ")):
+        assert line.startswith(f"[estimate] {start}"), line
+    assert not out_dir.exists() and not (tmp_path / "synthetic").exists()

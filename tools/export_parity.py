@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import copy
 import tempfile
-from pathlib import Path
 from typing import Dict, List, Tuple
 
 import torch

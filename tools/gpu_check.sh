@@ -2,7 +2,9 @@
 # The GPU check (README.md, "GPU check"), for a GPU machine that has Python 3.12 and a CUDA build of torch but no
 # package registry: installs the wheels of .whl/ (`make gpu-wheels`, run beforehand where a registry is) into a private
 # folder, then runs tools/gpu_check.py, which prints the versions, runs the cuda tests and a timed pass of every
-# workflow, and ends with one summary table (also written to $OUT/gpu_check.md when OUT is set).
+# workflow (tools/gpu_workflows.py), measures the training throughput table (tools/gpu_throughput.py: baseline and
+# Depthwise Shared at batch 16 and 64, bf16, channels-last on and off, against the former fp16 NCHW settings), and
+# ends with one summary table and the throughput table (also written to $OUT/gpu_check.md when OUT is set).
 # Arguments go to tools/gpu_check.py (--help lists them); its exit status is this script's.
 set -euo pipefail
 cd "$(dirname "$0")/.."

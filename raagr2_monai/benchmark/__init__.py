@@ -4,7 +4,9 @@
 against the baseline measured in that same run (:mod:`.memory` measures the peak memory); :mod:`.metrics` times the
 scoring of one subject, global against lesion-wise metrics (``raagr2 benchmark_metrics``);
 :func:`~.command.run_benchmark` builds the networks from variant names and bundle folders (``raagr2 benchmark``,
-:func:`~.command.benchmark_command`); :func:`~.render.render` writes the result as a table, CSV or JSON.
+:func:`~.command.benchmark_command`); :func:`~.render.render` writes the result as a table, CSV or JSON;
+:mod:`.training` measures the training throughput on a device (slices per second, achieved FLOP/s and its share of
+the GPU's peak, peak memory of a step; ``raagr2 benchmark --throughput``).
 
 How each figure is obtained (also recorded under the result's ``"_meta"`` key):
 
@@ -44,11 +46,13 @@ from .metrics import lesion_study, render_scoring, scoring_command, time_scoring
 from .backends import add_backend_latencies, backend_latencies, check_backends
 from .measure import BASELINE, FLOP_COUNTER, META_KEY, TIMER, benchmark_models, check_settings, structure_groups
 from .render import FORMATS, check_format, model_rows, render
+from .training import PEAK_TFLOPS, render_throughput, throughput_grid, training_throughput
 
 __all__ = [
     "BASELINE",
     "FLOP_COUNTER",
     "FORMATS",
+    "PEAK_TFLOPS",
     "META_KEY",
     "TIMER",
     "add_backend_latencies",
@@ -64,6 +68,9 @@ __all__ = [
     "check_settings",
     "model_rows",
     "render",
+    "render_throughput",
     "run_benchmark",
     "structure_groups",
+    "throughput_grid",
+    "training_throughput",
 ]

@@ -8,11 +8,12 @@ from torch import nn
 
 from raagr2_monai.bundle.load import bundle_name, check_bundle, load_bundle_network
 from raagr2_monai.networks import NETWORKS, get_network
-from raagr2_monai.utils import atomic_write_text, parse_sequence, progress_bar
+from raagr2_monai.utils import atomic_write_text, check_precision, parse_sequence, progress_bar
 
 from .backends import add_backend_latencies, check_backends
 from .measure import BASELINE, META_KEY, benchmark_models, check_settings
 from .render import check_format, model_rows, render
+from .training import THROUGHPUT_METHOD, check_channels_last, check_compile, training_throughput
 
 __all__ = ["run_benchmark", "benchmark_command"]
 
@@ -29,6 +30,12 @@ def run_benchmark(
     train_step: bool = True,
     backends: Union[str, Sequence[str], None] = None,
     threads: Optional[int] = None,
+    throughput: bool = False,
+    train_batches: Union[int, str, Sequence[int]] = (16,),
+    precision: str = "auto",
+    channels_last: Union[bool, str, None] = None,
+    compile: Union[bool, str] = False,
+    peak_tflops: Optional[float] = None,
 ) -> Dict[str, Any]:
     """Benchmark variants (fresh networks, 3 output channels) and bundle folders in one run (``raagr2 benchmark``).
 
@@ -47,6 +54,15 @@ def run_benchmark(
             ``openvino``; :func:`~raagr2_monai.benchmark.backends.backend_latencies`), on the CPU: each row gets
             ``backends`` with the latencies and the speed-ups over the baseline's eager PyTorch of this run.
         threads: CPU threads of the backends (``None``: each runtime's default).
+        throughput: also measure the training throughput of every model at each of ``train_batches``
+            (:func:`~raagr2_monai.benchmark.training.training_throughput`: slices per second, achieved TFLOP/s, share
+            of the device's peak, peak memory of a step): each row gets ``throughput`` keyed by batch size, and
+            ``_meta`` the settings.
+        train_batches: the batch sizes of the throughput figures.
+        precision: their precision (``auto``, ``bf16``, ``fp16``, ``fp32``; the CPU computes in float32).
+        channels_last: their memory format (``None``/``auto``: channels-last on CUDA only).
+        compile: ``torch.compile`` the networks for them (``False``, ``True`` or a backend's name).
+        peak_tflops: the device's peak TFLOP/s (default: the table of known GPUs; none for others or the CPU).
 
     Returns:
         The :func:`benchmark_models` result.
@@ -66,6 +82,13 @@ def run_benchmark(
     chosen = check_backends(parse_sequence(backends, "backends")) if backends else ()
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer; got {threads!r}.")
+    if throughput:
+        precision, layout = check_precision(precision), check_channels_last(channels_last)
+        compiled = check_compile(compile)
+        train_batches = check_settings(size, train_batches, repeats, warmup)[1]
+        if peak_tflops is not None and (isinstance(peak_tflops, bool) or not isinstance(peak_tflops, (int, float))
+                                        or peak_tflops <= 0):
+            raise ValueError(f"peak_tflops must be a positive number; got {peak_tflops!r}.")
     names, folders = parse_sequence(variants, "variants"), parse_sequence(bundles, "bundles")
     if not names and not folders:
         names = list(NETWORKS)
@@ -100,10 +123,22 @@ def run_benchmark(
         if name != META_KEY:
             row["source"] = sources.get(name, "variant baseline (fresh network, added as the reference)")
             row["weights"] = weights.get(name)
-    if chosen:
+    if chosen or throughput:
         if BASELINE not in models:
             models = {BASELINE: get_network(BASELINE, out_channels=3), **models}
+    if chosen:
         add_backend_latencies(result, models, chosen, size, batch_sizes, repeats, warmup, threads)
+    if throughput:
+        for name, row in model_rows(result).items():
+            row["throughput"] = {
+                str(b): training_throughput(models[name], b, size, device, precision, layout, compiled, repeats, warmup,
+                                            peak_tflops, measure_memory, forward_flops=row["flops"])
+                for b in train_batches
+            }
+        result[META_KEY]["throughput"] = {
+            "batches": list(train_batches), "precision": precision, "channels_last": layout, "compile": compiled,
+            "peak_tflops": peak_tflops, "method": THROUGHPUT_METHOD,
+        }
     return result
 
 
@@ -121,18 +156,26 @@ def benchmark_command(
     train: bool = True,
     backends: Union[str, Sequence[str], None] = None,
     threads: Optional[int] = None,
+    throughput: bool = False,
+    train_batch: Union[int, str, Sequence[int]] = (16,),
+    precision: str = "auto",
+    channels_last: Union[bool, str, None] = None,
+    compile: Union[bool, str] = False,
+    peak_tflops: Optional[float] = None,
 ) -> str:
     """``raagr2 benchmark``: run :func:`run_benchmark`, render it, and print it or write it to ``output``.
 
     ``memory`` and ``train`` switch the peak-memory and training-step measurements on or off (their figures are then
-    empty); ``backends`` and ``threads`` add the latency behind each inference backend; the other arguments are those
-    of :func:`run_benchmark` and :func:`render`.
+    empty); ``backends`` and ``threads`` add the latency behind each inference backend; ``throughput`` adds the
+    training throughput at each ``train_batch`` (with ``precision``, ``channels_last``, ``compile``,
+    ``peak_tflops``); the other arguments are those of :func:`run_benchmark` and :func:`render`.
 
     Returns:
         The rendered text, or with ``output`` a line naming the file (written to a temporary name, then renamed).
     """
     check_format(format)
-    result = run_benchmark(variants, bundles, size, batch, repeats, warmup, device, memory, train, backends, threads)
+    result = run_benchmark(variants, bundles, size, batch, repeats, warmup, device, memory, train, backends, threads,
+                           throughput, train_batch, precision, channels_last, compile, peak_tflops)
     text = render(result, format)
     if not output:
         return text

@@ -3,6 +3,9 @@
 On CPU there is no allocator to ask, so the figure is the peak resident set of a separate process that holds only the
 one model, its input and its activations (besides the interpreter and the libraries): whatever the caller holds does
 not count, nor do the models measured before it in that process (:class:`CpuMemoryProbe`).
+
+:func:`peak_memory_during` measures any computation in this process instead (a training step of
+:mod:`~raagr2_monai.benchmark.training`): the allocator's peak on CUDA, the process's peak resident set on the CPU.
 """
 
 from __future__ import annotations
@@ -15,12 +18,12 @@ import resource
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
-__all__ = ["CpuMemoryProbe", "cuda_peak_memory"]
+__all__ = ["CpuMemoryProbe", "cuda_peak_memory", "peak_memory_during", "peak_rss_mb", "reset_peak_rss"]
 
 
 def _proc_status_mb(field: str) -> Optional[float]:
@@ -35,8 +38,19 @@ def _proc_status_mb(field: str) -> Optional[float]:
     return None
 
 
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak resident set (``VmHWM``) of this process; ``False`` where that is not possible."""
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak resident set (``VmHWM``) of this process to its current resident set, so that
+    :func:`peak_rss_mb` covers only what runs after it.
+
+    Returns:
+        ``False`` where that is not possible (no ``/proc/self/clear_refs``): the peak then counts from the start.
+
+    Example::
+
+        reset = reset_peak_rss()
+        ...  # the work measured
+        print(peak_rss_mb(), "MB", "since the reset" if reset else "since the process started")
+    """
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -45,7 +59,15 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
+    """The peak resident set of this process in MB (10^6 bytes): ``VmHWM`` since :func:`reset_peak_rss`, or
+    ``ru_maxrss`` (since the start) where there is no procfs.
+
+    Example::
+
+        >>> peak_rss_mb() > 0
+        True
+    """
     hwm = _proc_status_mb("VmHWM")
     if hwm is not None:
         return hwm
@@ -71,10 +93,10 @@ def _child_peak_memory(model: nn.Module, shape: Tuple[int, ...], threads: int) -
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     _release_freed_memory()
     before = _proc_status_mb("VmRSS")
-    reset = _reset_peak_rss()
+    reset = reset_peak_rss()
     with torch.no_grad():
         model(x)
-    return {"peak_mem_mb": _peak_rss_mb(), "mem_before_forward_mb": before, "peak_since_start": not reset}
+    return {"peak_mem_mb": peak_rss_mb(), "mem_before_forward_mb": before, "peak_since_start": not reset}
 
 
 class CpuMemoryProbe:
@@ -156,3 +178,42 @@ def cuda_peak_memory(model: nn.Module, shape: Tuple[int, ...], device: torch.dev
         model(x)
     torch.cuda.synchronize(device)
     return {"peak_mem_mb": torch.cuda.max_memory_allocated(device) / 1e6, "mem_before_forward_mb": before}
+
+
+def peak_memory_during(run: Callable[[], Any], device: torch.device) -> Dict[str, Any]:
+    """The peak memory while ``run()`` runs in this process.
+
+    On CUDA, ``torch.cuda.max_memory_allocated`` (tensors only: weights, gradients, optimizer state, activations;
+    not the allocator's cache or the CUDA context). On the CPU, this process's peak resident set (``VmHWM``) after the
+    memory freed before was released and the kernel's peak reset: the interpreter, the libraries and everything the
+    process holds count too, and where the peak cannot be reset (no ``/proc/self/clear_refs``) it is the peak since
+    the process started (``peak_since_start``).
+
+    Args:
+        run: the computation, e.g. one training step.
+        device: where it runs.
+
+    Returns:
+        ``{"peak_mem_mb", "mem_before_mb", "peak_mem_kind", "peak_since_start"}`` (MB = 10^6 bytes).
+
+    Example::
+
+        >>> figures = peak_memory_during(lambda: torch.ones(1000, 1000).sum(), torch.device("cpu"))
+        >>> figures["peak_mem_mb"] >= figures["mem_before_mb"] > 0
+        True
+    """
+    if device.type == "cuda":
+        gc.collect()
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device) / 1e6
+        run()
+        torch.cuda.synchronize(device)
+        return {"peak_mem_mb": torch.cuda.max_memory_allocated(device) / 1e6, "mem_before_mb": before,
+                "peak_mem_kind": "torch.cuda.max_memory_allocated", "peak_since_start": False}
+    _release_freed_memory()
+    before = _proc_status_mb("VmRSS")
+    reset = reset_peak_rss()
+    run()
+    return {"peak_mem_mb": peak_rss_mb(), "mem_before_mb": before, "peak_mem_kind": "process peak RSS (VmHWM)",
+            "peak_since_start": not reset}

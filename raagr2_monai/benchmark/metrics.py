@@ -13,7 +13,6 @@ Each call is timed with ``time.perf_counter`` (:data:`~.measure.TIMER`) ``repeat
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from typing import Any, Callable, Dict, Sequence, Tuple

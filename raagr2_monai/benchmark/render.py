@@ -116,7 +116,38 @@ def _table(result: Mapping[str, Any]) -> str:
         + ["", f"Ratios against {meta['baseline']!r} from this run (sparse MB against its dense MB):"]
         + _aligned(ratio_header, ratio_rows)
         + _backend_table(result)
+        + _throughput_table(result)
     )
+
+
+def _throughput_table(result: Mapping[str, Any]) -> List[str]:
+    """Training throughput per batch size (if measured): step time, slices per second, TFLOP/s, share of the peak."""
+    meta, models = result[META_KEY], model_rows(result)
+    if "throughput" not in meta:
+        return []
+    batches = meta["throughput"]["batches"]
+    header = ["model", "dtype", "NHWC"]
+    for b in batches:
+        header += [f"b{b} step ms", f"b{b} slices/s", f"b{b} TFLOP/s", f"b{b} of peak", f"b{b} peak MB"]
+    rows = []
+    for name, row in models.items():
+        figures = [row["throughput"][str(b)] for b in batches]
+        cells = [name, figures[0]["dtype"], "yes" if figures[0]["channels_last"] else "no"]
+        for f in figures:
+            share = f["peak_fraction"]
+            cells += [f"{f['step_ms']['mean']:.1f}", f"{f['slices_per_s']:.1f}", f"{f['achieved_tflops']:.2f}",
+                      "-" if share is None else f"{100 * share:.1f} %", _fmt(f["peak_mem_mb"], ".0f")]
+        rows.append(cells)
+    settings = meta["throughput"]
+    peak = next((f["peak_source"] for row in models.values() for f in row["throughput"].values() if f["peak_source"]),
+                None)
+    if settings["peak_tflops"] is not None:
+        peak = f"{settings['peak_tflops']} TFLOP/s, given"
+    return [
+        "",
+        f"Training throughput (precision {settings['precision']}, compile {settings['compile'] or 'off'}; peak: "
+        f"{peak or 'unknown for this device, not reported'}): {settings['method']}.",
+    ] + _aligned(header, rows)
 
 
 def _backend_table(result: Mapping[str, Any]) -> List[str]:
@@ -146,6 +177,17 @@ def _backend_table(result: Mapping[str, Any]) -> List[str]:
     ] + _aligned(header, rows)
 
 
+#: The throughput figures of a CSV row, per batch size.
+_THROUGHPUT_COLUMNS = ("dtype", "channels_last", "step_ms_mean", "step_ms_median", "slices_per_s", "achieved_tflops",
+                       "peak_tflops", "peak_fraction", "peak_mem_mb")
+
+
+def _throughput_value(figures: Mapping[str, Any], column: str) -> Any:
+    if column.startswith("step_ms_"):
+        return figures["step_ms"][column[len("step_ms_"):]]
+    return figures[column]
+
+
 def _csv(result: Mapping[str, Any]) -> str:
     meta = result[META_KEY]
     env, batches = meta["environment"], meta["settings"]["batches"]
@@ -161,11 +203,13 @@ def _csv(result: Mapping[str, Any]) -> str:
     }
     backends = meta.get("backends", {"backends": [], "batches": []})
     by_backend = [(backend, str(b)) for backend in backends["backends"] for b in backends["batches"]]
+    trained = [str(b) for b in meta.get("throughput", {"batches": []})["batches"]]
     columns = (
         ["model"] + figures + [f"latency_b{b}_{stat}_ms" for b, stat in latency] + tail
         + [f"vs_baseline_{k}" for k in ratios] + [f"vs_baseline_latency_b{b}" for b in batches]
         + [f"{backend}_b{b}_median_ms" for backend, b in by_backend]
         + [f"{backend}_b{b}_speedup_vs_baseline_torch" for backend, b in by_backend]
+        + [f"throughput_b{b}_{figure}" for b in trained for figure in _THROUGHPUT_COLUMNS]
         + list(context)
     )
     buffer = io.StringIO()
@@ -178,6 +222,7 @@ def _csv(result: Mapping[str, Any]) -> str:
             + [row[k] for k in tail] + [r[k] for k in ratios] + [r["latency_ms"][str(b)] for b in batches]
             + [row["backends"]["latency_ms"][backend][b]["median"] for backend, b in by_backend]
             + [row["backends"]["speedup_vs_baseline_torch"][backend][b] for backend, b in by_backend]
+            + [_throughput_value(row["throughput"][b], figure) for b in trained for figure in _THROUGHPUT_COLUMNS]
             + list(context.values())
         )
     return buffer.getvalue()

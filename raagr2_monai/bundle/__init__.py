@@ -6,6 +6,7 @@ from .load import build_bundle_network, bundle_name, load_bundle_network
 from .pruned import check_prune_settings, prepare_output_dir, pruned_network_def, run_pruning, write_pruned_bundle
 from .runtime import (
     check_rank_share,
+    check_validation_settings,
     checked,
     config_files_from_argv,
     end_distributed,
@@ -20,6 +21,7 @@ from .runtime import (
 __all__ = [
     "checked",
     "check_rank_share",
+    "check_validation_settings",
     "config_files_from_argv",
     "start_distributed",
     "end_distributed",

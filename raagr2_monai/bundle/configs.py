@@ -18,8 +18,10 @@ from raagr2_monai.data.chains import (
     slice_inferer_spec,
     train_spec,
     validation_postprocessing_spec,
+    validation_spec,
     writeback_spec,
 )
+from raagr2_monai.data.split import DEFAULT_SPLIT
 
 __all__ = ["Variant", "VARIANTS", "BUNDLE_VERSION", "REQUIRED_VERSIONS", "train_config", "evaluate_config", "inference_config",
            "multi_gpu_config", "prune_config", "metadata", "LOGGING_CONF", "bundle_files"]
@@ -83,8 +85,24 @@ _CHECKS = [
 
 # CUDA when available, else the CPU; `--device cpu|cuda|cuda:1` sets it (MONAI Label too, as a plain string)
 _DEVICE = "$raagr2_monai.utils.resolve_device()"
-# the precision of every engine, and of `raagr2 segment` (raagr2_monai.utils.autocast): float16 autocast on CUDA
-_AMP = {"amp": "@use_amp", "amp_kwargs": "$raagr2_monai.utils.amp_kwargs()"}
+# the precision of every engine, and of `raagr2 segment` (raagr2_monai.utils.autocast): on CUDA bfloat16 autocast
+# where the GPU has it (compute capability 8.0 or later), else float16 (amp_precision "auto"; or bf16, fp16, fp32)
+_AMP = {"amp": "@use_amp", "amp_kwargs": "$raagr2_monai.utils.amp_kwargs(@device, @amp_precision)"}
+_NETWORK = "raagr2_monai.utils.prepare_network(@network_def, @device, @channels_last)"
+# the studies are preprocessed once, before the first epoch, into the on-disk cache every later run reuses
+_FILL_CACHES = [
+    "$raagr2_monai.data.fill_cache(@train#dataset, @num_workers, 'train')",
+    "$raagr2_monai.data.fill_cache(@validate#dataset, @num_workers, 'validation')",
+]
+# validation, evaluation and inference alike: whole slices as the batch, or roi_size windows (whole_slice false);
+# skip_empty: slices and windows without a brain voxel (all zeros after preprocessing) get the network's output for
+# zeros, computed once, instead of a network run each
+_INFERER = {
+    **slice_inferer_spec(),
+    "_target_": "raagr2_monai.deploy.BrainSliceInferer",
+    "skip_empty": "@skip_empty",
+    "whole_slice": "@whole_slice",
+}
 
 
 def _weights_check(handlers: str) -> str:
@@ -113,20 +131,27 @@ def _common(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> D
         "seed": 0,
         "roi_size": [96, 96],
         "batch_size": 8,
+        # whole slices (whole_slice) or roi_size windows (overlap, blend_mode) per network call at inference
         "sw_batch_size": 8,
+        "whole_slice": True,
+        "skip_empty": True,
         "overlap": 0.25,
         "blend_mode": "gaussian",
         "threshold": 0.5,
         "num_workers": 0,
         "device": _DEVICE,
         "amp": True,
-        "use_amp": "$raagr2_monai.utils.use_amp(@device, @amp)",
+        "amp_precision": "auto",
+        "use_amp": "$raagr2_monai.utils.use_amp(@device, @amp, @amp_precision)",
+        # the networks' activations in channels-last memory order (null: where that is faster, CUDA and x86 CPUs);
+        # the same result up to the last bits of floating point
+        "channels_last": None,
         "network_def": (
             dict(network_def)
             if network_def is not None
             else {"_target_": variant.network, "in_channels": 4, "out_channels": 3}
         ),
-        "network": "$@network_def.to(@device)",
+        "network": f"${_NETWORK}",
         "variant": "$raagr2_monai.networks.variant_of(@network_def)",
     }
 
@@ -153,8 +178,12 @@ def _train_handlers(checkpoint_path: str) -> List[Dict[str, Any]]:
         {
             "_target_": "StatsHandler",
             "tag_name": "train_loss",
-            "output_transform": "$monai.handlers.from_engine(['loss'], first=True)",
+            "output_transform": "$raagr2_monai.handlers.history.output_loss",
+            "iteration_log": "$raagr2_monai.handlers.history.log_every(@log_every)",
         },
+        # bfloat16 needs no loss scaling, and the scaler reads the GPU back every step: MONAI's only for float16
+        {"_target_": "raagr2_monai.utils.GradScalerHandler", "device": "@device", "amp": "@use_amp",
+         "precision": "@amp_precision"},
         {
             "_target_": "raagr2_monai.handlers.TrainingCheckpoint",
             "path": checkpoint_path,
@@ -183,17 +212,37 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
             "output_dir": "$@bundle_root + '/runs/train'",
             "epochs": 2,
             "learning_rate": 0.001,
+            # validation every val_interval epochs on the first val_cases validation studies (null: all, the thesis's
+            # setting); both are recorded in run_settings
             "val_interval": 1,
+            "val_cases": None,
+            # training / validation / testing fractions of the split by patient made without a datalist
+            "split": list(DEFAULT_SPLIT),
+            # each study preprocessed once into cache_dir (a float16 image and a uint8 label map, keyed by the study's
+            # files and the preprocessing settings) and read from there by every training, pruning and validation;
+            # compact false caches float32 images and region channels instead. Default: $RAAGR2_CACHE_DIR, else the
+            # bundle's cache/ folder
+            "cache_dir": "$raagr2_monai.data.default_cache_dir(@bundle_root)",
+            "compact": True,
             "num_samples": 4,
             "tumour_fraction": 0.5,
             "early_stop_patience": 10,
             "early_stop_min_delta": 0.0001,
             "resume": False,
+            # cuDNN picks its fastest kernels (not bit-for-bit reproducible on a GPU); true: deterministic ones
+            "deterministic": False,
+            # the loss logged every so many iterations (reading it waits for the GPU)
+            "log_every": "$20 if raagr2_monai.utils.is_cuda(@device) else 1",
             "experiment_name": "raagr2_monai",
             "run_name": "$@variant + '-train-' + time.strftime('%Y%m%d-%H%M%S')",
             "tracking_uri": "$monai.utils.path_to_sqlite_uri(@output_dir + '/mlruns.db')",
             "loss": {"_target_": "raagr2_monai.losses.RAAGR2Loss", "lambda_bce": 0.5},
-            "optimizer": {"_target_": "torch.optim.Adam", "params": "$@network.parameters()", "lr": "@learning_rate"},
+            "optimizer": {
+                "_target_": "torch.optim.Adam",
+                "params": "$@network.parameters()",
+                "lr": "@learning_rate",
+                "fused": "$raagr2_monai.utils.is_cuda(@device)",
+            },
             "lr_schedule": "plateau",
             "lr_scheduler": {
                 "_target_": "raagr2_monai.schedules.make_lr_scheduler",
@@ -204,15 +253,13 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "patience": 3,
             },
             "train": {
-                "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'training', @datalist, @seed, label_convention=@label_convention)",
-                "preprocessing": train_spec(),
+                "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'training', @datalist, @seed, @split, label_convention=@label_convention)",
+                "preprocessing": train_spec("@compact"),
                 "dataset": {
-                    "_target_": "CacheDataset",
+                    "_target_": "raagr2_monai.data.StudyCacheDataset",
                     "data": "@train#datalist",
                     "transform": "@train#preprocessing",
-                    "cache_rate": 1.0,
-                    "num_workers": "@num_workers",
-                    "progress": False,
+                    "cache_dir": "@cache_dir",
                 },
                 "dataloader": {
                     "_target_": "DataLoader",
@@ -220,6 +267,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                     "batch_size": "$max(1, @batch_size // @num_samples)",
                     "shuffle": True,
                     "num_workers": "@num_workers",
+                    "pin_memory": "$raagr2_monai.utils.is_cuda(@device)",
                 },
                 "inferer": {"_target_": "SimpleInferer"},
                 "handlers": _train_handlers("$@output_dir + '/last.pt'"),
@@ -233,19 +281,19 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                     "optimizer": "@optimizer",
                     "inferer": "@train#inferer",
                     "train_handlers": "$raagr2_monai.bundle.handlers_for_rank(@train#handlers)",
+                    "non_blocking": "$raagr2_monai.utils.is_cuda(@device)",
+                    "optim_set_to_none": True,
                     **_AMP,
                 },
             },
             "validate": {
-                "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'validation', @datalist, @seed, label_convention=@label_convention)",
-                "preprocessing": preprocessing_spec(with_label=True),
+                "datalist": "$raagr2_monai.data.load_split(@dataset_dir, 'validation', @datalist, @seed, @split, label_convention=@label_convention)[:@val_cases]",
+                "preprocessing": validation_spec("@compact"),
                 "dataset": {
-                    "_target_": "CacheDataset",
+                    "_target_": "raagr2_monai.data.StudyCacheDataset",
                     "data": "@validate#datalist",
                     "transform": "@validate#preprocessing",
-                    "cache_rate": 1.0,
-                    "num_workers": "@num_workers",
-                    "progress": False,
+                    "cache_dir": "@cache_dir",
                 },
                 "dataloader": {
                     "_target_": "DataLoader",
@@ -254,7 +302,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                     "shuffle": False,
                     "num_workers": "@num_workers",
                 },
-                "inferer": slice_inferer_spec(),
+                "inferer": _INFERER,
                 "postprocessing": validation_postprocessing_spec(),
                 "key_metric": {
                     "val_mean_dice": {
@@ -313,30 +361,45 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "variant": "@variant",
                 "dataset_dir": "@dataset_dir",
                 "datalist": "@datalist",
+                "split": "$None if @datalist else @split",
                 # what ran, also when MONAI Label replaces the data and the epochs
                 "epochs": "@train#trainer#max_epochs",
                 "training_cases": "$len(@train#dataset#data)",
                 "validation_cases": "$len(@validate#dataset#data)",
+                "val_interval": "@val_interval",
                 "batch_size": "@batch_size",
                 "learning_rate": "@learning_rate",
                 "lr_schedule": "@lr_schedule",
                 "roi_size": "@roi_size",
+                "compact": "@compact",
+                "cache_dir": "@cache_dir",
                 "validation_roi_size": "@validate#inferer#roi_size",
+                "whole_slice": "@whole_slice",
+                "skip_empty": "@skip_empty",
+                "sw_batch_size": "@sw_batch_size",
                 "overlap": "@overlap",
                 "blend_mode": "@blend_mode",
                 "threshold": "@threshold",
                 "device": "$str(@device)",
                 "amp": "@use_amp",
+                "amp_precision": "@amp_precision",
+                "channels_last": "@channels_last",
+                "deterministic": "@deterministic",
             },
             # the settings' checks, run first: a list of their own, so that evaluate.json can add to them and
             # multi_gpu_train.json, which sets up the process group before them, can reuse them
-            "checks": list(_CHECKS),
+            "checks": [
+                *_CHECKS,
+                "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_validation_settings, @val_interval, @val_cases)",
+            ],
             "initialize": [
                 "@checks",
                 "$monai.utils.set_determinism(seed=@seed)",
+                "$raagr2_monai.utils.configure_backends(@device, @deterministic)",
                 "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed)",
             ],
             "run": [
+                *_FILL_CACHES,
                 "$@validate#early_stop.set_trainer(@train#trainer)",
                 "$@train#trainer.run()",
                 "$raagr2_monai.bundle.log_mlflow_artifacts(@tracking_uri, @experiment_name, @run_name, [@ckpt_path])",
@@ -366,7 +429,12 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         "metric_convention": "brats",
         "lesionwise": "brats2023-gli",
         "write_overlays": True,
-        "validate#datalist": "$raagr2_monai.data.load_split(@dataset_dir, @eval_section, @datalist, @seed, label_convention=@label_convention)",
+        # the label maps are written from float32 images, as `run inferring` and `raagr2 segment` write them: the test
+        # studies are cached as preprocessed, in float32 (exact), for the evaluations of every model of a study
+        "compact": False,
+        # the label maps of an evaluation computed with the kernels every run of it picks
+        "deterministic": True,
+        "validate#datalist": "$raagr2_monai.data.load_split(@dataset_dir, @eval_section, @datalist, @seed, @split, label_convention=@label_convention)",
         "validate#postprocessing": writeback_spec(
             "@validate#preprocessing", keep_probabilities=True, output_dir="@prediction_dir", output_labels=False
         ),
@@ -428,7 +496,7 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
             # intra-op CPU threads, null = the runtime's default
             "backend": "torch",
             "threads": None,
-            "network": "$@network_def.to(@device) if @backend == 'torch' "
+            "network": f"${_NETWORK} if @backend == 'torch' "
             "else raagr2_monai.bundle.checked(raagr2_monai.deploy.load_backend, @bundle_root, @backend, @threads)",
             "datalist_section": "testing",
             "data": "$raagr2_monai.data.inference_cases(@dataset_dir, @datalist, @datalist_section, @label_convention)",
@@ -444,18 +512,7 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                 "shuffle": False,
                 "num_workers": "@num_workers",
             },
-            # skip_empty: windows without a brain voxel (all zeros after preprocessing) get the network's output for
-            # zeros, computed once, instead of a network run each: the same label map, less time. whole_slice: one
-            # window per slice, the whole slice, instead of roi_size windows (another result: the network sees
-            # another context)
-            "skip_empty": True,
-            "whole_slice": False,
-            "inferer": {
-                **slice_inferer_spec(),
-                "_target_": "raagr2_monai.deploy.BrainSliceInferer",
-                "skip_empty": "@skip_empty",
-                "whole_slice": "@whole_slice",
-            },
+            "inferer": _INFERER,
             "postprocessing": writeback_spec("@preprocessing"),
             "handlers": [
                 {
@@ -505,7 +562,7 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
         "device": "$raagr2_monai.utils.resolve_device(None, @local_rank)",
         "network": {
             "_target_": "torch.nn.parallel.DistributedDataParallel",
-            "module": "$@network_def.to(@device)",
+            "module": f"${_NETWORK}",
             "device_ids": "$raagr2_monai.utils.ddp_device_ids(@device)",
         },
         "train#sampler": {
@@ -531,9 +588,10 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
             "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_rank_share, @validate#datalist, "
             "dist.get_world_size())",
             "$monai.utils.set_determinism(seed=@seed)",
+            "$raagr2_monai.utils.configure_backends(@device, @deterministic)",
             "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed) if dist.get_rank() == 0 else None",
         ],
-        "run": ["$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
+        "run": [*_FILL_CACHES, "$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
         "finalize": ["$raagr2_monai.bundle.end_distributed()"],
         "training": "$@run",
     }
@@ -624,6 +682,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
             "@checks",
             "$raagr2_monai.bundle.prepare_output_dir(@output_dir, @overwrite)",
             "$monai.utils.set_determinism(seed=@seed)",
+            "$raagr2_monai.utils.configure_backends(@device, @deterministic)",
             "$raagr2_monai.bundle.record_run(@run_dir, @run_settings, @seed)",
         ],
         "run": [
@@ -631,6 +690,7 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
                 "$None if @from_scratch else "
                 "raagr2_monai.bundle.load_weights(@network, @source_ckpt, setting='source_ckpt')"
             ),
+            *_FILL_CACHES,
             "$@validate#early_stop.set_trainer(@train#trainer)",
             "$raagr2_monai.bundle.run_pruning(@train#trainer, @validate#evaluator, @prune_handler, @finetune_epochs)",
             (

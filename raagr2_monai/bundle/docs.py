@@ -90,13 +90,24 @@ value, is refused with the file named. Without a `dataset_dir`, the bundle uses 
 `seed`); `raagr2 datalist --data_dir DIR --output datalist.json` writes it once, and `--datalist datalist.json` makes
 every workflow use it.
 
+Each study is preprocessed once into `cache_dir` (default `$RAAGR2_CACHE_DIR`, else the bundle's `cache/`), as a
+float16 image and a uint8 label map (`compact: true`), keyed by its files (path, size, modification time) and the
+preprocessing settings, and read from there by every later training, pruning and validation
+(`raagr2_monai.data.StudyCacheDataset`): host memory does not grow with the number of studies, and a 240x240x155 study
+takes about 60 MB of disk instead of about 190 MB of RAM. Training crops its slices from the compact study and
+expands only those to float32 and TC/WT/ET; evaluation caches its test studies in float32 (`compact: false`), so its
+label maps are those `run inferring` writes. Delete the folder to reclaim the space.
+
 Preprocessing is spelt out transform by transform in each config (`preprocessing#transforms`, the model zoo's style):
 the four modalities stacked as channels, RAS orientation, 1 mm spacing, the in-plane box of the brain, z-score per
 channel over brain voxels, padding (never cropping) to at least `roi_size` and to a multiple of 16. `roi_size` is the
 training crop, not a field of view: training samples `roi_size` patches of axial slices (a `tumour_fraction` share
 through tumour) with flips and intensity scale/shift; validation, evaluation and inference give the network whole
-slices and slide `roi_size` windows over them (`SliceInferer`, `overlap` 0.25, Gaussian blending), so nothing of the
-brain is cut. The three outputs are thresholded at `threshold` (probability >= 0.5), nested (ET inside TC inside WT),
+slices, `sw_batch_size` slices per call (`whole_slice: true`, the default; the networks are fully convolutional), so
+nothing of the brain is cut; slices without brain get the network's output for zeros, computed once
+(`skip_empty`). `whole_slice: false` slides `roi_size` windows over the slices instead (`SliceInferer`, `overlap`
+0.25, Gaussian blending): about four overlapping windows per BraTS slice at 192, several times the time, for label
+maps that agree with the whole-slice ones on all but a few voxels. The three outputs are thresholded at `threshold` (probability >= 0.5), nested (ET inside TC inside WT),
 inverted to the input's own grid and written as one label map in the input's convention (`output_labels: "input"`;
 or `brats2021`, `brats2023`, `msd`).
 
@@ -109,13 +120,19 @@ python -m monai.bundle run inferring --config_file bundles/{name}/configs/infere
 
 {use}
 Settings to override: `dataset_dir`, `datalist`, `output_dir`, `epochs`, `batch_size`, `learning_rate`,
-`lr_schedule`, `roi_size`, `val_interval`, `device`, `amp` (CUDA only), `seed`, `resume`. Every run writes `run.json`
+`lr_schedule`, `roi_size`, `val_interval`, `val_cases` (validate on the first so many validation studies; null: all,
+the thesis's setting), `whole_slice`, `sw_batch_size`, `device`, `amp` (CUDA only), `seed`, `resume`. Every run writes `run.json`
 (settings, seed, command line, versions, git commit) and a copy of its configs into its output folder.
 
 `device` is `auto` by default (CUDA when available, else the CPU; a torchrun process takes the GPU of its
 `LOCAL_RANK`), or `cpu`, `cuda`, `cuda:<index>`; a device the machine lacks stops the run at `initialize` in one line.
-With `amp` (the default) the network runs in float16 autocast on CUDA, in training, validation, evaluation and
-inference alike, and `raagr2 segment` uses the same setting, so it writes the label map `run inferring` writes.
+With `amp` (the default) the network runs in autocast on CUDA, in training, validation, evaluation and inference
+alike: bfloat16 where the GPU has it (compute capability 8.0 or later), else float16 (`amp_precision: "auto"`; or
+`bf16`, `fp16`, `fp32`); `raagr2 segment` uses the same setting, so it writes the label map `run inferring` writes.
+Training on a GPU also sets up for throughput: channels-last activations (`channels_last`, null: where faster, also
+x86 CPUs), cuDNN autotuning (`deterministic: false`; evaluation runs deterministic), fused Adam, pinned and
+non-blocking batch copies, no loss scaling in bfloat16, and the loss logged every `log_every` iterations (20 on CUDA),
+so that a step does not wait for the host.
 Predictions are taken to the CPU in float32 before they are inverted onto the input's grid, and every metric is
 computed on the CPU.
 

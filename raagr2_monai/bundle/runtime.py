@@ -20,6 +20,7 @@ from raagr2_monai.utils import DeviceLike, atomic_write_json, distributed_backen
 __all__ = [
     "find_bundle_root",
     "checked",
+    "check_validation_settings",
     "config_files_from_argv",
     "load_weights",
     "record_run",
@@ -78,6 +79,28 @@ def checked(check: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if config_files_from_argv():
             raise SystemExit(f"error: {err}") from err
         raise
+
+
+def check_validation_settings(val_interval: Any, val_cases: Any) -> None:
+    """Check how often and on how many studies a training validates.
+
+    Args:
+        val_interval: validate every this many epochs (a positive integer).
+        val_cases: validate on the first this many validation studies (a positive integer), or ``None`` for all.
+
+    Raises:
+        ValueError: naming the setting and its value.
+
+    Example::
+
+        >>> check_validation_settings(1, None)
+    """
+    for name, value, optional in (("val_interval", val_interval, False), ("val_cases", val_cases, True)):
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            allowed = "a positive integer or null (all studies)" if optional else "a positive integer"
+            raise ValueError(f"{name} must be {allowed}, got {value!r}.")
 
 
 def record_run(output_dir: str, settings: Mapping[str, Any], seed: int) -> str:

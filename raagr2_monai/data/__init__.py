@@ -1,9 +1,22 @@
 """BraTS data, one concern per module: where cases are (:mod:`.layouts`), one check of their files
 (:mod:`.validation`), patient-level splits and datalists (:mod:`.split`), where a workflow's cases come from
-(:mod:`.sources`), label maps and regions (:mod:`.labels`), the MONAI transform chains (:mod:`.transforms`) and a
-synthetic BraTS-like set (:mod:`.synthetic`)."""
+(:mod:`.sources`), label maps and regions (:mod:`.labels`), the MONAI transform chains (:mod:`.transforms`), the
+compact on-disk study cache (:mod:`.cache`) and a synthetic BraTS-like set (:mod:`.synthetic`)."""
 
 from . import transforms
+from .cache import (
+    CACHE_ENV_VAR,
+    CACHE_FORMAT,
+    CacheSummary,
+    CompactStudyd,
+    ExpandStudyd,
+    StudyCacheDataset,
+    cache_entry_mb,
+    cache_split,
+    default_cache_dir,
+    fill_cache,
+    study_key,
+)
 from .labels import labelmap_to_regions, labelmap_to_subregions, regions_to_labelmap, regions_to_subregions
 from .layouts import find_cases
 from .sources import check_data_source, inference_cases, load_split, resolve_dataset_dir
@@ -13,6 +26,17 @@ from .validation import BraTSDataError, Problem, case_problems, check_case, chec
 
 __all__ = [
     "transforms",
+    "CACHE_ENV_VAR",
+    "CACHE_FORMAT",
+    "CacheSummary",
+    "CompactStudyd",
+    "ExpandStudyd",
+    "StudyCacheDataset",
+    "cache_entry_mb",
+    "cache_split",
+    "default_cache_dir",
+    "fill_cache",
+    "study_key",
     "labelmap_to_regions",
     "labelmap_to_subregions",
     "regions_to_labelmap",

@@ -13,6 +13,10 @@ The data path of every prediction, whoever asks:
   bounding box (z whole; nothing of the brain is cut) -> z-score over brain voxels -> pad in-plane to at least
   ``roi_size`` and to a multiple of 16. ``roi_size`` is the training crop, not a field of view: validation,
   evaluation and inference see whole slices and slide ``roi_size`` windows over them (``SliceInferer``).
+- compact (``compact=True``, training and validation): the same preprocessing ends in ``CompactStudyd`` (float16
+  image, one uint8 label map) instead of float32 and regions; ``StudyCacheDataset`` caches the study on disk up to
+  there (:mod:`raagr2_monai.data.cache`), and ``ExpandStudyd`` gives float32 and TC / WT / ET back after it: the whole
+  volume for validation, only the cropped slices for training.
 - write-back (:func:`writeback_spec`): the prediction is moved to the CPU in float32, inverted onto the input's own
   grid (shape, affine, orientation), thresholded (:func:`~raagr2_monai.data.labels.binarise`), nested into the label
   map 0/1/2/4 and written; evaluation scores that same label map.
@@ -20,7 +24,7 @@ The data path of every prediction, whoever asks:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Sequence, Union
 
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
@@ -31,6 +35,7 @@ __all__ = [
     "check_roi_size",
     "preprocessing_spec",
     "train_spec",
+    "validation_spec",
     "validation_postprocessing_spec",
     "writeback_spec",
     "slice_inferer_spec",
@@ -43,6 +48,10 @@ __all__ = [
 ]
 
 _TRANSFORMS = "raagr2_monai.data.transforms"
+_CACHE = "raagr2_monai.data.cache"
+
+#: ``compact`` of the specs: a bool, or a reference to a config id (``"@compact"``) that switches it at run time.
+Compact = Union[bool, str]
 _WRITING = "raagr2_monai.data.writing"
 
 
@@ -73,7 +82,19 @@ def _compose(transforms: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {"_target_": "Compose", "transforms": transforms}
 
 
-def preprocessing_spec(with_label: bool = True) -> Dict[str, Any]:
+def _switched(transform: Dict[str, Any], compact: Compact, on: bool) -> List[Dict[str, Any]]:
+    """``transform`` where it belongs to the ``compact`` path (``on``) or to the float32 one (not ``on``): kept or left
+    out for a bool; for a reference, kept with ``_disabled_`` bound to it, so that the one config id chooses."""
+    if isinstance(compact, bool):
+        return [transform] if compact == on else []
+    if not compact.startswith("@"):
+        raise ValueError(f"compact must be a bool or a config reference such as '@compact', got {compact!r}.")
+    # as_flag: the command line passes `--compact false` as the text 'false'
+    flag = f"raagr2_monai.utils.as_flag({compact}, {compact[1:]!r})"
+    return [{**transform, "_disabled_": f"$not {flag}" if on else f"${flag}"}]
+
+
+def preprocessing_spec(with_label: bool = True, compact: Compact = False) -> Dict[str, Any]:
     """The deterministic chain every other chain starts with (references ``@roi_size``).
 
     ``LoadBraTSd`` (checked loading) -> ``Orientationd`` RAS -> ``SpacingKeepPathsd`` 1 mm (bilinear image, nearest
@@ -82,11 +103,22 @@ def preprocessing_spec(with_label: bool = True) -> Dict[str, Any]:
     non-zero (brain) voxels -> ``SpatialPadd`` in-plane to at least ``roi_size`` -> ``DivisiblePadd`` in-plane to a
     multiple of 16 -> image float32 -> label to float32 TC / WT / ET. Every spatial step is invertible.
 
+    With ``compact`` the chain ends in ``CompactStudyd`` instead of the last two steps: float16 image and the raw
+    label map as uint8, what ``StudyCacheDataset`` stores; ``ExpandStudyd`` gives float32 and regions back.
+
     Args:
         with_label: load and convert the label too.
+        compact: end in ``CompactStudyd``; or a config reference (``"@compact"``) to a switch that chooses at run
+            time (both endings are in the spec, each with ``_disabled_`` bound to the switch).
 
     Returns:
-        A ``Compose`` spec giving image (4, H, W, Z) and, with the label, label (3, H, W, Z).
+        A ``Compose`` spec giving image (4, H, W, Z) and, with the label, label (3, H, W, Z); compact: image float16
+        and label (1, H, W, Z) uint8.
+
+    Example::
+
+        >>> [t["_target_"].rsplit(".", 1)[-1] for t in preprocessing_spec(compact=True)["transforms"][-2:]]
+        ['DivisiblePadd', 'CompactStudyd']
     """
     keys = [IMAGE_KEY, LABEL_KEY] if with_label else [IMAGE_KEY]
     transforms: List[Dict[str, Any]] = [
@@ -110,14 +142,29 @@ def preprocessing_spec(with_label: bool = True) -> Dict[str, Any]:
         {"_target_": "NormalizeIntensityd", "keys": IMAGE_KEY, "nonzero": True, "channel_wise": True},
         {"_target_": "SpatialPadd", "keys": keys, "spatial_size": "$list(@roi_size) + [-1]"},
         {"_target_": "DivisiblePadd", "keys": keys, "k": [16, 16, 1]},
-        {"_target_": "EnsureTyped", "keys": IMAGE_KEY, "dtype": "$torch.float32"},
     ]
+    label_key = LABEL_KEY if with_label else None
+    transforms += _switched(
+        {"_target_": f"{_CACHE}.CompactStudyd", "image_key": IMAGE_KEY, "label_key": label_key}, compact, on=True
+    )
+    transforms += _switched(
+        {"_target_": "EnsureTyped", "keys": IMAGE_KEY, "dtype": "$torch.float32"}, compact, on=False
+    )
     if with_label:
-        transforms.append({"_target_": f"{_TRANSFORMS}.ConvertToBraTSRegionsd", "keys": LABEL_KEY})
+        transforms += _switched(
+            {"_target_": f"{_TRANSFORMS}.ConvertToBraTSRegionsd", "keys": LABEL_KEY}, compact, on=False
+        )
     return _compose(transforms)
 
 
-def train_spec() -> Dict[str, Any]:
+def _expand(compact: Compact) -> List[Dict[str, Any]]:
+    """``ExpandStudyd`` where the chain is compact: float32 image and TC / WT / ET regions again."""
+    return _switched(
+        {"_target_": f"{_CACHE}.ExpandStudyd", "image_key": IMAGE_KEY, "label_key": LABEL_KEY}, compact, on=True
+    )
+
+
+def train_spec(compact: Compact = False) -> Dict[str, Any]:
     """Training chain: preprocessing, then ``@num_samples`` random axial ``@roi_size`` slices per volume, flips and
     intensity jitter.
 
@@ -126,12 +173,20 @@ def train_spec() -> Dict[str, Any]:
     the tumour. Then random flips along both in-plane axes, ``RandScaleIntensityd`` and ``RandShiftIntensityd``
     (0.1 each).
 
+    With ``compact`` (see :func:`preprocessing_spec`) the slices are cut from the compact study and only they are
+    expanded (``ExpandStudyd``), before the intensity jitter. The sampling is the same: ``RandCropByPosNegLabeld``
+    takes a voxel as tumour where any label channel but the first of several is non-zero, which is WT for the TC /
+    WT / ET regions and the non-zero labels, WT again, for the one-channel label map.
+
+    Args:
+        compact: as for :func:`preprocessing_spec`.
+
     Returns:
         A ``Compose`` spec giving a list of ``@num_samples`` dictionaries with image (4, H, W) and label (3, H, W)
         float32 plain tensors.
     """
     keys = [IMAGE_KEY, LABEL_KEY]
-    spec = preprocessing_spec(with_label=True)
+    spec = preprocessing_spec(with_label=True, compact=compact)
     spec["transforms"] += [
         {
             "_target_": "RandCropByPosNegLabeld",
@@ -145,12 +200,31 @@ def train_spec() -> Dict[str, Any]:
             "image_threshold": 0.0,
         },
         {"_target_": "SqueezeDimd", "keys": keys, "dim": 3},
+        *_expand(compact),
         {"_target_": "RandFlipd", "keys": keys, "prob": 0.5, "spatial_axis": 0},
         {"_target_": "RandFlipd", "keys": keys, "prob": 0.5, "spatial_axis": 1},
         {"_target_": "RandScaleIntensityd", "keys": IMAGE_KEY, "factors": 0.1, "prob": 1.0},
         {"_target_": "RandShiftIntensityd", "keys": IMAGE_KEY, "offsets": 0.1, "prob": 1.0},
         {"_target_": "EnsureTyped", "keys": keys, "dtype": "$torch.float32", "track_meta": False},
     ]
+    return spec
+
+
+def validation_spec(compact: Compact = False) -> Dict[str, Any]:
+    """Validation chain: whole volumes with their labels, image (4, H, W, Z) and label (3, H, W, Z) float32.
+
+    With ``compact`` it is the compact preprocessing, which ``StudyCacheDataset`` caches, then ``ExpandStudyd``.
+
+    Args:
+        compact: as for :func:`preprocessing_spec`.
+
+    Example::
+
+        >>> [t["_target_"].rsplit(".", 1)[-1] for t in validation_spec(compact=True)["transforms"][-2:]]
+        ['CompactStudyd', 'ExpandStudyd']
+    """
+    spec = preprocessing_spec(with_label=True, compact=compact)
+    spec["transforms"] += _expand(compact)
     return spec
 
 
@@ -254,23 +328,31 @@ def build(spec: Dict[str, Any], **values: Any) -> Any:
         >>> build(slice_inferer_spec(), roi_size=[96, 96], sw_batch_size=4, overlap=0.25, blend_mode="gaussian").roi_size
         [96, 96]
     """
-    parser = ConfigParser({"_spec": spec, **values})
+    # raagr2_monai for the expressions of a spec whose `compact` is a reference (`_switched`)
+    parser = ConfigParser({"_spec": spec, **values}, globals={"raagr2_monai": "raagr2_monai"})
     return parser.get_parsed_content("_spec")
 
 
-def preprocessing_transforms(roi_size: Sequence[int] = (192, 192), with_label: bool = True) -> Compose:
+def preprocessing_transforms(
+    roi_size: Sequence[int] = (192, 192), with_label: bool = True, compact: bool = False
+) -> Compose:
     """:func:`preprocessing_spec` instantiated.
 
     Raises:
         ValueError: for a bad ``roi_size``.
     """
-    return build(preprocessing_spec(with_label), roi_size=check_roi_size(roi_size))
+    return build(preprocessing_spec(with_label, compact), roi_size=check_roi_size(roi_size))
 
 
 def train_transforms(
-    roi_size: Sequence[int] = (192, 192), tumour_fraction: float = 0.5, num_samples: int = 4
+    roi_size: Sequence[int] = (192, 192), tumour_fraction: float = 0.5, num_samples: int = 4, compact: bool = False
 ) -> Compose:
-    """:func:`train_spec` instantiated.
+    """:func:`train_spec` instantiated; ``compact`` for a ``StudyCacheDataset``.
+
+    Example::
+
+        chain = train_transforms((96, 96), compact=True)
+        dataset = StudyCacheDataset(entries, chain, "/scratch/cache")  # caches up to CompactStudyd
 
     Raises:
         ValueError: for a bad ``roi_size``, ``tumour_fraction`` or ``num_samples``.
@@ -280,13 +362,21 @@ def train_transforms(
     if num_samples < 1:
         raise ValueError(f"num_samples must be at least 1, got {num_samples}.")
     return build(
-        train_spec(), roi_size=check_roi_size(roi_size), tumour_fraction=tumour_fraction, num_samples=num_samples
+        train_spec(compact),
+        roi_size=check_roi_size(roi_size),
+        tumour_fraction=tumour_fraction,
+        num_samples=num_samples,
     )
 
 
-def val_transforms(roi_size: Sequence[int] = (192, 192)) -> Compose:
-    """Validation chain: whole volumes with their labels (image (4, H, W, Z), label (3, H, W, Z))."""
-    return preprocessing_transforms(roi_size, with_label=True)
+def val_transforms(roi_size: Sequence[int] = (192, 192), compact: bool = False) -> Compose:
+    """:func:`validation_spec` instantiated: whole volumes with their labels (image (4, H, W, Z), label
+    (3, H, W, Z)); ``compact`` for a ``StudyCacheDataset``.
+
+    Raises:
+        ValueError: for a bad ``roi_size``.
+    """
+    return build(validation_spec(compact), roi_size=check_roi_size(roi_size))
 
 
 def inference_transforms(roi_size: Sequence[int] = (192, 192)) -> Compose:

@@ -23,7 +23,7 @@ import csv
 import json
 import os
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from raagr2_monai.constants import CHANNEL_NAMES, GRADES, LABEL_CONVENTIONS, LABEL_SUFFIX
 

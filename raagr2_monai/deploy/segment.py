@@ -20,7 +20,7 @@ from monai.transforms import Compose
 from raagr2_monai.data import check_data_source, inference_cases
 from raagr2_monai.data.chains import check_roi_size
 from raagr2_monai.networks import load_weights
-from raagr2_monai.utils import as_flag, autocast, parse_sequence, progress_bar, resolve_device
+from raagr2_monai.utils import as_flag, autocast, check_precision, parse_sequence, progress_bar, resolve_device
 
 from .backends import check_backend
 
@@ -72,8 +72,12 @@ class Segmenter:
         output_dir: where label maps are written.
         ckpt_path: the weights; ``None`` = the bundle's ``models/model.pt``.
         device: ``cpu``, ``cuda`` or ``cuda:<index>``; ``None`` = the bundle's default (CUDA when available). The
-            network runs at the bundle's precision (its ``amp`` setting: float16 autocast on CUDA), as the bundle's
-            own inference does, so both write the same label map.
+            network runs at the bundle's precision (its ``amp`` and ``amp_precision`` settings: autocast on CUDA, in
+            bfloat16 on GPUs of compute capability 8.0 and later, float16 before), as the bundle's own inference does,
+            so both write the same label map.
+        precision: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (:func:`raagr2_monai.utils.amp_dtype`); ``None`` = the
+            bundle's ``amp_precision`` (``auto`` where the bundle has none). Give the evaluation the same setting to
+            get the same label map.
         backend: ``torch``, or ``onnxruntime`` / ``openvino`` to run the bundle's exported ``models/model.onnx`` /
             ``model.xml`` (``raagr2 export``; checked against the bundle's weights, so ``ckpt_path`` does not apply).
         threads: intra-op CPU threads of the backend (``None``: the runtime's default).
@@ -100,6 +104,7 @@ class Segmenter:
         device: Optional[str] = None,
         backend: str = "torch",
         threads: Optional[int] = None,
+        precision: Optional[str] = None,
         **overrides: Any,
     ) -> None:
         root = Path(bundle_dir)
@@ -121,6 +126,11 @@ class Segmenter:
         check_backend(backend)
         if threads is not None and backend == "torch":
             torch.set_num_threads(int(threads))
+        if precision is not None:
+            parser["amp_precision"] = check_precision(precision)  # the config's use_amp reads it where it has it
+        elif "amp_precision" in parser:
+            precision = parser.get_parsed_content("amp_precision")
+        self.precision = check_precision(precision)
         self.device = resolve_device(parser.get_parsed_content("device"))
         self.amp = bool(parser.get_parsed_content("use_amp"))
         self.network = parser.get_parsed_content("network").eval()
@@ -142,7 +152,7 @@ class Segmenter:
         timing = StudyTiming(case=str(entry.get("case", "")))
         data = _timed_compose(self.preprocessing, timing, "preprocess")(dict(entry))
         start = time.perf_counter()
-        with torch.no_grad(), autocast(self.device, self.amp):
+        with torch.no_grad(), autocast(self.device, self.amp, self.precision):
             image = data["image"].unsqueeze(0).to(self.device)
             data["pred"] = self.inferer(image, self.network)[0]  # the write-back takes it to the CPU
         if self.device.type == "cuda":
@@ -217,6 +227,7 @@ def segment_command(
     sw_batch_size: Optional[int] = None,
     skip_empty: Any = None,
     echo: Callable[[str], None] = print,
+    precision: Optional[str] = None,
 ) -> str:
     """``raagr2 segment``: segment every study of a folder or datalist with a bundle, timing each stage.
 
@@ -242,13 +253,16 @@ def segment_command(
         skip_empty: give windows without a brain voxel the network's output for zeros, computed once, instead of
             running the network on each (the same label map; default: the bundle's, on).
         echo: where the lines go.
+        precision: ``auto``, ``bf16``, ``fp16`` or ``fp32``: the autocast dtype on CUDA (default: the bundle's
+            ``amp_precision``, else ``auto``: bfloat16 on GPUs of compute capability 8.0 and later, float16 before);
+            the same as the evaluation's, for the same label map.
 
     Returns:
         The summary line: studies segmented and the median total time per study.
 
     Raises:
         ValueError: neither or both of ``dataset_dir`` and ``datalist``, a bad ``roi_size``, ``repeat``,
-            ``sw_batch_size``, switch or device, a datalist without studies.
+            ``sw_batch_size``, switch, precision or device, a datalist without studies.
         FileNotFoundError: the bundle, its weights, the folder or the datalist does not exist.
         raagr2_monai.data.BraTSDataError: the folder holds no study, or a study misses a modality.
         raagr2_monai.networks.CheckpointMismatchError: the weights do not fit the bundle's network.
@@ -267,6 +281,8 @@ def segment_command(
         overrides["roi_size"] = check_roi_size(sizes * 2 if len(sizes) == 1 else sizes)
     if device is not None:
         resolve_device(device)  # a device this machine lacks is refused before the network is built on it
+    if precision is not None:
+        precision = check_precision(precision)
     check_backend(backend)
     for name, value in (("threads", threads), ("sw_batch_size", sw_batch_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -281,7 +297,8 @@ def segment_command(
     if not entries:  # inference_cases refuses a folder without studies, not an empty datalist section
         raise ValueError(f"{datalist} holds no study in its testing section.")
     segmenter = Segmenter(
-        bundle, output_dir, ckpt_path=ckpt_path, device=device, backend=backend, threads=threads, **overrides
+        bundle, output_dir, ckpt_path=ckpt_path, device=device, backend=backend, threads=threads, precision=precision,
+        **overrides
     )
     totals = []
     with progress_bar(entries, "segment", unit="study") as bar:

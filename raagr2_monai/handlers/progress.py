@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from raagr2_monai.utils import is_terminal
 
-from .history import iteration_loss
+from .history import LossReader, output_loss
 
 __all__ = ["TrainingProgressBar", "attach_progress_bar"]
 
@@ -21,6 +21,9 @@ class TrainingProgressBar:
     The bar is closed (and cleared) as the epoch's last iteration completes, before the handlers of the epoch's end
     run, so that the validation's lines print on lines of their own rather than after the bar. Ignite's
     ``ProgressBar`` closes at the epoch's end instead, after the handlers attached before it (the validation).
+
+    The loss shown is the latest one the device has finished (:class:`~raagr2_monai.handlers.history.LossReader`): on
+    a GPU it lags the step under way by the steps queued behind it, and the bar never makes the GPU wait for the host.
 
     Args:
         desc: the bar's label (e.g. the study step).
@@ -34,6 +37,7 @@ class TrainingProgressBar:
         self.stream = stream
         self.position = position
         self.bar: Optional[Any] = None
+        self.loss = LossReader()
 
     def attach(self, trainer: Engine) -> None:
         """Draw a bar over every epoch of ``trainer``."""
@@ -51,7 +55,9 @@ class TrainingProgressBar:
     def _advance(self, engine: Engine) -> None:
         if self.bar is None:
             return
-        self.bar.set_postfix(loss=f"{iteration_loss(engine.state.output):.4f}", refresh=False)
+        loss = self.loss.push(output_loss(engine.state.output))
+        if loss is not None:
+            self.bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
         self.bar.update(1)
         if self.bar.n >= self.bar.total:
             self._close()

@@ -6,16 +6,25 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from raagr2_monai.bundle.configs import VARIANTS
+from raagr2_monai.data.split import DEFAULT_SPLIT, build_datalist, parse_split, split_cases
+from raagr2_monai.data.synthetic import case_grade, case_id
 from raagr2_monai.networks import NETWORKS
 from raagr2_monai.pruning import METHODS
 from raagr2_monai.schedules import LR_SCHEDULES
-from raagr2_monai.utils import resolve_device
+from raagr2_monai.utils import resolve_device, usable_cpus
 
-__all__ = ["Profile", "PROFILES", "ModelSpec", "experiment_matrix", "get_profile"]
+__all__ = [
+    "Profile", "PROFILES", "ModelSpec", "experiment_matrix", "get_profile", "cpu_lanes", "decide_lanes",
+    "section_counts", "DEVICE_HEADROOM",
+]
+
+#: Share of the device's memory the steps running at once may take together.
+DEVICE_HEADROOM = 0.9
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,14 @@ class Profile:
             the CPU threads, as soon as the steps they need are done (the benchmark always runs alone). On a CPU of
             few cores, small networks use two threads poorly: on two cores, two one-thread trainings of the baseline
             ran 1.32x the steps per second of one two-thread training (measured side by side, ``time.perf_counter``).
+            ``"auto"``: one step per ``1 + num_workers`` usable CPUs. On CUDA no more run at once than the device's
+            memory holds (:func:`decide_lanes`, recorded in ``state.json`` under ``"parallelism"``).
+        split: training, validation and testing fractions of the subjects (patient-level, stratified by grade).
+        num_workers: data-loader processes of each step (0: the step's own process loads its batches).
+        sw_batch_size: slices (or windows) per network call of validation and evaluation.
+        whole_slice: validation and evaluation run the network on whole slices (``False``: ``window_size``
+            windows).
+        val_cases: validate on the first so many validation subjects (``None``: all of them).
     """
 
     name: str
@@ -115,12 +132,35 @@ class Profile:
     synthetic_cases: int = 24
     synthetic_shape: Tuple[int, int, int] = (96, 96, 64)
     device: Optional[str] = None
-    workers: int = 1
+    workers: Union[int, str] = 1
+    split: Tuple[float, float, float] = DEFAULT_SPLIT
+    num_workers: int = 0
+    sw_batch_size: int = 8
+    whole_slice: bool = True
+    val_cases: Optional[int] = None
 
     def settings(self) -> Dict[str, Any]:
         """The profile as JSON-compatible data (tuples as lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
+
+# the thesis's schedule, shared by the full and gpu profiles
+_FULL = Profile(
+    name="full",
+    roi_size=192,
+    epochs=35,
+    batch_size=16,
+    num_samples=4,
+    val_interval=1,
+    finetune_epochs=20,
+    snip_batches=4,
+    snip_at_init=True,
+    hybrid_finetune_epochs=20,
+    bench_repeats=10,
+    bench_warmup=2,
+    bench_backends=("onnxruntime", "openvino"),
+    needs_data_dir=True,
+)
 
 #: The study's profiles. ``quick``: CPU, a synthetic set of 40 cases of 64 x 64 x 32 voxels (the built-in generator,
 #: smaller volumes than its default so that the whole brain fits a 64 x 64 slice; 6 test subjects), 30 training
@@ -130,7 +170,14 @@ class Profile:
 #: ``full``), two steps at a time (``workers``), and the benchmark at 192 x 192 (batch 1 and 8, eager PyTorch and
 #: OpenVINO): about 20 minutes on two cores. ``full``: the thesis's schedule (35 epochs, 20 fine-tuning epochs,
 #: 192 x 192 slices, batch 16, ratios 10/20/30 %, benchmark with 10 repeats, plus the "SNIP at initialisation +
-#: training" rows and both hybrid rows) on a GPU with real BraTS data. ``tiny``: a smoke run for the tests.
+#: training" rows and both hybrid rows) on a GPU with real BraTS data. ``gpu``: the thesis's rows and crops (192 x 192,
+#: batch 16, 35 epochs, 20 fine-tuning epochs, ratios 10/20/30 %, SNIP at initialisation, both hybrid rows) on one GPU
+#: in about 15 minutes, on a BraTS-size synthetic set (60 studies of 240 x 240 x 155, split 30/9/21 so that 21 are
+#: test subjects): validation every 5 epochs (the thesis: every epoch) on whole slices (32 a call), 3 loader processes
+#: per step and as many steps at once as the CPUs (one per 4) and the device's memory allow (``workers="auto"``). By
+#: :func:`~.estimate.estimate_study` with an H200's figures (training step 0.084 s in fp32, validation 0.2 s a study)
+#: and this project's 2-core machine's for the host's work (loading, crops, scoring): 14 min 49 s on 16 CPUs, 4 steps
+#: at once, the set's generation not counted; not yet run on a GPU. ``tiny``: a smoke run for the tests.
 PROFILES: Dict[str, Profile] = {
     "quick": Profile(
         name="quick",
@@ -151,21 +198,19 @@ PROFILES: Dict[str, Profile] = {
         synthetic_shape=(64, 64, 32),
         workers=2,
     ),
-    "full": Profile(
-        name="full",
-        roi_size=192,
-        epochs=35,
-        batch_size=16,
-        num_samples=4,
-        val_interval=1,
-        finetune_epochs=20,
-        snip_batches=4,
-        snip_at_init=True,
-        hybrid_finetune_epochs=20,
-        bench_repeats=10,
-        bench_warmup=2,
-        bench_backends=("onnxruntime", "openvino"),
-        needs_data_dir=True,
+    "full": _FULL,
+    # the full profile's schedule on a BraTS-size synthetic set, sized for one GPU
+    "gpu": dataclasses.replace(
+        _FULL,
+        name="gpu",
+        val_interval=5,
+        needs_data_dir=False,
+        synthetic_cases=60,
+        synthetic_shape=(240, 240, 155),
+        split=(0.5, 0.15, 0.35),
+        num_workers=3,
+        sw_batch_size=32,
+        workers="auto",
     ),
     "tiny": Profile(
         name="tiny",
@@ -218,9 +263,60 @@ def get_profile(profile: Union[str, Profile], **overrides: Any) -> Profile:
     unknown = sorted(set(overrides) - names)
     if unknown:
         raise ValueError(f"Unknown profile setting(s) {unknown}; valid: {sorted(names)}.")
+    if "split" in overrides:  # "0.5,0.15,0.35" from the command line, a tuple in the settings
+        overrides["split"] = parse_split(overrides["split"])
     result = dataclasses.replace(base, **overrides)
     _check_profile(result)
     return result
+
+
+def cpu_lanes(profile: Profile) -> int:
+    """How many steps the CPU allows at once: ``workers``, or for ``"auto"`` one per ``1 + num_workers`` usable CPUs
+    (a step's process and its data loaders).
+
+    Example::
+
+        >>> cpu_lanes(Profile(name="x", workers=3))
+        3
+    """
+    if profile.workers != "auto":
+        return int(profile.workers)
+    return max(1, (usable_cpus() or os.cpu_count() or 1) // (1 + profile.num_workers))
+
+
+def decide_lanes(cpu_bound: int, step_device_mb: Optional[float], device_total_mb: Optional[float]
+                 ) -> Dict[str, Any]:
+    """How many steps run at once: what the CPU allows (:func:`cpu_lanes`), and on CUDA no more than fit in the
+    device's memory (:data:`DEVICE_HEADROOM` of it, ``step_device_mb`` each).
+
+    Example::
+
+        >>> decide_lanes(4, 30_000.0, 80_000.0)["lanes"], decide_lanes(4, None, None)["limited_by"]
+        (2, 'cpu')
+    """
+    fit = None
+    if step_device_mb and device_total_mb:
+        fit = max(1, int(device_total_mb * DEVICE_HEADROOM // step_device_mb))
+    lanes = cpu_bound if fit is None else min(cpu_bound, fit)
+    return {"lanes": lanes, "cpu_lanes": cpu_bound, "device_fit": fit, "step_device_mb": step_device_mb,
+            "device_total_mb": device_total_mb, "limited_by": "device memory" if lanes < cpu_bound else "cpu"}
+
+
+def section_counts(profile: Profile, dataset_dir: Optional[str] = None, seed: int = 0) -> Dict[str, int]:
+    """Training, validation and testing subjects of the study: ``dataset_dir``'s cases split as the steps split
+    them, or without it the profile's synthetic set as it will be generated (same ids and grades, same split).
+
+    Example::
+
+        >>> section_counts(Profile(name="x", synthetic_cases=40))
+        {'training': 28, 'validation': 6, 'testing': 6}
+    """
+    if dataset_dir is not None:
+        parts = build_datalist(dataset_dir, seed, profile.split, check=False)
+    else:
+        entries = [{"case": case_id(i), "grade": case_grade(i)} for i in range(profile.synthetic_cases)]
+        parts = split_cases(entries, seed, profile.split)
+    return {k: len(parts[k]) for k in ("training", "validation", "testing")}
 
 
 def _check_profile(p: Profile) -> None:
@@ -233,8 +329,12 @@ def _check_profile(p: Profile) -> None:
     for size, what in sizes + ([(p.window_size, "window_size")] if p.window_size is not None else []):
         if size < 16 or size % 16:
             raise ValueError(f"{what} must be a positive multiple of 16; got {size}.")
-    if p.workers < 1:
-        raise ValueError(f"workers must be >= 1; got {p.workers}.")
+    if p.workers != "auto" and (isinstance(p.workers, bool) or not isinstance(p.workers, int) or p.workers < 1):
+        raise ValueError(f"workers must be an integer >= 1 or 'auto'; got {p.workers!r}.")
+    parse_split(p.split)
+    if p.num_workers < 0 or p.sw_batch_size < 1 or (p.val_cases is not None and p.val_cases < 1):
+        raise ValueError(f"num_workers must be >= 0, sw_batch_size >= 1 and val_cases None or >= 1; got "
+                         f"{p.num_workers}, {p.sw_batch_size} and {p.val_cases}.")
     resolve_device(p.device)  # a device this machine lacks is refused before the study starts
     if p.epochs < 1 or p.finetune_epochs < 1:
         raise ValueError(f"epochs and finetune_epochs must be >= 1; got {p.epochs} and {p.finetune_epochs}.")

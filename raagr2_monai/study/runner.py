@@ -15,75 +15,88 @@ import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import ExitStack
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from raagr2_monai.data.synthetic import DEFAULT_CASES, DEFAULT_SHAPE, default_dataset_dir, ensure_synthetic
+from raagr2_monai.benchmark.memory import peak_rss_mb, reset_peak_rss
+from raagr2_monai.data.synthetic import ensure_synthetic
 from raagr2_monai.handlers import MLflowEpochLogger, attach_progress_bar
-from raagr2_monai.report import collect_rows, record_mlflow_runs, step_name, write_report
-from raagr2_monai.utils import is_terminal, usable_cpus
+from raagr2_monai.report import collect_rows, record_mlflow_runs, write_report
+from raagr2_monai.utils import is_cuda, is_terminal, resolve_device, usable_cpus
 
+from .estimate import plan_study
 from .noise import ITERATION_LINES, STUDY_NOTICES, Notice, Silenced
-from .profiles import ModelSpec, Profile, experiment_matrix, get_profile
+from .profiles import Profile, cpu_lanes, experiment_matrix, get_profile
 from .progress import Progress, format_duration
 from .state import STATE_FILE, StudyState
 from .steps import StudySteps, TrainerHook, trainer_hooks
+from .tasks import Task as _Task
+from .tasks import study_tasks, synthetic_folder
 from .tracking import StudyTracker
 
-__all__ = ["Study", "run_study"]
+__all__ = ["Study", "run_study", "study_tasks", "synthetic_folder"]  # the last two re-exported from .tasks
 
 PathLike = Union[str, os.PathLike]
 
 
-@dataclass(frozen=True)
-class _Task:
-    """A training, pruning or evaluation step: ``action`` is the :class:`~.steps.StudySteps` method that runs it on
-    ``spec``; ``needs``: the steps that must be done first."""
-
-    step: str
-    action: str
-    spec: ModelSpec
-    needs: Tuple[str, ...] = ()
-
-    @property
-    def makes_model(self) -> bool:
-        """A training or pruning step: it has an MLflow child run and curves."""
-        return self.action != "evaluate"
-
-
 def _run_in_worker(steps: StudySteps, task: _Task, threads: int, notices: Tuple[Notice, ...], tracking_uri: str,
-                   run_id: Optional[str], bar_position: int) -> Tuple[Dict[str, Any], Dict[str, int]]:
+                   run_id: Optional[str], bar_position: int, device: str) -> Tuple[Dict[str, Any], Dict[str, int]]:
     """Run ``task`` in a worker process with ``threads`` torch threads; returns its outputs and the notices it
     silenced (the parent counts them in its summary line)."""
     torch.set_num_threads(threads)
     silenced = Silenced(notices)
     with silenced:
-        outputs = _perform(steps, task, tracking_uri, run_id, bar_position)
+        outputs = _perform(steps, task, tracking_uri, run_id, bar_position, device)
     return outputs, dict(silenced.counts)
 
 
-def _perform(steps: StudySteps, task: _Task, tracking_uri: str, run_id: Optional[str], bar_position: int
-             ) -> Dict[str, Any]:
-    """Run ``task``; a training or pruning (``run_id``: its MLflow child run) logs its curves to that run, live, and
-    draws its progress bar on terminal line ``bar_position``."""
+@contextmanager
+def _peak_memory(device: str) -> Iterator[Dict[str, Any]]:
+    """The peak memory of the block, in the dictionary yielded once it ends: ``peak_rss_mb``, this process's peak
+    resident set (``peak_rss_since_start`` where the kernel's peak cannot be reset), and on CUDA
+    ``peak_device_mb`` and ``peak_device_reserved_mb`` (the allocator's peaks; MB = 10^6 bytes)."""
+    figures: Dict[str, Any] = {}
+    cuda = is_cuda(device)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(device)
+    reset = reset_peak_rss()
+    yield figures
+    figures["peak_rss_mb"] = peak_rss_mb()
+    if not reset:
+        figures["peak_rss_since_start"] = True
+    if cuda:
+        figures["peak_device_mb"] = torch.cuda.max_memory_allocated(device) / 1e6
+        figures["peak_device_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 1e6
+
+
+def _perform(steps: StudySteps, task: _Task, tracking_uri: str, run_id: Optional[str], bar_position: int,
+             device: str = "cpu") -> Dict[str, Any]:
+    """Run ``task`` on ``device``, with its peak memory added to its outputs; a training or pruning (``run_id``: its
+    MLflow child run) logs its curves to that run, live, and draws its progress bar on terminal line
+    ``bar_position``."""
     hooks: Tuple[TrainerHook, ...] = () if run_id is None else (
         lambda trainer, history: MLflowEpochLogger(history, tracking_uri, run_id).attach(trainer),
         lambda trainer, history: attach_progress_bar(trainer, task.step, position=bar_position),
     )
-    with trainer_hooks(*hooks):
-        return getattr(steps, task.action)(task.spec)
+    with trainer_hooks(*hooks), _peak_memory(device) as memory:
+        outputs = getattr(steps, task.action)(task.spec)
+    return {**outputs, **memory}
 
 
 class Study:
     """One study: its folder, profile, data and state; :meth:`run` does every step not yet done.
 
-    With ``profile.workers`` above 1, that many trainings, prunings and evaluations run at once, each in a worker
+    With ``profile.workers`` above 1 (or ``"auto"``), that many trainings, prunings and evaluations run at once
+    (``lanes``; on CUDA no more than the device's memory holds: :func:`~.profiles.decide_lanes`), each in a worker
     process with its share of the CPU threads, as soon as the steps they need are done (a pruning needs its source's
     training, an evaluation its model); the benchmark always runs alone, in this process, with every thread.
+
+    Before the first step the study's cost is estimated and printed (``[estimate]`` lines, ``estimate.json``). The
+    state records each step's start, end, lane and peak memory, and per run the schedule (``"runs"``) and the choice
+    of lanes (``"parallelism"``).
 
     Args:
         output: the study folder.
@@ -112,6 +125,10 @@ class Study:
         self.dataset_dir = ""
         self.steps: Optional[StudySteps] = None
         self._silenced = Silenced(())
+        #: steps at once (the CPU's setting until the estimate weighs the device's memory)
+        self.lanes = cpu_lanes(profile)
+        self.estimate: Optional[Dict[str, Any]] = None
+        self._schedule: Dict[str, Any] = {}
 
     def resolve_data(self) -> None:
         """Set ``dataset_dir`` (the given BraTS folder, or the profile's synthetic set, generated when absent) and
@@ -127,11 +144,8 @@ class Study:
                 "<case>/<case>_{t1,t1ce,t2,flair,seg}.nii.gz); the 'quick' profile uses the built-in synthetic set."
             )
         else:
-            default = default_dataset_dir()
-            same = p.synthetic_cases == DEFAULT_CASES and tuple(p.synthetic_shape) == tuple(DEFAULT_SHAPE)
-            # another size of set gets its own folder, so the default set is never replaced
-            folder = default if same else f"{default}-{p.synthetic_cases}x{'x'.join(map(str, p.synthetic_shape))}"
-            self.dataset_dir = ensure_synthetic(folder, cases=p.synthetic_cases, seed=0, shape=p.synthetic_shape)
+            self.dataset_dir = ensure_synthetic(synthetic_folder(p), cases=p.synthetic_cases, seed=0,
+                                                shape=p.synthetic_shape)
         self.steps = StudySteps(self.root, p, self.dataset_dir, self.seed)
 
     def run(self) -> Path:
@@ -145,9 +159,18 @@ class Study:
         Returns:
             The path of ``report.md``.
         """
+        if (self.data_dir is None and self.profile.needs_data_dir) or (
+                self.data_dir is not None and not Path(self.data_dir).is_dir()):
+            self.resolve_data()  # raises its error before anything is measured
+        self.estimate = plan_study(self.profile, self.data_dir, self.seed, self.root, self.echo,
+                                   done=set(self.state.data["steps"]))
+        self.lanes = self.estimate["parallel"]["lanes"]
         self.resolve_data()
         start = time.perf_counter()
         tasks = self._tasks()
+        threads = max(1, (usable_cpus() or os.cpu_count() or 1) // self.lanes)
+        self.state.set("parallelism", {**self.estimate["parallel"], "threads": threads})
+        self._open_schedule(threads)
         # sizes in training epochs, so that the first finished training prices the rest: a pruning (its scoring and a
         # validation) costs about two epochs besides its fine-tuning ones, so that the pruning steps without
         # fine-tuning, which finish first, price those with; an evaluation about one, the benchmark a few per model
@@ -155,7 +178,7 @@ class Study:
             [t.step for t in tasks] + ["benchmark"],
             units=[self.profile.epochs if t.action == "train" else t.spec.finetune_epochs + 2 if t.action == "prune"
                    else 1.0 for t in tasks] + [2.0 * len(self.models)],
-            lanes=self.profile.workers, alone=["benchmark"],
+            lanes=self.lanes, alone=["benchmark"],
         )
         params = {"data_dir": self.data_dir, "dataset_dir": self.dataset_dir, "seed": self.seed}
         # the training bar goes where the study's lines go, and replaces MONAI's line per iteration there
@@ -169,21 +192,28 @@ class Study:
             if summary:
                 self.echo(summary)
         self.state.set("last_run_seconds", time.perf_counter() - start)
+        self._scheduled({"finished_at": time.time()})
         return report
 
     def _tasks(self) -> List[_Task]:
-        """The trainings, prunings (each needing its source's training, and the baseline's when it distils from it)
-        and evaluations, in the order one worker runs them."""
-        def trained(variant: str) -> str:
-            return step_name(ModelSpec(variant, "architecture", variant))
+        """The trainings, prunings and evaluations (:func:`study_tasks`), in the order one worker runs them."""
+        return study_tasks(self.models)
 
-        tasks = [_Task(step_name(s), "train", s) for s in self.models if s.kind == "architecture"]
-        for spec in self.models:
-            if spec.kind == "pruned":
-                needs = (trained(spec.variant),) + ((trained("baseline"),) if spec.distill_weight else ())
-                tasks.append(_Task(step_name(spec), "prune", spec, tuple(dict.fromkeys(needs))))
-        tasks += [_Task(f"evaluate/{s.name}", "evaluate", s, (step_name(s),)) for s in self.models]
-        return tasks
+    def _open_schedule(self, threads: int) -> None:
+        """Start this run's record of its schedule in the state: a new entry of ``"runs"``."""
+        self._schedule = {"started_at": time.time(), "finished_at": None, "lanes": self.lanes, "threads": threads,
+                          "steps": []}
+        self.state.set("runs", list(self.state.data.get("runs") or []) + [self._schedule])
+
+    def _scheduled(self, update: Dict[str, Any], step: Optional[Dict[str, Any]] = None) -> None:
+        """Update this run's record of its schedule in the state (``"runs"``, the last entry), with ``step`` added."""
+        if not self._schedule:
+            return
+        self._schedule.update(update)
+        if step is not None:
+            self._schedule["steps"].append(step)
+        runs = list(self.state.data.get("runs") or [])
+        self.state.set("runs", runs[:-1] + [self._schedule])
 
     def _run_steps(self, tasks: Sequence[_Task]) -> Path:
         """Every step not yet done, then the report and its logging to MLflow; returns ``report.md``."""
@@ -193,7 +223,9 @@ class Study:
                 self.progress.skipped(task.step)
             else:
                 todo.append(task)
-        if self.profile.workers > 1 and len(todo) > 1:
+        if any(task.action in ("train", "prune") for task in todo):
+            self._fill_cache()
+        if self.lanes > 1 and len(todo) > 1:
             self._run_parallel(todo)
         else:
             for task in todo:
@@ -202,7 +234,9 @@ class Study:
             self.progress.skipped("benchmark")
         else:
             start = self._begin("benchmark")
-            self._finish("benchmark", self.steps.benchmark(self.models), start)
+            with _peak_memory(str(self._device)) as memory:
+                outputs = self.steps.benchmark(self.models)
+            self._finish("benchmark", {**outputs, **memory}, start)
         benchmark_json = self.root / self.state.get("benchmark")["benchmark_json"]
         benchmark = json.loads(benchmark_json.read_text())
         rows = collect_rows(self.root, self.state.data, self.models, benchmark)
@@ -212,18 +246,37 @@ class Study:
         self.tracker.finish(rows, report, benchmark_json)
         return report
 
+    def _fill_cache(self) -> None:
+        """Preprocess the training and validation studies into the study's cache with every CPU, once, before the
+        steps (which would otherwise each preprocess them, several at a time); recorded in the state as ``cache``."""
+        workers = max(1, usable_cpus() or os.cpu_count() or 1)
+        self.echo(f"[study] cache: the studies preprocessed once, into {self.steps.cache_dir} ({workers} processes)")
+        filled = self.steps.fill_cache(workers)
+        self.state.set("cache", {"dir": str(self.steps.cache_dir), **filled})
+        self.echo("[study] cache: " + "; ".join(
+            f"{name} {f['studies']} studies ({f['built']} built) in {format_duration(f['seconds'])}, "
+            f"{f['mb_per_study']:.1f} MB each" for name, f in filled.items()))
+
     def _begin(self, step: str) -> Tuple[float, float]:
         """Say that ``step`` starts; returns its start (``time.perf_counter()``, ``time.time()``)."""
         self.echo(f"{self.progress.label(step)} {step} ...")
         return time.perf_counter(), time.time()
 
-    def _finish(self, step: str, outputs: Dict[str, Any], start: Tuple[float, float]) -> None:
-        """Record a finished step (with its duration, and its start and end in seconds since the epoch: which steps
-        ran at once), with its progress line."""
+    @property
+    def _device(self) -> torch.device:
+        return resolve_device(self.profile.device)
+
+    def _finish(self, step: str, outputs: Dict[str, Any], start: Tuple[float, float], lane: int = 0) -> None:
+        """Record a finished step (with its duration, its start and end in seconds since the epoch and its lane:
+        which steps ran at once; and its peak memory), in the step's outputs and in this run's schedule, with its
+        progress line."""
         outputs["step_seconds"] = time.perf_counter() - start[0]
-        outputs["started_at"], outputs["finished_at"] = start[1], time.time()
+        outputs["started_at"], outputs["finished_at"], outputs["lane"] = start[1], time.time(), lane
         self.state.record(step, outputs)
+        self._scheduled({}, self._schedule_entry(step, outputs, "done"))
         kind = Progress.kind(step)
+        if kind in ("train", "prune"):
+            self.tracker.log_step(step.split("/", 1)[1], outputs)
         self.counts[kind] += 1
         if kind == "benchmark":
             self.tracker.outdated([spec.name for spec in self.models])
@@ -238,18 +291,24 @@ class Study:
         """The MLflow child run of the model ``task`` makes, open until ``stack`` closes (``None``: an evaluation)."""
         return stack.enter_context(self.tracker.model_run(task.spec)) if task.makes_model else None
 
+    @staticmethod
+    def _schedule_entry(step: str, outputs: Dict[str, Any], status: str) -> Dict[str, Any]:
+        keys = ("started_at", "finished_at", "step_seconds", "lane", "peak_rss_mb", "peak_device_mb",
+                "peak_device_reserved_mb")
+        return {"step": step, "status": status, **{k: outputs[k] for k in keys if k in outputs}}
+
     def _run_here(self, task: _Task) -> None:
         """Run ``task`` in this process."""
         start = self._begin(task.step)
         with ExitStack() as stack:
-            outputs = _perform(self.steps, task, self.tracking_uri, self._open_run(task, stack), 0)
+            outputs = _perform(self.steps, task, self.tracking_uri, self._open_run(task, stack), 0, str(self._device))
         self._finish(task.step, outputs, start)
 
     def _run_parallel(self, tasks: Sequence[_Task]) -> None:
-        """Run ``tasks`` ``profile.workers`` at a time in worker processes, each as soon as the steps it needs are
-        done, in ``tasks``' order otherwise. A failed step stops new ones from starting; those running finish (and
-        are recorded), then its error is raised."""
-        workers = self.profile.workers
+        """Run ``tasks`` ``lanes`` at a time in worker processes, each as soon as the steps it needs are done, in
+        ``tasks``' order otherwise. A failed step stops new ones from starting; those running finish (and are
+        recorded, the failed one in the run's schedule), then its error is raised."""
+        workers = self.lanes
         threads = max(1, (usable_cpus() or os.cpu_count() or 1) // workers)
         self.echo(f"[study] {workers} steps at a time, {threads} thread(s) each; the benchmark alone, after them")
         pending = list(tasks)
@@ -269,7 +328,7 @@ class Study:
                     run_id = self._open_run(task, stack)
                     position = free_positions.pop(0)
                     future = pool.submit(_run_in_worker, self.steps, task, threads, self._silenced.notices,
-                                         self.tracking_uri, run_id, position)
+                                         self.tracking_uri, run_id, position, str(self._device))
                     running[future] = (task, stack, start, position)
                 if not running:
                     if error is None:
@@ -284,11 +343,14 @@ class Study:
                     except BaseException as err:  # noqa: B036 - recorded and re-raised once the others finish
                         stack.__exit__(type(err), err, err.__traceback__)
                         self.echo(f"{self.progress.label(task.step)} {task.step} failed: {err}")
+                        self._scheduled({}, self._schedule_entry(task.step, {
+                            "started_at": start[1], "finished_at": time.time(), "lane": position,
+                            "step_seconds": time.perf_counter() - start[0]}, "failed"))
                         error = error or err
                         continue
                     stack.close()
                     self._silenced.counts.update(silenced)
-                    self._finish(task.step, outputs, start)
+                    self._finish(task.step, outputs, start, position)
         except BaseException as err:
             for task, stack, _, _ in running.values():
                 stack.__exit__(type(err), err, err.__traceback__)
@@ -330,22 +392,26 @@ def run_study(
     resume: bool = True,
     fresh: bool = False,
     echo: Callable[[str], None] = print,
+    estimate_only: bool = False,
     **overrides: Any,
-) -> Study:
-    """Run (or continue) a study and write its report.
+) -> Union[Study, Dict[str, Any]]:
+    """Run (or continue) a study and write its report; its cost is estimated and printed first
+    (:func:`~.estimate.plan_study`: ``[estimate]`` lines, ``<output>/estimate.json``).
 
     Args:
-        profile: ``quick``, ``full``, ``tiny`` or a :class:`Profile`.
+        profile: ``quick``, ``full``, ``gpu``, ``tiny`` or a :class:`Profile`.
         data_dir: a BraTS folder; ``None`` uses the profile's synthetic set (``full`` requires a folder).
         output: the study folder (default ``results/<profile>``).
         seed: seed of the data split, training and pruning.
         resume: continue a study found in ``output`` (finished steps are not redone).
         fresh: delete the study found in ``output`` first.
         echo: where progress lines go.
+        estimate_only: print the estimate and stop: nothing is trained, written or generated (not even the folder).
         overrides: profile fields to replace (e.g. ``epochs=1``).
 
     Returns:
-        The :class:`Study`; ``report.md`` is in its ``root``.
+        The :class:`Study`; ``report.md`` is in its ``root``. With ``estimate_only``, the estimate
+        (:func:`~.estimate.estimate_study`).
 
     Raises:
         ValueError: an unknown profile or setting, ``full`` without ``data_dir``, or a study in ``output`` with other
@@ -364,6 +430,8 @@ def run_study(
         raise ValueError(
             f"The {chosen.name!r} profile runs on real BraTS data on a GPU: pass --data_dir /path/to/BraTS."
         )
+    if estimate_only:
+        return plan_study(chosen, data_dir, seed, None, echo)
     root = Path(output if output is not None else Path("results") / chosen.name).resolve()
     _prepare_folder(root, fresh, resume)
     root.mkdir(parents=True, exist_ok=True)

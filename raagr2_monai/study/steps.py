@@ -8,6 +8,7 @@ a worker process can run one from a pickled :class:`StudySteps` alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -17,12 +18,12 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple, Union
 
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 
 from raagr2_monai.benchmark import add_backend_latencies, benchmark_models
 from raagr2_monai.bundle import load_bundle_network
 from raagr2_monai.bundle.generate import write_bundle
-from raagr2_monai.data import load_split
+from raagr2_monai.data import fill_cache, load_split
 from raagr2_monai.handlers import EpochHistory
 from raagr2_monai.networks import count_flops
 from raagr2_monai.utils import atomic_write_text, resolve_device
@@ -138,14 +139,48 @@ class StudySteps:
         window = p.window_size or p.roi_size
         return {
             "dataset_dir": self.dataset_dir,
+            "split": list(p.split),
+            # one cache for every step: each study is preprocessed once, by the first step that reads it
+            "cache_dir": str(self.cache_dir),
+            "num_workers": p.num_workers,
             "roi_size": [p.roi_size, p.roi_size],
-            # validation (and, through train.json, evaluation) slides windows of their own size over whole slices
+            # validation and evaluation on whole slices, or windows of their own size (whole_slice false)
+            "whole_slice": p.whole_slice,
             "validate#inferer#roi_size": [window, window],
+            "sw_batch_size": p.sw_batch_size,
             "batch_size": p.batch_size,
             "num_samples": p.num_samples,
             "seed": self.seed,
             "device": str(resolve_device(p.device)),
         }
+
+    @property
+    def cache_dir(self) -> Path:
+        """The study's cache of preprocessed studies, shared by all its steps."""
+        return self.root / "cache"
+
+    def fill_cache(self, num_workers: int) -> Dict[str, Any]:
+        """Preprocess every study into :attr:`cache_dir` before the steps start, in ``num_workers`` processes, so
+        that steps running at once do not each preprocess the same studies.
+
+        The datasets are the baseline bundle's, with the steps' overrides (the cache entries the steps will look
+        for): ``train#dataset`` and ``validate#dataset`` of train.json (compact), and the test studies of
+        evaluate.json (float32).
+
+        Returns:
+            Per dataset (``train``, ``validation``, ``testing``): studies, studies built now, seconds, MB per study.
+        """
+        bundle = self.bundle_dir(ModelSpec("baseline", "architecture", "baseline"))
+        _write_bundle(bundle, "baseline")
+        filled = {}
+        for name, configs, section in (("train", ["train"], "train"), ("validation", ["train"], "validate"),
+                                       ("testing", ["train", "evaluate"], "validate")):
+            parser = ConfigParser()
+            parser.read_config([str(bundle / "configs" / f"{c}.json") for c in configs])
+            parser.update({"bundle_root": str(bundle), "val_cases": self.profile.val_cases, **self._data_override()})
+            dataset = parser.get_parsed_content(f"{section}#dataset")
+            filled[name] = dataclasses.asdict(fill_cache(dataset, num_workers, name))
+        return filled
 
     def train(self, spec: ModelSpec) -> Dict[str, Any]:
         """Train an architecture (its bundle's ``training`` workflow); an interrupted run resumes from ``last.pt``."""
@@ -155,7 +190,7 @@ class StudySteps:
         p = self.profile
         wf = _workflow(
             [bundle / "configs" / "train.json"], "training", bundle, output_dir=str(run_dir),
-            epochs=p.epochs, val_interval=p.val_interval, learning_rate=p.learning_rate, lr_schedule=p.lr_schedule,
+            epochs=p.epochs, val_interval=p.val_interval, val_cases=p.val_cases, learning_rate=p.learning_rate, lr_schedule=p.lr_schedule,
             resume=True,
             **self._data_override(),
         )
@@ -186,6 +221,7 @@ class StudySteps:
             output_dir=str(out),
             source_ckpt=str(source / "models" / "model.pt"), overwrite=True, lr_schedule=p.lr_schedule,
             val_interval=finetune_val_interval(p.val_interval, spec.finetune_epochs),
+            val_cases=p.val_cases,
             **self._data_override(),
         )
         if spec.learning_rate is not None:
@@ -231,7 +267,7 @@ class StudySteps:
 
     def test_entries(self) -> List[Dict[str, Any]]:
         """The test subjects' datalist entries, as the evaluation reads them (the ``testing`` split of the seed)."""
-        return load_split(self.dataset_dir, "testing", None, self.seed)
+        return load_split(self.dataset_dir, "testing", None, self.seed, self.profile.split)
 
     def benchmark(self, rows: Sequence[ModelSpec]) -> Dict[str, Any]:
         """Benchmark the bundles of ``rows`` in one run (ratios against the baseline of that run): counts per model, time
@@ -252,7 +288,7 @@ class StudySteps:
             sparse_sizes=sparse,
             train_shape=(p.batch_size, 4, p.roi_size, p.roi_size), share_structure=True,
         )
-        steps_per_epoch = math.ceil(len(load_split(self.dataset_dir, "training", None, self.seed)) * p.num_samples
+        steps_per_epoch = math.ceil(len(load_split(self.dataset_dir, "training", None, self.seed, p.split)) * p.num_samples
                                     / p.batch_size)
         for name, model in models.items():
             result[name]["flops_at_flops_size"] = (

@@ -194,6 +194,27 @@ class StudyTracker:
         client, _ = self._client()
         client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
 
+    def log_step(self, model: str, outputs: Mapping[str, Any]) -> None:
+        """Log the seconds and peak memory of the step that made ``model`` (``step.seconds``, ``step.peak_rss_mb``,
+        ``step.peak_device_mb``, ``step.peak_device_reserved_mb``, as its outputs hold them) to its child run; a model
+        without a recorded child run logs nothing.
+
+        Args:
+            model: the model's name.
+            outputs: the step's outputs, as the study records them.
+        """
+        from mlflow.entities import Metric
+
+        run_id = self._record()["children"].get(model)
+        names = {"step_seconds": "step.seconds", "peak_rss_mb": "step.peak_rss_mb",
+                 "peak_device_mb": "step.peak_device_mb", "peak_device_reserved_mb": "step.peak_device_reserved_mb"}
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(outputs[key]), now, 0) for key, name in names.items()
+                   if isinstance(outputs.get(key), (int, float))]
+        if run_id is not None and metrics:
+            client, _ = self._client()
+            client.log_batch(run_id, metrics=metrics)
+
     def outdated(self, models: Sequence[str]) -> None:
         """The evaluation or benchmark figures of ``models`` were redone: :meth:`log_results` logs them again."""
         record = self._record()

@@ -52,7 +52,7 @@ def trained(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("train")
     wf = workflow(
         "depthwise", "train", "train", dataset_dir=tiny_dataset, output_dir=str(out), ckpt_dir=str(out / "models"),
-        **TINY,
+        cache_dir=str(out / "cache"), **TINY,
     )
     wf.run()
     wf.finalize()
@@ -69,16 +69,22 @@ def test_training_writes_model_checkpoint_and_run_record(trained, tiny_dataset):
     assert record["seed"] == 0
     assert record["settings"]["variant"] == "depthwise"
     assert record["settings"]["dataset_dir"] == tiny_dataset
+    assert record["settings"]["cache_dir"] == str(trained / "cache") and record["settings"]["compact"] is True
+    # the five training and two validation studies, each preprocessed once into the compact cache
+    assert len(list((trained / "cache").glob("*.pt"))) == 7
     assert record["versions"]["torch"] == torch.__version__
     assert not [p for p in trained.rglob(".tmp-*")], "no temporary file left behind"
 
 
-def test_training_is_seeded(trained, tiny_dataset, tmp_path):
+def test_training_is_seeded_and_reads_the_cache_it_wrote(trained, tiny_dataset, tmp_path):
+    cache = trained / "cache"
+    written = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pt")}
     wf = workflow(
         "depthwise", "train", "train", dataset_dir=tiny_dataset, output_dir=str(tmp_path), ckpt_dir=str(tmp_path / "m"),
-        **TINY,
+        cache_dir=str(cache), **TINY,
     )
     wf.run()
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.pt")} == written  # nothing rebuilt
     first = torch.load(trained / "last.pt", weights_only=True)["network"]
     second = torch.load(tmp_path / "last.pt", weights_only=True)["network"]
     assert all(torch.equal(first[k], second[k]) for k in first)

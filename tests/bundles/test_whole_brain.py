@@ -18,7 +18,6 @@ from raagr2_monai.data.validation import BraTSDataError
 from raagr2_monai.metrics import brats_metrics
 
 from ..standins import BrightChannel, ConstantRegions
-from .conftest import BUNDLES
 from .test_bundle_workflows import root_cause, workflow
 
 pytestmark = pytest.mark.slow

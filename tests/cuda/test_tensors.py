@@ -1,5 +1,6 @@
 """The pieces that move tensors, on the test device: scoring with prediction and truth on different devices, masks
-that stay on their weights' device, a training step that does not wait for the host, and the shared precision.
+that stay on their weights' device, a training step that does not wait for the host, and the shared precision
+(``tests/cuda/test_throughput.py``: the throughput settings, and a whole trainer's step without waiting).
 
 On CUDA, ``torch.cuda.set_sync_debug_mode("error")`` turns every host synchronisation into an error, so "does not
 wait for the host" is checked, not assumed. With ``RAAGR2_TEST_DEVICE=cpu`` the same tests run on the CPU (where no
@@ -16,7 +17,7 @@ from raagr2_monai.losses import RAAGR2Loss
 from raagr2_monai.metrics import score_subject
 from raagr2_monai.networks import get_network
 from raagr2_monai.pruning import magnitude_masks
-from raagr2_monai.utils import autocast, model_device, resolve_device, use_amp
+from raagr2_monai.utils import amp_dtype, autocast, model_device, resolve_device, use_amp
 
 from ..metrics.test_devices import subject_maps
 from .conftest import is_cuda
@@ -46,7 +47,8 @@ def test_the_device_resolves_and_autocast_follows_it(device):
     assert model_device(net).type == dev.type
     with torch.no_grad(), autocast(dev, True):
         out = net(torch.zeros(1, 4, 32, 32, device=dev))
-    assert out.dtype == (torch.float16 if is_cuda(device) else torch.float32)
+    # bfloat16 on GPUs of compute capability 8.0 and later, float16 before; the CPU's float32
+    assert out.dtype == (amp_dtype(dev) if is_cuda(device) else torch.float32)
 
 
 def test_scoring_takes_prediction_and_truth_from_different_devices(device):

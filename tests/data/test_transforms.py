@@ -198,6 +198,31 @@ def test_lps_input_gives_the_ras_network_input(tmp_path):
     assert torch.equal(lps["label"].as_tensor(), ras["label"].as_tensor())
 
 
+def test_compact_val_transforms_match(tmp_path):
+    """The compact chain (float16 image and uint8 label map, expanded again) gives today's input: regions exactly,
+    intensities to float16's precision."""
+    entry = _write_case(tmp_path)
+    today, compact = val_transforms((32, 32))(entry), val_transforms((32, 32), compact=True)(entry)
+    assert compact["image"].dtype == torch.float32 and compact["label"].dtype == torch.float32
+    torch.testing.assert_close(compact["image"].as_tensor(), today["image"].as_tensor(), rtol=1e-3, atol=3e-8)
+    assert torch.equal(compact["label"].as_tensor(), today["label"].as_tensor())
+
+
+@pytest.mark.parametrize(("value", "compact"), [(True, True), ("true", True), (False, False), ("false", False)])
+def test_compact_switched_by_one_config_id(value, compact):
+    """With ``compact="@compact"`` both endings are in the spec and that id chooses (the command line passes text)."""
+    from raagr2_monai.data.chains import build, train_spec, validation_spec
+
+    train = build(train_spec("@compact"), roi_size=[32, 32], tumour_fraction=0.5, num_samples=2, compact=value)
+    validation = build(validation_spec("@compact"), roi_size=[32, 32], compact=value)
+    for chain in (train, validation):
+        names = [type(t).__name__ for t in chain.transforms]
+        assert ("CompactStudyd" in names) == ("ExpandStudyd" in names) == compact
+        assert ("ConvertToBraTSRegionsd" in names) != compact
+    with pytest.raises(ValueError, match="compact must be a bool or a config reference"):
+        train_spec("compact")
+
+
 # --- training sampling -----------------------------------------------------------------------------------------------
 
 

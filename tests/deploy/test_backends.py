@@ -269,7 +269,7 @@ def test_skipping_empty_windows_writes_the_same_label_map(bundles, tmp_path, bac
     maps, windows = {}, {}
     for skip in (False, True):
         segmenter = Segmenter(bundles["plain"], tmp_path / str(skip), device="cpu", backend=backend, threads=1,
-                              roi_size=[32, 32], sw_batch_size=4, skip_empty=skip)
+                              roi_size=[32, 32], sw_batch_size=4, skip_empty=skip, whole_slice=False)
         maps[skip] = np.asarray(nib.load(segmenter(entry).output).dataobj)
         windows[skip] = segmenter.inferer.network_windows
     assert len(np.unique(maps[False])) > 1

@@ -84,3 +84,31 @@ def test_bad_switches_are_refused():
     assert as_flag("TRUE", "whole_slice") is True and as_flag(0, "whole_slice") is False
     with pytest.raises(ValueError, match="whole_slice must be true or false; got 'maybe'"):
         BrainSliceInferer(roi_size=(32, 32), whole_slice="maybe")
+
+
+def test_whole_slices_are_batched_by_sw_batch_size_and_keep_the_metadata(network):
+    from monai.data import MetaTensor
+
+    image = _volume()
+    image[:, :, 8:30, 10:40, 0] = 1.0  # brain in slices 0 and 2-5: five slices to run, three empty
+    meta = MetaTensor(image, affine=torch.diag(torch.tensor([2.0, 1.0, 1.0, 1.0])))
+    calls = []
+
+    def recording(x):
+        calls.append(int(x.shape[0]))
+        return network(x)
+
+    with torch.no_grad():
+        out = BrainSliceInferer(whole_slice=True, **{**SETTINGS, "sw_batch_size": 2})(meta, recording)
+        alone = torch.stack([network(image[..., z])[0] for z in range(8)], dim=-1)
+    # five brain slices in calls of at most two, then zeros once for the three empty slices
+    assert calls == [2, 2, 1, 1]
+    assert isinstance(out, MetaTensor) and torch.equal(out.affine, meta.affine)
+    # fp32 rounding only: a slice's output changes in its last bits with the slices batched beside it
+    assert out.shape == (1, 3, 64, 80, 8) and float((out[0] - alone).abs().max()) <= 1e-4
+    unskipped = []
+    with torch.no_grad():
+        BrainSliceInferer(whole_slice=True, skip_empty=False, **{**SETTINGS, "sw_batch_size": 3})(
+            image, lambda x: unskipped.append(int(x.shape[0])) or network(x)
+        )
+    assert unskipped == [3, 3, 2]

@@ -32,7 +32,11 @@ def parallel(tmp_path_factory):
 
 def test_steps_run_two_at_a_time_each_after_the_steps_it_needs(parallel):
     study, lines = parallel
-    assert re.fullmatch(r"\[study\] 2 steps at a time, \d+ thread\(s\) each; the benchmark alone, after them", lines[0])
+    first = next(i for i, line in enumerate(lines) if not line.startswith("[estimate] "))
+    assert "[estimate] steps at once: 2 (CPU allows 2; limited by cpu)" in lines[:first]
+    assert lines[first].startswith("[study] cache: ") and lines[first + 1].startswith("[study] cache: train 5 studies")
+    assert re.fullmatch(r"\[study\] 2 steps at a time, \d+ thread\(s\) each; the benchmark alone, after them",
+                        lines[first + 2])
     assert study.counts == {"train": 2, "prune": 2, "evaluate": 4, "benchmark": 1}
     steps = study.state.data["steps"]
     span = {step: (out["started_at"], out["finished_at"]) for step, out in steps.items()}
@@ -45,6 +49,26 @@ def test_steps_run_two_at_a_time_each_after_the_steps_it_needs(parallel):
         assert span[f"evaluate/{spec.name}"][0] >= span[step_name(spec)][1], "an evaluation starts once its model is"
     assert span["benchmark"][0] >= max(end for step, (_, end) in span.items() if step != "benchmark")
     assert (study.root / "report.md").is_file()
+
+
+def test_the_schedule_lanes_and_peak_memory_of_each_step_are_recorded(parallel):
+    study, _ = parallel
+    data = study.state.data
+    assert data["parallelism"]["lanes"] == 2 and data["parallelism"]["limited_by"] == "cpu"
+    assert data["parallelism"]["device_fit"] is None and data["parallelism"]["threads"] >= 1
+    (run,) = data["runs"]
+    assert run["lanes"] == 2 and run["started_at"] < run["finished_at"]
+    assert sorted(s["step"] for s in run["steps"]) == sorted(data["steps"])
+    for entry in run["steps"]:
+        outputs = data["steps"][entry["step"]]
+        assert entry["status"] == "done" and entry["lane"] == outputs["lane"] in (0, 1)
+        assert entry["started_at"] == outputs["started_at"] and entry["finished_at"] == outputs["finished_at"]
+        assert outputs["peak_rss_mb"] > 100, "a step's process holds torch at least"
+    # two steps at once, each in its own lane
+    trainings = [s for s in run["steps"] if s["step"].startswith("train/")]
+    assert {s["lane"] for s in trainings} == {0, 1}
+    estimate = json.loads((study.root / "estimate.json").read_text())
+    assert sorted(s["step"] for s in estimate["steps"]) == sorted(s for s in data["steps"] if s != "benchmark")
 
 
 def test_workers_log_their_curves_to_the_child_runs_while_they_train(parallel):
@@ -83,6 +107,7 @@ def test_a_failed_step_stops_new_steps_and_is_raised_after_the_running_ones(tmp_
     study.steps = FailingSteps("depthwise", seconds=3.0)
     tasks = study._tasks()
     study.progress = Progress([t.step for t in tasks])
+    study._open_schedule(1)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         with pytest.raises(RuntimeError, match="no luck with depthwise"):
@@ -93,6 +118,9 @@ def test_a_failed_step_stops_new_steps_and_is_raised_after_the_running_ones(tmp_
     # the training running beside it finished and was recorded
     assert study.state.done("train/baseline") and study.state.get("train/baseline")["made"] == "baseline"
     assert not study.state.done("train/depthwise")
+    schedule = {s["step"]: s for s in study.state.data["runs"][-1]["steps"]}
+    assert schedule["train/depthwise"]["status"] == "failed" and schedule["train/baseline"]["status"] == "done"
+    assert schedule["train/depthwise"]["lane"] != schedule["train/baseline"]["lane"]
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=study.tracking_uri)

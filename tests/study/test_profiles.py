@@ -38,7 +38,7 @@ def test_rows_are_labelled_and_grouped_by_family():
 
 
 def test_bad_profiles_are_refused():
-    with pytest.raises(ValueError, match="Unknown profile 'fast'; valid profiles: quick, full, tiny"):
+    with pytest.raises(ValueError, match="Unknown profile 'fast'; valid profiles: quick, full, gpu, tiny"):
         get_profile("fast")
     with pytest.raises(ValueError, match=r"Unknown profile setting\(s\) \['epoch'\]"):
         get_profile("tiny", epoch=3)
@@ -61,8 +61,15 @@ def test_bad_profiles_are_refused():
     for round_to in (0, 8.0, True):
         with pytest.raises(ValueError, match=f"hybrid_round_to must be None or an integer >= 1; got {round_to!r}"):
             get_profile("tiny", hybrid_round_to=round_to)
-    with pytest.raises(ValueError, match="workers must be >= 1; got 0"):
-        get_profile("tiny", workers=0)
+    for workers in (0, "all", True):
+        with pytest.raises(ValueError, match=f"workers must be an integer >= 1 or 'auto'; got {workers!r}"):
+            get_profile("tiny", workers=workers)
+    assert get_profile("tiny", workers="auto").workers == "auto"
+    with pytest.raises(ValueError, match="split fractions must sum to 1"):
+        get_profile("tiny", split=(0.5, 0.5, 0.5))
+    assert get_profile("tiny", split="0.5,0.15,0.35").split == (0.5, 0.15, 0.35)
+    with pytest.raises(ValueError, match="num_workers must be >= 0, sw_batch_size >= 1 and val_cases None or >= 1"):
+        get_profile("tiny", val_cases=0)
     with pytest.raises(ValueError, match="window_size must be a positive multiple of 16; got 50"):
         get_profile("tiny", window_size=50)
     with pytest.raises(ValueError, match="lr_schedule must be one of plateau, cosine; got 'step'"):

@@ -293,6 +293,29 @@ def test_each_child_run_spans_its_training_and_got_its_curves_epoch_by_epoch(stu
     assert [m.step for m in client.get_metric_history(children["baseline"].info.run_id, "val_mean_dice")] == [2]
 
 
+def test_the_estimate_comes_first_and_each_step_records_its_peak_memory(first_run):
+    study, lines, _, _ = first_run
+    first = next(i for i, line in enumerate(lines) if line.startswith("[study "))
+    estimates = [line for line in lines[:first] if line.startswith("[estimate] ")]
+    # the estimate, then the cache filled once for every step, then the steps
+    assert len(estimates) >= 5 and lines[: len(estimates)] == estimates
+    assert [line[:14] for line in lines[len(estimates) : first]] == ["[study] cache:"] * 2
+    assert any(line.startswith("[estimate] time: ") for line in estimates)
+    cache = study.state.data["cache"]
+    assert [cache[k]["studies"] for k in ("train", "validation", "testing")] == [5, 2, 2]
+    assert len(list(Path(cache["dir"]).glob("*.pt"))) == 5 + 2 + 2  # compact, and float32 for the test studies
+    estimate = json.loads((study.root / "estimate.json").read_text())
+    assert len(estimate["steps"]) == 2 * len(MODELS) and estimate["parallel"]["lanes"] == 1
+    steps = study.state.data["steps"]
+    assert all(out["peak_rss_mb"] > 100 and out["lane"] == 0 for out in steps.values())
+    (run,) = study.state.data["runs"][:1]
+    assert [s["step"] for s in run["steps"]] == list(steps)  # one at a time: in the order they finished
+    assert all(a["finished_at"] <= b["started_at"] for a, b in zip(run["steps"], run["steps"][1:]))
+    client, _, children = _runs(study)
+    peak = client.get_metric_history(children["baseline"].info.run_id, "step.peak_rss_mb")
+    assert [m.value for m in peak] == [pytest.approx(steps["train/baseline"]["peak_rss_mb"])]
+
+
 def test_workflow_notices_are_silenced_and_counted_in_one_line(first_run):
     _, lines, passed, shown = first_run
     assert not [m for m in passed if m.startswith(("No workflow type", "Logging file is set to False"))]
