@@ -225,7 +225,7 @@ def study(
     time and memory (``[estimate]`` lines, also in ``<output>/estimate.json``).
 
     Args:
-        profile: ``quick`` (CPU, built-in synthetic data, about 20 minutes on two cores), ``full`` (GPU, real BraTS,
+        profile: ``quick`` (CPU, built-in synthetic data, 10-20 minutes on two cores), ``full`` (GPU, real BraTS,
             the thesis's schedule; needs ``--data_dir``), ``gpu`` (one GPU, about 15 minutes: the thesis's crops,
             batch and rows on a BraTS-size synthetic set of 60 studies, 21 of them test subjects) or ``tiny`` (a smoke
             run).
