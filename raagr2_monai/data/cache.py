@@ -416,8 +416,8 @@ def cache_entry_mb(dataset: StudyCacheDataset) -> float:
 def fill_cache(dataset: StudyCacheDataset, num_workers: int = 0, name: str = "") -> CacheSummary:
     """Build every missing cache entry of ``dataset`` now, rather than during the first epoch, and log one line.
 
-    With ``num_workers`` the studies are preprocessed in that many processes by torch's own ``DataLoader``, with a
-    generator of its own: MONAI's ``DataLoader`` would reseed the dataset's random transforms (``set_rnd``) and
+    With ``num_workers`` the studies are preprocessed in that many spawned processes by torch's own ``DataLoader``,
+    with a generator of its own: MONAI's ``DataLoader`` would reseed the dataset's random transforms (``set_rnd``) and
     torch's default one would draw from the global generator, either changing what a seeded run samples afterwards.
 
     Args:
@@ -442,8 +442,11 @@ def fill_cache(dataset: StudyCacheDataset, num_workers: int = 0, name: str = "")
     missing = [i for i in range(len(dataset)) if not dataset.cache_path(i).is_file()]
     builder = _Builder(dataset, missing)
     if num_workers > 0 and missing:
+        # spawned, not forked: the caller may hold threads (MLflow, a test runner's, torch's) that a fork would copy
+        # in the middle of their work
         loader = TorchDataLoader(
-            builder, batch_size=None, num_workers=num_workers, generator=torch.Generator().manual_seed(0)
+            builder, batch_size=None, num_workers=num_workers, generator=torch.Generator().manual_seed(0),
+            multiprocessing_context="spawn",
         )
         for _ in loader:
             pass

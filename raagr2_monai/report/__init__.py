@@ -4,8 +4,9 @@
   wrong with those figures;
 - :mod:`.rows`: one row per model, gathered from plain data (the study folder, its ``state.json``, the list of models
   and the benchmark's JSON), each naming its sources so that every number can be traced;
-- :mod:`.statistics`: the spread of the per-subject scores (standard deviation, 95 % confidence interval of the mean)
-  and the rows that score identically on every subject;
+- :mod:`.statistics`: the spread of the per-subject scores (standard deviation, 95 % confidence interval of the mean),
+  each model's per-subject (paired) difference to the baseline, and the rows that score identically on every subject;
+- :mod:`.paired`: that paired difference in Table 1 (its column and the text under the table) and as a chart;
 - :mod:`.tables`: Tables 1-3 and the lesion-wise scores as CSV and JSON, and the thesis's tables as JSON;
 - :mod:`.labels`: chart labels placed so that none overlaps another or a point;
 - :mod:`.tradeoff`: the charts of mean Dice against non-zero parameters and against latency, with the Pareto front;
@@ -31,6 +32,14 @@ from .figures import (
     write_evaluation_figures,
 )
 from .markdown import quality_cell, render_markdown, write_report
+from .paired import (
+    PAIRED_HEADER,
+    PAIRED_MARGIN,
+    UNMATCHED_MARK,
+    paired_cell,
+    paired_difference_figure,
+    paired_notes,
+)
 from .rows import (
     LESIONWISE_TABLE_COLUMNS,
     TABLE1_COLUMNS,
@@ -45,8 +54,10 @@ from .labels import LABEL_GID, boxes_overlap, label_boxes, overlapping_labels, p
 from .statistics import (
     IDENTICAL_TOLERANCE,
     IDENTITY_COLUMNS,
+    PAIRED_KEYS,
     SPREAD_KEYS,
     identical_rows,
+    paired_difference,
     quality_spread,
     read_subject_scores,
     spread,
@@ -88,8 +99,10 @@ __all__ = [
     "write_evaluation_figures",
     "IDENTICAL_TOLERANCE",
     "IDENTITY_COLUMNS",
+    "PAIRED_KEYS",
     "SPREAD_KEYS",
     "identical_rows",
+    "paired_difference",
     "quality_spread",
     "read_subject_scores",
     "spread",
@@ -114,6 +127,12 @@ __all__ = [
     "training_curves_figure",
     "training_groups",
     "write_charts",
+    "PAIRED_HEADER",
+    "PAIRED_MARGIN",
+    "UNMATCHED_MARK",
+    "paired_cell",
+    "paired_difference_figure",
+    "paired_notes",
     "quality_cell",
     "render_markdown",
     "write_report",

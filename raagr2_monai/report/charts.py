@@ -1,6 +1,7 @@
-"""The report's charts (PNG): quality against non-zero parameters and against latency (:mod:`.tradeoff`), per-region
-Dice with the 95 % confidence interval of each mean, and training curves (loss above, validation Dice below; the
-architectures and rows trained from scratch in the first column, then one column per family of fine-tuned rows).
+"""The report's charts (PNG): quality against non-zero parameters and against latency (:mod:`.tradeoff`), each
+model's paired difference to the baseline (:mod:`.paired`), per-region Dice with the 95 % confidence interval of each
+mean, and training curves (loss above, validation Dice below; the architectures and rows trained from scratch in the
+first column, then one column per family of fine-tuned rows).
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from raagr2_monai.visualize import save_png
 from raagr2_monai.visualize.figures import new_figure
 
 from .figures import FAMILY_TITLES
+from .paired import paired_difference_figure
 from .tradeoff import quality_cost_figure
 
 __all__ = ["CHART_NAMES", "region_dice_figure", "training_curves_figure", "training_groups", "write_charts"]
 
 #: The charts :func:`write_charts` writes, as ``<name>.png``.
-CHART_NAMES: Tuple[str, ...] = ("dice_vs_params", "dice_vs_latency", "region_dice", "training_curves")
+CHART_NAMES: Tuple[str, ...] = ("dice_vs_params", "dice_vs_latency", "paired_difference", "region_dice",
+                                 "training_curves")
 _DPI = 110
 
 
@@ -128,7 +131,8 @@ def training_curves_figure(rows: Sequence[Mapping[str, Any]]) -> Any:
 
 def write_charts(rows: Sequence[Mapping[str, Any]], folder: Path, size: int, device: str) -> Dict[str, Path]:
     """Write the PNG charts of :data:`CHART_NAMES`: Dice against non-zero parameters, Dice against latency (per
-    inference backend where the benchmark has them), per-region Dice, training curves.
+    inference backend where the benchmark has them), the paired difference to the baseline, per-region Dice, training
+    curves.
 
     Args:
         rows: the report's rows (:func:`~raagr2_monai.report.rows.collect_rows`).
@@ -142,6 +146,7 @@ def write_charts(rows: Sequence[Mapping[str, Any]], folder: Path, size: int, dev
     figures = {
         "dice_vs_params": lambda: quality_cost_figure(rows, "params", size, device),
         "dice_vs_latency": lambda: quality_cost_figure(rows, "latency", size, device),
+        "paired_difference": lambda: paired_difference_figure(rows),
         "region_dice": lambda: region_dice_figure(rows),
         "training_curves": lambda: training_curves_figure(rows),
     }

@@ -1,8 +1,8 @@
 """``report.md``: the study's three tables with the thesis's published figures beside ours (marked †; Table 1 with the
-95 % confidence interval of every mean, and rows that score identically on every subject marked ‡ and explained), the
-lesion-wise scores, the training table, each family's best model on a test subject and per subject, the sources of
-every row, the charts and the thesis's own tables with what is wrong with them; and :func:`write_report`, which writes
-it with the tables, charts and figures."""
+95 % confidence interval of every mean, each model's paired difference to the baseline with its interval, and rows
+that score identically on every subject marked ‡ and explained), the lesion-wise scores, the training table, each
+family's best model on a test subject and per subject, the sources of every row, the charts and the thesis's own tables
+with what is wrong with them; and :func:`write_report`, which writes it with the tables, charts and figures."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from raagr2_monai.utils import atomic_write_text
 
 from .charts import write_charts
 from .figures import FAMILY_TITLES, EvaluationFigures, FamilyBest, best_per_family, write_evaluation_figures
+from .paired import PAIRED_HEADER, paired_cell, paired_notes
 from .rows import LESIONWISE_TABLE_COLUMNS, TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
 from .statistics import IDENTICAL_TOLERANCE
 from .tables import write_tables
@@ -198,15 +199,18 @@ def render_markdown(
               f"subjects with a value. Rows marked {_IDENTICAL_MARK} score identically to another row on every "
               "subject (see below the table). Columns marked † are the thesis's published figures (its Table 1), "
               "not ours.", ""]
-    header = ["model"] + [h for _, h in TABLE1_COLUMNS] + ["† thesis pooled Dice", "† thesis TC (\"C2\")",
-                                                           "† thesis WT (\"C4\")", "† thesis ET (\"C3\")"]
+    header = ["model"] + [h for _, h in TABLE1_COLUMNS] + [PAIRED_HEADER, "† thesis pooled Dice",
+                                                           "† thesis TC (\"C2\")", "† thesis WT (\"C4\")",
+                                                           "† thesis ET (\"C3\")"]
     body = []
     for r in rows:
         mark = f" {_IDENTICAL_MARK}" if r["identical_to"] else ""
         body.append([f"{r['label']} (`{r['model']}`){mark}"]
                     + [quality_cell(k, r["quality"][k], r["quality"][f"{k}_ci95"]) for k, _ in TABLE1_COLUMNS]
+                    + [paired_cell(r["quality"], len(cases))]
                     + [_thesis(r["model"], THESIS_TABLE1, k, ".4f") for k in ("pooled_dice", "TC", "WT", "ET")])
     lines += _md_table(header, body)
+    lines += paired_notes(rows, rel(charts["paired_difference"]) if "paired_difference" in charts else None)
     lines += _identity_notes(rows, window)
 
     lines += ["", "## Lesion-wise scores on the test subjects", "",
@@ -322,6 +326,9 @@ def render_markdown(
               "star. Vertical bars: the 95 % confidence interval of the mean Dice (as in Table 1); horizontal bars: "
               "the latency's p25-p75. The black step line and rings: the Pareto front, the points that no other point "
               "beats with a higher Dice at a lower cost. The Dice axis starts at 0 unless its label states its range. "
+              "Paired difference to the baseline: each model's mean over the test subjects of its subject's mean Dice "
+              "minus the baseline's, with the 95 % confidence interval of that mean (Table 1's paired column), "
+              "beside lines at 0 and at one Dice point below the baseline. "
               "Per-region Dice: the means with their 95 % confidence intervals. Training curves: training loss above, "
               "validation mean Dice below, by epoch; the architectures (and rows trained from scratch) first, then "
               "the fine-tuned rows of each pruning family in a column of their own.", ""]

@@ -2,7 +2,8 @@
 the list of models and the benchmark's JSON.
 
 A row holds the model's quality and lesion-wise scores (the evaluation's ``metrics_summary.csv``; the spread of the
-quality scores, and the rows that score identically on every subject, from its ``metrics_per_subject.csv``), cost
+quality scores, the per-subject (paired) difference of its mean Dice to the baseline's, and the rows that score
+identically on every subject, from its ``metrics_per_subject.csv``), cost
 (the benchmark, with each inference backend's latency where it has them, and the training or pruning step),
 reductions against the baseline, training curve and best validation score (``history.json``) and sources (the folders
 and files it came from, and its MLflow run id once the run is logged), so that every number can be traced.
@@ -19,7 +20,14 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from raagr2_monai.constants import REGIONS
 
-from .statistics import SubjectScores, identical_rows, quality_spread, read_subject_scores
+from .statistics import (
+    PAIRED_KEYS,
+    SubjectScores,
+    identical_rows,
+    paired_difference,
+    quality_spread,
+    read_subject_scores,
+)
 
 __all__ = [
     "TABLE1_COLUMNS",
@@ -193,9 +201,13 @@ def collect_rows(
         Records with keys ``model``, ``label``, ``kind``, ``family``, ``variant``, ``method``, ``ratio``,
         ``finetune_epochs``, ``from_scratch``, ``quality`` (Table 1 keys, ``subjects``, and ``<key>_std`` and
         ``<key>_ci95`` of every Table 1 key from the per-subject scores:
-        :func:`~raagr2_monai.report.statistics.quality_spread`), ``identical_to`` (the other models that score the same
-        on every subject: :func:`~raagr2_monai.report.statistics.identical_rows`), ``lesionwise``
-        (:data:`LESIONWISE_TABLE_COLUMNS` keys, ``None`` where the summary has no value), ``cost`` (Table 2 keys,
+        :func:`~raagr2_monai.report.statistics.quality_spread`; and the paired comparison with the baseline,
+        :data:`~raagr2_monai.report.statistics.PAIRED_KEYS`: ``paired_n``, ``paired_dice_diff``, ``paired_dice_ci``
+        (``[low, high]``), ``paired_dice_diff_<region>`` and ``paired_unmatched``, from
+        :func:`~raagr2_monai.report.statistics.paired_difference`, each ``None`` for the baseline),
+        ``identical_to`` (the other models that score the same on every subject:
+        :func:`~raagr2_monai.report.statistics.identical_rows`), ``lesionwise`` (:data:`LESIONWISE_TABLE_COLUMNS`
+        keys, ``None`` where the summary has no value), ``cost`` (Table 2 keys,
         the batch-1 p25 and p75, and ``latency_b1_backends_ms``, ``latency_b1_backends_p25_ms`` and
         ``latency_b1_backends_p75_ms``: backend -> batch-1 figure, ``None`` where the benchmark has no backends),
         ``reduction`` (Table 3 keys), ``history``, ``validation`` (``val_mean_dice``: :func:`validation_score`) and
@@ -286,6 +298,10 @@ def collect_rows(
         row["identical_to"] = others
     base = next(r for r in rows if r["model"] == "baseline")
     for row in rows:
+        if row is base:
+            row["quality"].update(dict.fromkeys(PAIRED_KEYS))
+        else:
+            row["quality"].update(paired_difference(subjects[row["model"]], subjects["baseline"]))
         for key, quality_key in (("dice_mean_change", "dice_mean"), ("pooled_dice_change", "thesis_pooled_dice")):
             ours, ref = row["quality"][quality_key], base["quality"][quality_key]
             row["reduction"][key] = None if ours is None or ref is None else 100.0 * (ours - ref)

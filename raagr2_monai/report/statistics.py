@@ -5,6 +5,12 @@ half-width of the 95 % confidence interval of the mean, ``t(0.975, n - 1) * std 
 ``n`` subjects with a value (a region empty on both sides is NaN under the official BraTS convention and is left out).
 The mean Dice's spread is that of each subject's mean over TC, WT and ET (its NaN regions left out).
 
+A model is compared with the baseline by per-subject (paired) differences: on each test subject both were scored on
+(matched by case id), the model's mean Dice over TC/WT/ET minus the baseline's; the mean of these differences and its
+95 % confidence interval (Student's t with ``n - 1`` degrees of freedom) say whether the two differ beyond what these
+subjects can resolve, which two overlapping intervals of the means cannot (the subjects' difficulty, shared by both,
+cancels out of a difference).
+
 Two rows whose every Dice and HD95 agree on every subject (to within :data:`IDENTICAL_TOLERANCE`) gave the same label
 maps on the test subjects; the report flags them instead of presenting them as two results.
 """
@@ -24,9 +30,11 @@ from raagr2_monai.visualize import read_subject_rows
 __all__ = [
     "IDENTICAL_TOLERANCE",
     "IDENTITY_COLUMNS",
+    "PAIRED_KEYS",
     "SPREAD_KEYS",
     "SubjectScores",
     "identical_rows",
+    "paired_difference",
     "quality_spread",
     "read_subject_scores",
     "spread",
@@ -44,6 +52,9 @@ IDENTITY_COLUMNS: Tuple[str, ...] = tuple(f"{metric}_{region}" for metric in ("d
                                           for region in SCORED_REGIONS)
 #: Largest difference between two scores still counted as equal.
 IDENTICAL_TOLERANCE = 1e-9
+#: The keys of :func:`paired_difference`.
+PAIRED_KEYS: Tuple[str, ...] = ("paired_n", "paired_dice_diff", "paired_dice_ci",
+                                *(f"paired_dice_diff_{r}" for r in REGIONS), "paired_unmatched")
 
 
 def spread(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
@@ -82,6 +93,60 @@ def subject_mean_dice(scores: Mapping[str, Any]) -> float:
     values = [float(scores[f"dice_{r}"]) for r in REGIONS if scores.get(f"dice_{r}") not in (None, "")]
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
+
+
+def _mean(values: Sequence[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def paired_difference(scores: SubjectScores, reference: SubjectScores) -> Dict[str, Any]:
+    """The per-subject (paired) difference between a model's and a reference's mean Dice over TC/WT/ET
+    (:func:`subject_mean_dice`, the score of Table 1's mean Dice), with the 95 % confidence interval of its mean.
+
+    Subjects are matched by case id, whatever the order of the CSVs. A case that only one of the two has is left out
+    and named in ``paired_unmatched``: a study scores every model on the same subjects, so a name there means an
+    evaluation is incomplete or of another split, and the difference covers fewer subjects than the table's means. A
+    subject whose mean Dice is NaN on either side (every region empty on both sides) is left out too, as in Table 1.
+
+    Args:
+        scores: the model's per-subject scores (:func:`read_subject_scores`).
+        reference: the reference's (the baseline's), in the same form.
+
+    Returns:
+        ``paired_n``: the subjects paired; ``paired_dice_diff``: the mean over them of model minus reference
+        (``None`` without a subject); ``paired_dice_ci``: ``[low, high]``, its 95 % confidence interval, Student's t
+        with ``paired_n - 1`` degrees of freedom (``None`` with fewer than two subjects); ``paired_dice_diff_<region>``
+        for TC, WT and ET: the mean difference of that region's Dice over the paired subjects where both sides have
+        one (``None`` where none has); ``paired_unmatched``: the case ids only one side has, sorted (empty: none).
+
+    Example::
+
+        >>> ref = {c: {"dice_TC": 0.8, "dice_WT": 0.9, "dice_ET": 0.7} for c in ("a", "b", "c")}
+        >>> model = {c: {"dice_TC": 0.8 - d, "dice_WT": 0.9 - d, "dice_ET": 0.7 - d}
+        ...          for c, d in (("c", 0.0), ("b", 0.05), ("a", 0.1), ("x", 0.5))}
+        >>> found = paired_difference(model, ref)
+        >>> found["paired_n"], round(found["paired_dice_diff"], 4), found["paired_unmatched"]
+        (3, -0.05, ['x'])
+        >>> [round(v, 4) for v in found["paired_dice_ci"]]  # -0.05 -/+ t(0.975, 2) 4.303 x 0.05 / sqrt(3)
+        [-0.1742, 0.0742]
+    """
+    shared = [case for case in scores if case in reference]
+    pairs = [(subject_mean_dice(scores[c]), subject_mean_dice(reference[c])) for c in shared]
+    differences = [ours - ref for ours, ref in pairs if math.isfinite(ours) and math.isfinite(ref)]
+    mean = _mean(differences)
+    _, ci95 = spread(differences)
+    out: Dict[str, Any] = {
+        "paired_n": len(differences),
+        "paired_dice_diff": mean,
+        "paired_dice_ci": None if mean is None or ci95 is None else [mean - ci95, mean + ci95],
+    }
+    for region in REGIONS:
+        key = f"dice_{region}"
+        per_region = [(scores[c].get(key, math.nan), reference[c].get(key, math.nan)) for c in shared]
+        out[f"paired_dice_diff_{region}"] = _mean([a - b for a, b in per_region
+                                                   if math.isfinite(a) and math.isfinite(b)])
+    out["paired_unmatched"] = sorted(scores.keys() ^ reference.keys())
+    return out
 
 
 def read_subject_scores(path: PathLike, columns: Sequence[str] = METRIC_COLUMNS) -> SubjectScores:

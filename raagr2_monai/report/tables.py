@@ -1,6 +1,6 @@
 """The report's tables as files: Tables 1-3 and the lesion-wise scores as CSV and JSON (one flat record per model,
-with its sources; Table 1 with the spread of each score and the rows identical on every subject), and the thesis's
-published tables as JSON."""
+with its sources; Table 1 with the spread of each score, the paired difference to the baseline and the rows identical
+on every subject), and the thesis's published tables as JSON."""
 
 from __future__ import annotations
 
@@ -13,10 +13,20 @@ from typing import Any, Dict, List, Mapping, Sequence, Tuple
 from raagr2_monai.utils import atomic_write_text
 
 from .rows import LESIONWISE_TABLE_COLUMNS, TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
-from .statistics import SPREAD_KEYS
+from .statistics import PAIRED_KEYS, SPREAD_KEYS
 from .thesis import THESIS_NOTES, THESIS_TABLE1, THESIS_TABLE2, THESIS_TABLE3, THESIS_TABLE4
 
 __all__ = ["table_records", "write_tables"]
+
+
+def _paired(quality: Mapping[str, Any]) -> Dict[str, Any]:
+    """The paired comparison with the baseline as flat fields: the interval as two numbers, which a CSV keeps apart."""
+    low, high = quality["paired_dice_ci"] or (None, None)
+    out = {"paired_n": quality["paired_n"], "paired_dice_diff": quality["paired_dice_diff"],
+           "paired_dice_ci_low": low, "paired_dice_ci_high": high}
+    out.update({key: quality[key] for key in PAIRED_KEYS if key.startswith("paired_dice_diff_")})
+    out["paired_unmatched"] = quality["paired_unmatched"]
+    return out
 
 
 def _flat(
@@ -29,6 +39,7 @@ def _flat(
         out.update({f"{key}_{stat}": row["quality"][f"{key}_{stat}"]
                     for key in SPREAD_KEYS for stat in ("ci95", "std")})
         out["identical_to"] = list(row["identical_to"])
+        out.update(_paired(row["quality"]))
     if section == "cost":
         out["latency_b1_p25_ms"] = row["cost"]["latency_b1_p25_ms"]
         out["latency_b1_p75_ms"] = row["cost"]["latency_b1_p75_ms"]
@@ -45,9 +56,12 @@ def table_records(rows: Sequence[Mapping[str, Any]]) -> Dict[str, List[Dict[str,
     written to CSV and JSON.
 
     Table 1 adds ``subjects``, ``<key>_ci95`` and ``<key>_std`` of every key
-    (:data:`~raagr2_monai.report.statistics.SPREAD_KEYS`) and ``identical_to`` (the models that score the same on every
-    subject); Table 2 adds the batch-1 p25 and p75 and, per inference backend any row has, ``latency_b1_ms_<backend>``,
-    ``latency_b1_p25_ms_<backend>`` and ``latency_b1_p75_ms_<backend>``.
+    (:data:`~raagr2_monai.report.statistics.SPREAD_KEYS`), ``identical_to`` (the models that score the same on every
+    subject) and the paired comparison with the baseline (``paired_n``, ``paired_dice_diff``, ``paired_dice_ci_low``,
+    ``paired_dice_ci_high``, ``paired_dice_diff_<region>``, ``paired_unmatched``: ``None`` for the baseline; see
+    :func:`~raagr2_monai.report.statistics.paired_difference`); Table 2 adds the batch-1 p25 and p75 and, per
+    inference backend any row has, ``latency_b1_ms_<backend>``, ``latency_b1_p25_ms_<backend>`` and
+    ``latency_b1_p75_ms_<backend>``.
     """
     backends = sorted({b for r in rows for b in (r["cost"]["latency_b1_backends_ms"] or {})})
     return {
