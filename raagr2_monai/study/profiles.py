@@ -168,7 +168,7 @@ _FULL = Profile(
 #: with and without 2 fine-tuning epochs at lr 3e-4, the hybrid row (20 fine-tuning epochs at lr 1e-3; distillation,
 #: measured twice in this profile at +0.017 and -0.006 mean Dice and costing 1.7x the fine-tuning time, is left to
 #: ``full``), two steps at a time (``workers``), and the benchmark at 192 x 192 (batch 1 and 8, eager PyTorch and
-#: OpenVINO): 10-20 minutes on two cores. ``full``: the thesis's schedule (35 epochs, 20 fine-tuning epochs,
+#: OpenVINO): 10-20 minutes on two cores with 40 cases (60: not yet timed on an idle machine). ``full``: the thesis's schedule (35 epochs, 20 fine-tuning epochs,
 #: 192 x 192 slices, batch 16, ratios 10/20/30 %, benchmark with 10 repeats, plus the "SNIP at initialisation +
 #: training" rows and both hybrid rows) on a GPU with real BraTS data. ``gpu``: the thesis's rows and crops (192 x 192,
 #: batch 16, 35 epochs, 20 fine-tuning epochs, ratios 10/20/30 %, SNIP at initialisation, both hybrid rows) on one GPU
