@@ -376,8 +376,8 @@ def estimate_study(profile: Profile, costs: UnitCosts, counts: Optional[Mapping[
     models = experiment_matrix(p)
     tasks = study_tasks(models)
     rows = [_step_costs(p, c, n, task) for task in tasks]
-    if rows:  # before the first step the runner fills the cache, one process per CPU
-        rows[0]["seconds"] += sum(n.values()) * c.load_study_s / max(1, c.cpus)
+    if rows:  # before the first step the runner fills the cache: one process per CPU with loader processes, else one
+        rows[0]["seconds"] += sum(n.values()) * c.load_study_s / (max(1, c.cpus) if p.num_workers else 1)
     keep = [i for i, row in enumerate(rows) if row["step"] not in done]
     todo = [rows[i] for i in keep]
     needs = [[keep.index(j) for j, t in enumerate(tasks) if t.step in tasks[i].needs and j in keep] for i in keep]

@@ -247,10 +247,16 @@ class Study:
         return report
 
     def _fill_cache(self) -> None:
-        """Preprocess the training and validation studies into the study's cache with every CPU, once, before the
-        steps (which would otherwise each preprocess them, several at a time); recorded in the state as ``cache``."""
-        workers = max(1, usable_cpus() or os.cpu_count() or 1)
-        self.echo(f"[study] cache: the studies preprocessed once, into {self.steps.cache_dir} ({workers} processes)")
+        """Preprocess every study into the study's cache, once, before the steps (which would otherwise each
+        preprocess them, several at a time); recorded in the state as ``cache``.
+
+        With every CPU where the profile uses loader processes (``num_workers``), else in this process: loader
+        processes started from here (torch's DataLoader workers and their SIGCHLD handler) made a pytest-xdist worker
+        running a study die in the first training after the fill, twice, under load; the tests' profiles use none.
+        """
+        workers = max(1, usable_cpus() or os.cpu_count() or 1) if self.profile.num_workers else 0
+        where = f"{workers} processes" if workers else "this process"
+        self.echo(f"[study] cache: the studies preprocessed once, into {self.steps.cache_dir} ({where})")
         filled = self.steps.fill_cache(workers)
         self.state.set("cache", {"dir": str(self.steps.cache_dir), **filled})
         self.echo("[study] cache: " + "; ".join(
