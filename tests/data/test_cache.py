@@ -265,24 +265,52 @@ class _SameStudy(TorchDataset):
         return int(self.dataset.cached(0)["label"].sum())
 
 
-def test_processes_share_one_cache_dir(entries, tmp_path):
-    dataset = StudyCacheDataset(_entries_copy(entries)[:1], val_transforms(ROI, compact=True), tmp_path)
-    loader = TorchDataLoader(_SameStudy(dataset, 2), batch_size=None, num_workers=2)
-    assert len(set(loader)) == 1
-    assert _cache_files(tmp_path) == [dataset.cache_path(0).name]
-    assert fill_cache(dataset).built == 0
+# The multi-process parts run in a fresh interpreter: torch's DataLoader workers (and the SIGCHLD handler it installs)
+# started inside a pytest-xdist worker made that worker die later, at another test, in some runs.
+_PROCESSES = """
+import json, sys
+import torch
+from torch.utils.data import DataLoader
+from raagr2_monai.data import StudyCacheDataset, fill_cache
+from raagr2_monai.data.chains import train_transforms, val_transforms
+from tests.data.test_cache import _SameStudy
+entries, roi, cache = json.loads(sys.argv[1])
+shared = StudyCacheDataset(entries[:1], val_transforms(roi, compact=True), cache + "/shared")
+labels = set(DataLoader(_SameStudy(shared, 2), batch_size=None, num_workers=2))
+again = fill_cache(shared).built
+train = StudyCacheDataset(entries, train_transforms(roi, num_samples=2, compact=True), cache + "/filled")
+state = torch.get_rng_state()
+summary = fill_cache(train, num_workers=2, name="train")
+print(json.dumps({"labels": len(labels), "shared": shared.cache_path(0).name, "again": again,
+                  "studies": summary.studies, "built": summary.built,
+                  "rng_kept": bool(torch.equal(torch.get_rng_state(), state))}))
+"""
 
 
-def test_fill_cache_in_workers_leaves_random_state(entries, tmp_path):
-    dataset = StudyCacheDataset(_entries_copy(entries), train_transforms(ROI, num_samples=2, compact=True), tmp_path)
-    state = torch.get_rng_state()
-    summary = fill_cache(dataset, num_workers=2, name="train")
-    assert (summary.studies, summary.built) == (2, 2) and len(_cache_files(tmp_path)) == 2
-    assert torch.equal(torch.get_rng_state(), state)
+def test_processes_share_one_cache_dir_and_fill_in_workers(entries, tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    args = json.dumps([_entries_copy(entries), list(ROI), str(tmp_path)])
+    done = subprocess.run([sys.executable, "-c", _PROCESSES, args], cwd=repo, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    # two workers building one entry at once: one file, the same study, and nothing left to build
+    assert out["labels"] == 1 and _cache_files(tmp_path / "shared") == [out["shared"]] and out["again"] == 0
+    # fill_cache in two worker processes builds every entry and leaves the caller's random state as it was
+    assert (out["studies"], out["built"]) == (2, 2) and len(_cache_files(tmp_path / "filled")) == 2
+    assert out["rng_kept"]
+
+
+def test_fill_cache_refuses_other_datasets_and_counts_empty_ones(tmp_path):
     empty = StudyCacheDataset([], val_transforms(ROI, compact=True), tmp_path)
     assert (fill_cache(empty).studies, cache_entry_mb(empty)) == (0, 0.0)
     with pytest.raises(TypeError, match="StudyCacheDataset"):
-        fill_cache(list(entries))
+        fill_cache([{"image": "x"}])
 
 
 def test_set_data_keeps_entries(entries, tmp_path):
