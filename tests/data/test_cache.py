@@ -13,7 +13,6 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, RandFlipd
-from torch.utils.data import DataLoader as TorchDataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from raagr2_monai.data import (
