@@ -21,34 +21,72 @@ from raagr2_monai.deploy import (
     OpenVINOBackend,
     TorchBackend,
     check_backend,
+    cpu_bf16,
+    cpu_name,
     export_network,
+    exported_precision,
 )
 from raagr2_monai.utils import retain_freed_memory
 
 from .measure import BASELINE, META_KEY, latency
 
-__all__ = ["add_backend_latencies", "backend_latencies", "check_backends"]
+__all__ = ["add_backend_latencies", "backend_latencies", "check_backends", "runnable_backends"]
 
 _FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
+
+
+def _parts(name: str) -> Tuple[str, str]:
+    backend, _, precision = name.partition("-")
+    return backend, precision or "fp32"
 
 
 def check_backends(backends: Sequence[str]) -> Tuple[str, ...]:
     """The backends to measure, torch first (the reference of every speed-up), each once.
 
+    A backend computing in another precision than fp32 is named ``<backend>-<precision>``: ``openvino-bf16``
+    (:func:`raagr2_monai.deploy.exported_precision`).
+
     Raises:
-        ValueError: an unknown backend.
+        ValueError: an unknown backend or precision.
     """
-    for backend in backends:
+    for name in backends:
+        backend, precision = _parts(name)
         check_backend(backend)
-    return tuple(b for b in BACKENDS if b == "torch" or b in backends)
+        if precision not in ("fp32", "bf16") or (backend == "torch" and precision != "fp32"):
+            raise ValueError(
+                f"Unknown benchmark backend {name!r}: a backend computes in fp32 (its name alone), or OpenVINO in "
+                "bf16 ('openvino-bf16')."
+            )
+    ordered = ["torch"] + [b for b in BACKENDS if b != "torch" and b in backends]
+    return tuple(ordered + [b for b in dict.fromkeys(backends) if b not in ordered])
 
 
-def _runner(model: nn.Module, backend: str, folder: Path, threads: Optional[int]) -> nn.Module:
+def runnable_backends(backends: Sequence[str]) -> Tuple[Tuple[str, ...], Dict[str, str]]:
+    """The backends of :func:`check_backends` this CPU can run, and why each other one is left out.
+
+    Returns:
+        ``(backends, {name: reason})``: ``openvino-bf16`` is left out on a CPU without a bfloat16 unit.
+    """
+    runnable, skipped = [], {}
+    for name in check_backends(backends):
+        try:
+            if name != "torch":
+                exported_precision(*_parts(name))
+        except ValueError as err:
+            skipped[name] = str(err)
+            continue
+        runnable.append(name)
+    return tuple(runnable), skipped
+
+
+def _runner(model: nn.Module, name: str, folder: Path, threads: Optional[int]) -> nn.Module:
+    backend, precision = _parts(name)
     if backend == "torch":
         return TorchBackend(model.cpu().eval(), threads=threads)
     written = export_network(model, folder, formats=_FORMAT[backend])
     path = written["onnx" if backend == "onnxruntime" else "openvino"]
-    return OnnxRuntimeBackend(path, threads) if backend == "onnxruntime" else OpenVINOBackend(path, threads)
+    return (OnnxRuntimeBackend(path, threads) if backend == "onnxruntime"
+            else OpenVINOBackend(path, threads, precision))
 
 
 def backend_latencies(
@@ -65,7 +103,8 @@ def backend_latencies(
 
     Args:
         models: model name -> network; must include ``baseline``.
-        backends: among ``torch``, ``onnxruntime``, ``openvino``; ``torch`` is always measured.
+        backends: among ``torch``, ``onnxruntime``, ``openvino``, ``openvino-bf16`` (:func:`check_backends`);
+            ``torch`` is always measured.
         size: in-plane input size (a multiple of 16).
         batches: batch sizes.
         repeats: timed runs per figure; ``warmup``: untimed runs before them.
@@ -78,10 +117,12 @@ def backend_latencies(
         "speedup_vs_baseline_torch": {backend: {batch: baseline torch median / this median}}}}``.
 
     Raises:
-        ValueError: an unknown backend, or no ``baseline`` among the models.
+        ValueError: an unknown backend, a precision the CPU cannot compute in, or no ``baseline`` among the models.
         raagr2_monai.deploy.ExportParityError: an exported model differs from eager PyTorch.
     """
     chosen = check_backends(backends)
+    for name in chosen[1:]:
+        exported_precision(*_parts(name))
     if baseline not in models:
         raise ValueError(f"backend_latencies needs the reference model {baseline!r} among the models.")
     torch_threads = torch.get_num_threads()
@@ -133,11 +174,14 @@ def add_backend_latencies(
         models: model name -> network; must include ``baseline``, the reference of the speed-ups.
         backends, size, batches, repeats, warmup, threads: as in :func:`backend_latencies`.
 
+    A backend this CPU cannot run (``openvino-bf16`` without a bfloat16 unit) is left out, and
+    ``_meta["backends"]["skipped"]`` says why; ``_meta["backends"]["cpu"]`` names the CPU.
+
     Raises:
         ValueError: an unknown backend, or no ``baseline`` among the models.
         raagr2_monai.deploy.ExportParityError: an exported model differs from eager PyTorch.
     """
-    chosen = check_backends(backends)
+    chosen, skipped = runnable_backends(backends)
     groups: Dict[str, List[str]] = {}
     for name in models:
         groups.setdefault(result[name]["timed_as"], []).append(name)
@@ -148,9 +192,12 @@ def add_backend_latencies(
             result[name]["backends"] = copy.deepcopy(timed[first])
     result[META_KEY]["backends"] = {
         "backends": list(chosen),
+        "skipped": skipped,
+        "cpu": cpu_name(),
+        "cpu_bf16": cpu_bf16(),
         "batches": [int(b) for b in batches],
         "threads": threads,
-        "method": "each model exported (raagr2_monai.deploy.export_network, parity-checked) and timed on the CPU like "
-        "latency_ms, a row timed as another (timed_as) with that model's figures, in one run with the baseline's "
+        "method": "each model exported (raagr2_monai.deploy.export_network, parity-checked in fp32) and timed on the "
+        "CPU like latency_ms, a row timed as another (timed_as) with that model's figures, in one run with the baseline's "
         "eager PyTorch; speed-up = the baseline's eager PyTorch median / this median, same batch",
     }

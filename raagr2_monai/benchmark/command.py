@@ -10,7 +10,7 @@ from raagr2_monai.bundle.load import bundle_name, check_bundle, load_bundle_netw
 from raagr2_monai.networks import NETWORKS, get_network
 from raagr2_monai.utils import atomic_write_text, check_precision, parse_sequence, progress_bar
 
-from .backends import add_backend_latencies, check_backends
+from .backends import add_backend_latencies, check_backends, runnable_backends
 from .measure import BASELINE, META_KEY, benchmark_models, check_settings
 from .render import check_format, model_rows, render
 from .training import THROUGHPUT_METHOD, check_channels_last, check_compile, training_throughput
@@ -51,8 +51,9 @@ def run_benchmark(
         bundles: comma-separated bundle folders or a sequence.
         size, batches, repeats, warmup, device, measure_memory, train_step: as in :func:`benchmark_models`.
         backends: also time every model behind these inference backends (``torch``, ``onnxruntime``,
-            ``openvino``; :func:`~raagr2_monai.benchmark.backends.backend_latencies`), on the CPU: each row gets
-            ``backends`` with the latencies and the speed-ups over the baseline's eager PyTorch of this run.
+            ``openvino``, ``openvino-bf16``; :func:`~raagr2_monai.benchmark.backends.backend_latencies`), on the
+            CPU: each row gets ``backends`` with the latencies and the speed-ups over the baseline's eager PyTorch of
+            this run. ``openvino-bf16`` on a CPU without a bfloat16 unit is refused.
         threads: CPU threads of the backends (``None``: each runtime's default).
         throughput: also measure the training throughput of every model at each of ``train_batches``
             (:func:`~raagr2_monai.benchmark.training.training_throughput`: slices per second, achieved TFLOP/s, share
@@ -80,6 +81,9 @@ def run_benchmark(
     """
     settings = check_settings(size, batches, repeats, warmup)
     chosen = check_backends(parse_sequence(backends, "backends")) if backends else ()
+    unrunnable = runnable_backends(chosen)[1]
+    if unrunnable:
+        raise ValueError(" ".join(unrunnable.values()))
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer; got {threads!r}.")
     if throughput:

@@ -493,11 +493,13 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
             "output_dir": "$@bundle_root + '/runs/inference'",
             # the runtime behind the network: torch (models/model.pt, or ckpt_path), or onnxruntime / openvino
             # (models/model.onnx / model.xml from `raagr2 export`, checked against the bundle's weights); threads:
-            # intra-op CPU threads, null = the runtime's default
+            # intra-op CPU threads, null = the runtime's default. amp_precision also sets what OpenVINO computes in:
+            # "auto" is bf16 on CPUs with a bfloat16 unit (AVX512-BF16, AMX), else fp32
             "backend": "torch",
             "threads": None,
             "network": f"${_NETWORK} if @backend == 'torch' "
-            "else raagr2_monai.bundle.checked(raagr2_monai.deploy.load_backend, @bundle_root, @backend, @threads)",
+            "else raagr2_monai.bundle.checked(raagr2_monai.deploy.load_backend, @bundle_root, @backend, @threads, "
+            "precision=@amp_precision)",
             "datalist_section": "testing",
             "data": "$raagr2_monai.data.inference_cases(@dataset_dir, @datalist, @datalist_section, @label_convention)",
             "output_postfix": "pred",

@@ -14,6 +14,9 @@ from .backends import (
     OpenVINOBackend,
     TorchBackend,
     check_backend,
+    cpu_bf16,
+    cpu_name,
+    exported_precision,
     load_backend,
 )
 from .command import export_command
@@ -42,6 +45,9 @@ __all__ = [
     "OnnxRuntimeBackend",
     "OpenVINOBackend",
     "check_backend",
+    "cpu_bf16",
+    "cpu_name",
+    "exported_precision",
     "load_backend",
     "export_command",
     "FORMATS",

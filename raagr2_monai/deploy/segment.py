@@ -22,7 +22,7 @@ from raagr2_monai.data.chains import check_roi_size
 from raagr2_monai.networks import load_weights
 from raagr2_monai.utils import as_flag, autocast, check_precision, parse_sequence, progress_bar, resolve_device
 
-from .backends import check_backend
+from .backends import check_backend, cpu_name, exported_precision
 
 __all__ = ["Segmenter", "StudyTiming", "STAGES", "median_timing", "format_timing", "segment_command"]
 
@@ -77,7 +77,9 @@ class Segmenter:
             so both write the same label map.
         precision: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (:func:`raagr2_monai.utils.amp_dtype`); ``None`` = the
             bundle's ``amp_precision`` (``auto`` where the bundle has none). Give the evaluation the same setting to
-            get the same label map.
+            get the same label map. Behind OpenVINO it is what the CPU computes in (``auto``: bf16 where the CPU has
+            a bfloat16 unit, else fp32; :func:`~raagr2_monai.deploy.exported_precision`); ONNX Runtime takes fp32
+            or ``auto``. :attr:`computes_in` says what was used.
         backend: ``torch``, or ``onnxruntime`` / ``openvino`` to run the bundle's exported ``models/model.onnx`` /
             ``model.xml`` (``raagr2 export``; checked against the bundle's weights, so ``ckpt_path`` does not apply).
         threads: intra-op CPU threads of the backend (``None``: the runtime's default).
@@ -131,9 +133,12 @@ class Segmenter:
         elif "amp_precision" in parser:
             precision = parser.get_parsed_content("amp_precision")
         self.precision = check_precision(precision)
+        if backend != "torch":
+            exported_precision(backend, self.precision)  # refused before the export is read
         self.device = resolve_device(parser.get_parsed_content("device"))
         self.amp = bool(parser.get_parsed_content("use_amp"))
         self.network = parser.get_parsed_content("network").eval()
+        self.computes_in = self._computes_in(backend)
         weights = Path(ckpt_path) if ckpt_path is not None else root / "models" / "model.pt"
         if backend == "torch":
             load_weights(self.network, str(weights))
@@ -141,6 +146,13 @@ class Segmenter:
         self.inferer = parser.get_parsed_content("inferer")
         self.postprocessing: Compose = parser.get_parsed_content("postprocessing")
         self.weights = str(weights)
+
+    def _computes_in(self, backend: str) -> str:
+        if backend != "torch":
+            return f"{self.network.precision} ({backend} on {cpu_name()})"
+        if self.device.type == "cuda" and self.amp:
+            return f"{self.precision} autocast (torch on {torch.cuda.get_device_name(self.device)})"
+        return f"fp32 (torch on {self.device.type})"
 
     def __call__(self, entry: Mapping[str, Any]) -> StudyTiming:
         """Segment one study (a datalist entry: ``case`` and ``image``) and write its label map.
@@ -255,7 +267,8 @@ def segment_command(
         echo: where the lines go.
         precision: ``auto``, ``bf16``, ``fp16`` or ``fp32``: the autocast dtype on CUDA (default: the bundle's
             ``amp_precision``, else ``auto``: bfloat16 on GPUs of compute capability 8.0 and later, float16 before);
-            the same as the evaluation's, for the same label map.
+            the same as the evaluation's, for the same label map. Behind OpenVINO, what the CPU computes in
+            (``auto``: bf16 on a CPU with a bfloat16 unit, else fp32); the summary says which.
 
     Returns:
         The summary line: studies segmented and the median total time per study.
@@ -284,6 +297,8 @@ def segment_command(
     if precision is not None:
         precision = check_precision(precision)
     check_backend(backend)
+    if backend != "torch" and precision is not None:
+        exported_precision(backend, precision)
     for name, value in (("threads", threads), ("sw_batch_size", sw_batch_size)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{name} must be a whole number >= 1; got {value!r}.")
@@ -309,5 +324,5 @@ def segment_command(
             totals.append(timing.total)
     return (
         f"segmented {len(entries)} {'study' if len(entries) == 1 else 'studies'} with {bundle} into {output_dir}; "
-        f"median {statistics.median(totals):.3f} s per study"
+        f"median {statistics.median(totals):.3f} s per study; network in {segmenter.computes_in}"
     )

@@ -14,7 +14,13 @@ from .blocks import (
     SharedReASPP3,
     UpConv,
 )
-from .raagr2net import DepthwiseSharedRAAGR2Net, EncoderDecoderSharedRAAGR2Net, PairedSharedRAAGR2Net, RAAGR2Net
+from .raagr2net import (
+    HEAD_PRIOR,
+    DepthwiseSharedRAAGR2Net,
+    EncoderDecoderSharedRAAGR2Net,
+    PairedSharedRAAGR2Net,
+    RAAGR2Net,
+)
 from .checkpoint import CheckpointMismatchError, check_weights, load_weights, missing_weights
 from .registry import NETWORKS, get_network, variant_of
 from .stats import count_flops, count_parameters, parameters_per_part, state_dict_mb
@@ -33,6 +39,7 @@ __all__ = [
     "DepthwiseSharedRAAGR2Net",
     "PairedSharedRAAGR2Net",
     "EncoderDecoderSharedRAAGR2Net",
+    "HEAD_PRIOR",
     "NETWORKS",
     "CheckpointMismatchError",
     "check_weights",

@@ -9,6 +9,7 @@ decoder block they plug in. Parameter counts at ``out_channels=5``: baseline 8,9
 
 from __future__ import annotations
 
+import math
 from typing import List, Sequence
 
 import torch
@@ -22,9 +23,17 @@ __all__ = [
     "PairedSharedRAAGR2Net",
     "EncoderDecoderSharedRAAGR2Net",
     "DEFAULT_FEATURES",
+    "HEAD_PRIOR",
 ]
 
 DEFAULT_FEATURES = (32, 64, 128, 256, 512)
+
+#: Probability every output channel starts at: the head's bias is initialised to its logit. Tumour regions fill about
+#: 1 % of a BraTS slice, so a network that starts at 0.5 everywhere first spends its steps learning "background";
+#: Encoder-Decoder Shared, whose decoder ends in BatchNorm -> ReLU with small activations, took about 400 Adam steps
+#: to do so (its loss at 210 steps 0.34 against the baseline's 0.14; with this prior 0.16). The focal-loss prior of
+#: Lin et al., "Focal Loss for Dense Object Detection", 2017.
+HEAD_PRIOR = 0.01
 
 
 class RAAGR2Net(nn.Module):
@@ -66,6 +75,7 @@ class RAAGR2Net(nn.Module):
         self.gates = nn.ModuleList(AttentionGate(c) for c in decoder_widths)
         self.decoder = nn.ModuleList(self._decoder_block(c, dropout) for c in decoder_widths)
         self.head = nn.Conv2d(features[0], out_channels, 1)
+        nn.init.constant_(self.head.bias, math.log(HEAD_PRIOR / (1 - HEAD_PRIOR)))
 
     def _encoder_stage(self, in_channels: int, out_channels: int) -> nn.Module:
         return ReASPP3(in_channels, out_channels)

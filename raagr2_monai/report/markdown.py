@@ -113,6 +113,15 @@ def _thesis(name: str, table: Mapping[str, Mapping[str, Any]], key: str, spec: s
     return _fmt(row.get(key), spec) if row else ""
 
 
+def _backend_precision_note(backends: Mapping[str, Any]) -> str:
+    """Which CPU the backends ran on and in which precision (``openvino-bf16``: OpenVINO in bfloat16)."""
+    if "cpu" not in backends:
+        return ""
+    note = (f" CPU: {backends['cpu']} ({'with' if backends.get('cpu_bf16') else 'without'} a bfloat16 unit); "
+            "every backend computes in fp32 except `openvino-bf16`, OpenVINO's bf16 inference precision.")
+    return note + "".join(f" `{name}` not timed: {why}" for name, why in (backends.get("skipped") or {}).items())
+
+
 def render_markdown(
     root: PathLike,
     rows: Sequence[Mapping[str, Any]],
@@ -244,6 +253,7 @@ def render_markdown(
               "Table 2: GPU, FLOPs by ptflops at 192x192)."
               + (" Batch-1 latency behind each inference backend (CPU; median, p25, p75) is in "
                  "`tables/table2_cost.csv` (`latency_b1_ms_<backend>`) and on the latency chart."
+                 + _backend_precision_note(meta.get("backends", {}))
                  if any(r["cost"]["latency_b1_backends_ms"] for r in rows) else ""), ""]
     header = ["model"] + [h.replace("batch N", f"batch {bmax}") for _, h in TABLE2_COLUMNS] + [
         "† thesis parameters", "† thesis MB", "† thesis GFLOPs", "† thesis ms", "† thesis peak GB"]

@@ -43,7 +43,7 @@ FAMILY_STYLES: Dict[str, Tuple[str, str]] = {
 _SPARE_COLOURS = ("tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 _SPARE_MARKER = "D"
 #: Marker of each inference backend on the latency chart (another backend gets a spare one).
-BACKEND_MARKERS: Dict[str, str] = {"torch": "o", "onnxruntime": "s", "openvino": "D"}
+BACKEND_MARKERS: Dict[str, str] = {"torch": "o", "onnxruntime": "s", "openvino": "D", "openvino-bf16": "d"}
 _SPARE_BACKEND_MARKERS = ("P", "X", "h", "<", ">")
 _HYBRID = "hybrid"
 _DPI = 110  # the figure's own dpi, also the saved one: labels are placed in pixels

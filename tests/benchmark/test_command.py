@@ -6,9 +6,20 @@ import csv
 import fire
 import pytest
 
-from raagr2_monai.benchmark import META_KEY, benchmark_command, benchmark_models, check_settings, render, run_benchmark
+from raagr2_monai.benchmark import (
+    META_KEY,
+    backend_latencies,
+    benchmark_command,
+    benchmark_models,
+    check_backends,
+    check_settings,
+    render,
+    run_benchmark,
+    runnable_backends,
+)
 from raagr2_monai.bundle import bundle_name
 from raagr2_monai.cli import COMMANDS
+from raagr2_monai.deploy import cpu_bf16, cpu_name
 from raagr2_monai.networks import get_network
 from raagr2_monai.pruning import prune, to_sparse_state_dict
 
@@ -99,6 +110,38 @@ def test_backends_are_timed_against_the_baseline_torch_eager_of_the_same_run():
     assert "onnxruntime b1 ms (speed-up)" in table
     header = render(result, "csv").splitlines()[0].split(",")
     assert {"onnxruntime_b1_median_ms", "onnxruntime_b1_speedup_vs_baseline_torch"} <= set(header)
+
+
+def test_backends_at_a_precision_are_named_and_ordered():
+    assert check_backends(["openvino-bf16", "openvino", "onnxruntime", "openvino"]) == (
+        "torch", "onnxruntime", "openvino", "openvino-bf16")
+    for name in ("torch-bf16", "openvino-fp16", "openvino-int8"):
+        with pytest.raises(ValueError, match=f"Unknown benchmark backend '{name}'"):
+            check_backends([name])
+
+
+def test_bf16_is_left_out_on_a_cpu_without_a_bfloat16_unit(monkeypatch):
+    import raagr2_monai.deploy.backends as deploy_backends
+
+    monkeypatch.setattr(deploy_backends, "cpu_bf16", lambda: False)
+    chosen, skipped = runnable_backends(["openvino", "openvino-bf16"])
+    assert chosen == ("torch", "openvino")
+    assert list(skipped) == ["openvino-bf16"] and "bfloat16 unit" in skipped["openvino-bf16"]
+    with pytest.raises(ValueError, match="bfloat16 unit"):  # asked for directly, it is refused
+        backend_latencies({"baseline": get_network("baseline")}, ["openvino-bf16"], 32, (1,), 1, 0)
+    monkeypatch.setattr(deploy_backends, "cpu_bf16", lambda: True)
+    assert runnable_backends(["openvino-bf16"]) == (("torch", "openvino-bf16"), {})
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not cpu_bf16(), reason="this CPU has no bfloat16 unit")
+def test_openvino_bf16_is_timed_and_the_cpu_recorded():
+    result = run_benchmark("depthwise", size=32, batches=1, repeats=1, warmup=0, measure_memory=False,
+                           train_step=False, backends="openvino-bf16,openvino", threads=1)
+    meta = result[META_KEY]["backends"]
+    assert meta["backends"] == ["torch", "openvino", "openvino-bf16"]
+    assert meta["cpu"] == cpu_name() and meta["cpu_bf16"] is True and meta["skipped"] == {}
+    assert set(result["depthwise"]["backends"]["latency_ms"]) == {"torch", "openvino", "openvino-bf16"}
 
 
 def test_unknown_backend_and_bad_threads_are_refused_before_measuring():

@@ -35,8 +35,11 @@ def _one_thread():
 
 
 def calibrate(network: torch.nn.Module) -> torch.nn.Module:
-    """Set BatchNorm statistics from random inputs: fresh statistics (mean 0, variance 1) saturate every sigmoid,
-    and a label map that is one label everywhere would agree between backends whatever they compute."""
+    """Set BatchNorm statistics from random inputs, and the head's bias to 0: fresh statistics (mean 0, variance 1)
+    saturate every sigmoid, and the head's prior (HEAD_PRIOR) keeps fresh outputs below the threshold, and a label
+    map that is one label everywhere would agree between backends whatever they compute."""
+    with torch.no_grad():
+        network.head.bias.zero_()
     for module in network.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.reset_running_stats()

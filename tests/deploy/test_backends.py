@@ -16,10 +16,14 @@ from raagr2_monai.deploy import (
     ExportMismatchError,
     OnnxRuntimeBackend,
     TorchBackend,
+    cpu_bf16,
+    cpu_name,
     export_bundle,
     export_network,
+    exported_precision,
     load_backend,
 )
+from raagr2_monai.deploy import backends as backends_module
 from raagr2_monai.networks import get_network
 from raagr2_monai.pruning import prune, save_pruned
 from raagr2_monai.utils import atomic_save
@@ -210,7 +214,9 @@ def test_torch_backend_channels_last_and_threads(bundles):
 @pytest.mark.slow
 def test_bundle_inference_with_each_backend_writes_the_same_label_map(bundles, tmp_path):
     """``--backend onnxruntime|openvino`` in the bundle's own inference workflow: same preprocessing and write-back,
-    label maps equal to torch's on >= 99.99 % of voxels; a backend without its exported file is refused first."""
+    label maps equal to torch's on >= 99.99 % of voxels in fp32; with OpenVINO in bf16, where the CPU has it, other
+    label maps (the precision is in force) on >= 95 % (fresh weights put many outputs near the threshold; a trained
+    model's agree on 99.99 %); a backend without its exported file is refused first."""
     import nibabel as nib
     import numpy as np
     from monai.bundle import ConfigWorkflow
@@ -220,22 +226,27 @@ def test_bundle_inference_with_each_backend_writes_the_same_label_map(bundles, t
     data = tmp_path / "data"
     generate(str(data), cases=1, seed=4, shape=(48, 40, 16))
     maps = {}
-    for backend in BACKENDS:
-        out = tmp_path / backend
+    runs = [(backend, "fp32") for backend in BACKENDS] + [("openvino", "bf16")] * cpu_bf16()
+    for backend, precision in runs:
+        out = tmp_path / f"{backend}-{precision}"
         wf = ConfigWorkflow(
             config_file=str(bundles["plain"] / "configs" / "inference.json"), workflow_type="infer",
             bundle_root=str(bundles["plain"]), dataset_dir=str(data), output_dir=str(out), backend=backend,
-            threads=1, roi_size=[32, 32], sw_batch_size=4,
+            threads=1, roi_size=[32, 32], sw_batch_size=4, amp_precision=precision,
         )
         wf.initialize()
+        if backend != "torch":
+            assert wf.parser.get_parsed_content("network").precision == precision
         wf.run()
         wf.finalize()
         (written,) = out.glob("*_pred.nii.gz")
-        maps[backend] = np.asarray(nib.load(str(written)).dataobj)
-    assert len(np.unique(maps["torch"])) > 1
-    for backend in ("onnxruntime", "openvino"):
-        assert maps[backend].shape == maps["torch"].shape
-        assert float((maps[backend] == maps["torch"]).mean()) >= 0.9999, backend
+        maps[backend, precision] = np.asarray(nib.load(str(written)).dataobj)
+    reference = maps["torch", "fp32"]
+    assert len(np.unique(reference)) > 1
+    for (backend, precision), labels in maps.items():
+        assert labels.shape == reference.shape
+        agreement = float((labels == reference).mean())
+        assert agreement >= 0.9999 if precision == "fp32" else 0.95 <= agreement < 1.0, (backend, precision)
     (bundles["plain"] / "models" / "model.onnx").rename(tmp_path / "model.onnx")
     try:
         wf = ConfigWorkflow(
@@ -293,3 +304,46 @@ def test_segment_settings_are_checked_first(tmp_path):
         segment_command(nowhere, tmp_path, dataset_dir=nowhere, sw_batch_size=0)
     with pytest.raises(ValueError, match="whole_slice must be true or false; got 'maybe'"):
         segment_command(nowhere, tmp_path, dataset_dir=nowhere, whole_slice="maybe")
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_exported_precision_follows_the_cpu(monkeypatch, has_bf16):
+    monkeypatch.setattr(backends_module, "cpu_bf16", lambda: has_bf16)
+    assert exported_precision("openvino", "auto") == ("bf16" if has_bf16 else "fp32")
+    assert exported_precision("openvino", None) == exported_precision("openvino", "AUTO")
+    assert exported_precision("openvino", "fp32") == "fp32"
+    assert exported_precision("onnxruntime", "auto") == "fp32"
+    if has_bf16:
+        assert exported_precision("openvino", "bf16") == "bf16"
+    else:
+        with pytest.raises(ValueError, match=rf"bf16 needs a CPU with a bfloat16 unit.*\({re.escape(cpu_name())}\)"):
+            exported_precision("openvino", "bf16")
+    with pytest.raises(ValueError, match="openvino backend computes in bf16 or fp32 on a CPU; got precision 'fp16'"):
+        exported_precision("openvino", "fp16")
+    with pytest.raises(ValueError, match="onnxruntime backend computes in fp32 only; got precision 'bf16'"):
+        exported_precision("onnxruntime", "bf16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        exported_precision("openvino", "int4")
+
+
+def test_precision_is_refused_before_the_export_is_read(copy_of, monkeypatch):
+    bundle = copy_of("plain")
+    (bundle / "models" / "model.xml").unlink()
+    monkeypatch.setattr(backends_module, "cpu_bf16", lambda: False)
+    with pytest.raises(ValueError, match="bf16 needs a CPU with a bfloat16 unit"):
+        load_backend(bundle, "openvino", precision="bf16")
+    with pytest.raises(FileNotFoundError, match="model.xml"):
+        load_backend(bundle, "openvino", precision="fp32")
+
+
+@pytest.mark.skipif(not cpu_bf16(), reason="this CPU has no bfloat16 unit")
+def test_openvino_bf16_is_compiled_in_bf16_and_close_to_fp32(bundles):
+    x = torch.randn(2, 4, 32, 32, generator=torch.Generator().manual_seed(3))
+    fp32 = load_backend(bundles["plain"], "openvino", threads=1, precision="fp32")
+    bf16 = load_backend(bundles["plain"], "openvino", threads=1, precision="auto")
+    assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
+    assert str(bf16.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
+    difference = (bf16(x) - fp32(x)).abs()
+    # bf16 keeps 8 bits of mantissa: outputs move, most of them little (a fresh network's few large moves are why the
+    # study measures agreement on trained ones)
+    assert float(difference.max()) > 0 and float(difference.median()) < 0.05, difference.median()
