@@ -277,7 +277,8 @@ def segment(
         skip_empty: windows without brain get the network's output for zeros, computed once (the same label map;
             default: on; ``--noskip_empty`` runs the network on every window).
         precision: autocast on CUDA, ``auto`` (bf16 where the GPU has it, else fp16), ``bf16``, ``fp16`` or ``fp32``
-            (default: the bundle's ``amp_precision``, as its evaluator uses).
+            (default: the bundle's ``amp_precision``, as its evaluator uses); with ``--backend openvino`` what the CPU
+            computes in (``auto``: bf16 on a CPU with a bfloat16 unit, else fp32; ``bf16`` or ``fp32``).
     """
     from .deploy.segment import segment_command
 

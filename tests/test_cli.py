@@ -161,6 +161,7 @@ def test_segment_writes_label_maps_and_stage_times(capsys, tmp_path):
     times = dict(re.findall(r"(\w+) (\d+\.\d{3}) s", study_line))
     assert list(times) == ["load", "preprocess", "network", "invert", "postprocess", "write", "total"]
     assert f"segmented 1 study with {bundle} into {out}; median" in stdout
+    assert "s per study; network in fp32 (torch on cpu)" in stdout
 
 
 def test_segment_without_weights_names_the_fix(capsys, tmp_path, monkeypatch):

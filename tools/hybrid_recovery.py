@@ -6,14 +6,13 @@ of mean Dice (:func:`raagr2_monai.report.paired_difference`: mean and 95 % CI); 
 fp32 and, where the CPU has a bfloat16 unit, bf16, is timed beside the baseline's eager PyTorch in one run
 (:func:`raagr2_monai.benchmark.backend_latencies`, ``time.perf_counter``, median of ``--repeats``).
 
-Recipes (``--recipes``, comma-separated; default: all):
-
-- ``plain``: the study's hybrid row (its variant, ratio, fine-tuning epochs and learning rate);
-- ``long``: the same with twice the fine-tuning epochs;
-- ``kd``: fine-tuned with distillation from the trained baseline (weight 0.5);
-- ``long-kd``: both;
-- ``baseline-<ratio>``: the baseline as the source, at a ratio in percent (e.g. ``baseline-70``), the study's
-  fine-tuning.
+A recipe is named ``<source>-<ratio>[-ft<epochs>][-kd]`` (``--recipes``, comma-separated): the trained
+architecture pruned (``baseline``, ``depthwise``, ``paired``, ``encdec``; it must be one the study trained), DepGraph's
+channel ratio in percent, the fine-tuning epochs (default: the study's hybrid row's) and ``kd`` for distillation from
+the trained baseline (weight 0.5, :class:`raagr2_monai.losses.DistillationLoss`); every recipe fine-tunes at the
+hybrid row's learning rate and keeps its channel counts multiples of its ``hybrid_round_to``. The study's own hybrid
+row is ``<hybrid_variant>-<hybrid_ratio>``. A recipe already evaluated in the study folder is not trained again
+(``--fresh`` retrains), so a second run only times.
 
 The rows go to ``<study>/recovery/recovery.json`` and a Markdown table is printed. Run from the repository root on a
 finished study::
@@ -33,26 +32,30 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the source tree, when run from anywhere
     sys.path.insert(0, str(ROOT))
 
-DEFAULT_RECIPES = ("plain", "long", "kd", "long-kd", "baseline-70")
+DEFAULT_RECIPES = ("depthwise-60", "depthwise-60-ft40", "depthwise-60-kd", "depthwise-60-ft40-kd", "baseline-70", "paired-60")
 
 
 def recipe_spec(name: str, profile: Any) -> Any:
-    """The study row a recipe trains."""
+    """The study row a recipe trains (see the module's docstring for the names).
+
+    Raises:
+        SystemExit: a name that is not a recipe.
+    """
     from raagr2_monai.study import ModelSpec
 
-    base = dict(kind="pruned", method="depgraph", learning_rate=profile.hybrid_learning_rate,
-                round_to=profile.hybrid_round_to)
-    epochs = profile.hybrid_finetune_epochs
-    ratio = profile.hybrid_ratio
-    if name.startswith("baseline-"):
-        ratio = int(name.split("-", 1)[1]) / 100
-        return ModelSpec(f"recovery-{name}", variant="baseline", ratio=ratio, finetune_epochs=epochs, **base)
-    recipes = {"plain": (epochs, 0.0), "long": (2 * epochs, 0.0), "kd": (epochs, 0.5), "long-kd": (2 * epochs, 0.5)}
-    if name not in recipes:
-        raise SystemExit(f"unknown recipe {name!r}; valid: {', '.join(DEFAULT_RECIPES)} or baseline-<percent>.")
-    finetune, distill = recipes[name]
-    return ModelSpec(f"recovery-{name}", variant=profile.hybrid_variant, ratio=ratio, finetune_epochs=finetune,
-                     distill_weight=distill, **base)
+    parts = name.split("-")
+    try:
+        source, ratio = parts[0], int(parts[1]) / 100
+        epochs = next((int(p[2:]) for p in parts[2:] if p.startswith("ft")), profile.hybrid_finetune_epochs)
+        if source not in profile.variants or not 0 < ratio < 1 or any(
+                p != "kd" and not p.startswith("ft") for p in parts[2:]):
+            raise ValueError(name)
+    except (IndexError, ValueError):
+        raise SystemExit(f"not a recipe: {name!r}; write <source>-<ratio>[-ft<epochs>][-kd] with a source among "
+                         f"{', '.join(profile.variants)}, e.g. depthwise-60-ft40-kd.") from None
+    return ModelSpec(f"recovery-{name}", kind="pruned", variant=source, method="depgraph", ratio=ratio,
+                     finetune_epochs=epochs, distill_weight=0.5 if "kd" in parts[2:] else 0.0,
+                     learning_rate=profile.hybrid_learning_rate, round_to=profile.hybrid_round_to)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -61,6 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--recipes", default=",".join(DEFAULT_RECIPES), help="comma-separated recipes")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads of the training and the timing")
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per latency")
+    parser.add_argument("--fresh", action="store_true", help="retrain recipes already evaluated")
+    parser.add_argument("--notiming", action="store_true", help="train and evaluate only (e.g. several runs at once)")
     args = parser.parse_args(argv)
 
     import torch
@@ -86,12 +91,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows: List[Dict[str, Any]] = []
     for name in [r.strip() for r in args.recipes.split(",") if r.strip()]:
         spec = recipe_spec(name, profile)
-        print(f"[recovery] {name}: {spec}", flush=True)
-        pruned = steps.prune(spec)
-        steps.evaluate(spec)
-        scores = read_subject_scores(steps.eval_dir(spec) / "metrics_per_subject.csv")
-        rows.append({"recipe": name, "spec": spec.__dict__, "train_seconds": pruned["train_seconds"],
-                     **paired_difference(scores, reference)})
+        scored = steps.eval_dir(spec) / "metrics_per_subject.csv"
+        record = steps.eval_dir(spec) / "recipe.json"
+        if args.fresh or not record.is_file():
+            print(f"[recovery] {name}: {spec}", flush=True)
+            pruned = steps.prune(spec)
+            steps.evaluate(spec)
+            record.write_text(json.dumps({"spec": spec.__dict__, "train_seconds": pruned["train_seconds"]}))
+        rows.append({"recipe": name, **json.loads(record.read_text()),
+                     **paired_difference(read_subject_scores(scored), reference)})
+    if args.notiming:
+        return 0
 
     models = {"baseline": load_bundle_network(steps.bundle_dir(baseline), require_weights=True).eval()}
     for row in rows:

@@ -129,6 +129,9 @@ the thesis's setting), `whole_slice`, `sw_batch_size`, `device`, `amp` (CUDA onl
 With `amp` (the default) the network runs in autocast on CUDA, in training, validation, evaluation and inference
 alike: bfloat16 where the GPU has it (compute capability 8.0 or later), else float16 (`amp_precision: "auto"`; or
 `bf16`, `fp16`, `fp32`); `raagr2 segment` uses the same setting, so it writes the label map `run inferring` writes.
+Behind OpenVINO (`backend: "openvino"`) the same setting is what the CPU computes in: `auto` is bfloat16 on CPUs with
+a bfloat16 unit (AVX512-BF16 or AMX, as OpenVINO detects them), else fp32; `fp32` forces full precision, and `bf16`
+on a CPU without such a unit is refused. `raagr2 segment` prints which was used.
 Training on a GPU also sets up for throughput: channels-last activations (`channels_last`, null: where faster, also
 x86 CPUs), cuDNN autotuning (`deterministic: false`; evaluation runs deterministic), fused Adam, pinned and
 non-blocking batch copies, no loss scaling in bfloat16, and the loss logged every `log_every` iterations (20 on CUDA),

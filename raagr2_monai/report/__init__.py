@@ -7,6 +7,7 @@
 - :mod:`.statistics`: the spread of the per-subject scores (standard deviation, 95 % confidence interval of the mean),
   each model's per-subject (paired) difference to the baseline, and the rows that score identically on every subject;
 - :mod:`.paired`: that paired difference in Table 1 (its column and the text under the table) and as a chart;
+- :mod:`.deployment`: each model's fastest CPU runtime against the goal of a deployable slim model;
 - :mod:`.tables`: Tables 1-3 and the lesion-wise scores as CSV and JSON, and the thesis's tables as JSON;
 - :mod:`.labels`: chart labels placed so that none overlaps another or a point;
 - :mod:`.tradeoff`: the charts of mean Dice against non-zero parameters and against latency, with the Pareto front;
@@ -31,6 +32,7 @@ from .figures import (
     representative_case,
     write_evaluation_figures,
 )
+from .deployment import DEPLOYMENT_GOAL, DeploymentGoal, deployment_checks, deployment_lines
 from .markdown import quality_cell, render_markdown, write_report
 from .paired import (
     PAIRED_HEADER,
@@ -77,6 +79,10 @@ from .tradeoff import (
 )
 
 __all__ = [
+    "DEPLOYMENT_GOAL",
+    "DeploymentGoal",
+    "deployment_checks",
+    "deployment_lines",
     "THESIS_TABLE1",
     "THESIS_TABLE2",
     "THESIS_TABLE3",

@@ -15,6 +15,7 @@ from raagr2_monai.constants import SCORED_REGIONS
 from raagr2_monai.utils import atomic_write_text
 
 from .charts import write_charts
+from .deployment import deployment_lines
 from .figures import FAMILY_TITLES, EvaluationFigures, FamilyBest, best_per_family, write_evaluation_figures
 from .paired import PAIRED_HEADER, paired_cell, paired_notes
 from .rows import LESIONWISE_TABLE_COLUMNS, TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
@@ -266,6 +267,7 @@ def render_markdown(
     lines += _md_table(header, body)
 
     # Table 3
+    lines += deployment_lines(rows, meta.get("backends", {}))
     lines += ["", "## Table 3: reductions against the baseline", "",
               "Percent reduction against the baseline measured in the same benchmark run (negative: an increase); "
               "parameters count non-zero weights, so masks count as a reduction here although the dense tensors keep "

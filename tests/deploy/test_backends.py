@@ -280,7 +280,10 @@ def test_skipping_empty_windows_writes_the_same_label_map(bundles, tmp_path, bac
     maps, windows = {}, {}
     for skip in (False, True):
         segmenter = Segmenter(bundles["plain"], tmp_path / str(skip), device="cpu", backend=backend, threads=1,
-                              roi_size=[32, 32], sw_batch_size=4, skip_empty=skip, whole_slice=False)
+                              roi_size=[32, 32], sw_batch_size=4, skip_empty=skip, whole_slice=False,
+                              precision="fp32")
+        assert segmenter.computes_in == ("fp32 (torch on cpu)" if backend == "torch"
+                                         else f"fp32 ({backend} on {cpu_name()})")
         maps[skip] = np.asarray(nib.load(segmenter(entry).output).dataobj)
         windows[skip] = segmenter.inferer.network_windows
     assert len(np.unique(maps[False])) > 1
@@ -304,6 +307,8 @@ def test_segment_settings_are_checked_first(tmp_path):
         segment_command(nowhere, tmp_path, dataset_dir=nowhere, sw_batch_size=0)
     with pytest.raises(ValueError, match="whole_slice must be true or false; got 'maybe'"):
         segment_command(nowhere, tmp_path, dataset_dir=nowhere, whole_slice="maybe")
+    with pytest.raises(ValueError, match="onnxruntime backend computes in fp32 only; got precision 'bf16'"):
+        segment_command(nowhere, tmp_path, dataset_dir=nowhere, backend="onnxruntime", precision="bf16")
 
 
 @pytest.mark.parametrize("has_bf16", [True, False])

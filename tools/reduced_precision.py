@@ -1,28 +1,32 @@
-"""int8 post-training quantization of a DepGraph-pruned network with ONNX Runtime: latency and agreement with fp32.
+"""Reduced precision at inference: OpenVINO in bf16, and int8 post-training quantization with ONNX Runtime, against
+fp32: latency, agreement of the label maps, and Dice.
 
-A measurement, not a shipped export. The network is a trained bundle's (``--bundle``, e.g. a study's hybrid model,
-``results/quick/models/depthwise/pruned/hybrid-60-kd``), or else a DepGraph-pruned ``--variant`` at ``--ratio``
+A measurement; bf16 ships (the bundles' ``amp_precision``, :func:`raagr2_monai.deploy.exported_precision`), int8 does
+not. The network is a trained bundle's (``--bundle``, e.g. a study's hybrid model,
+``results/quick/models/depthwise/pruned/hybrid-60``), or else a DepGraph-pruned ``--variant`` at ``--ratio``
 trained briefly here (``--steps`` Adam steps of the thesis loss: label maps that are not one label everywhere, far
-from a trained model). Slices come from ``--dataset_dir`` (the bundle's data: e.g. the quick study's synthetic set) or
-a small synthetic set made here, preprocessed as for validation, whole slices of ``--slice_size``. The network is
-exported to ONNX (fp32, :func:`raagr2_monai.deploy.export_network`) and quantized with
+from a trained model). Slices come from ``--dataset_dir`` (the bundle's data: e.g. the quick study's synthetic set,
+with its ``--split``) or a small synthetic set made here, preprocessed as for validation, whole slices of
+``--slice_size``. The network is exported to ONNX and OpenVINO IR (fp32, :func:`raagr2_monai.deploy.export_network`);
+OpenVINO also runs the IR with its bf16 inference precision where the CPU has a bfloat16 unit
+(:func:`raagr2_monai.deploy.cpu_bf16`); the ONNX model is quantized with
 ``onnxruntime.quantization.quantize_static`` (QDQ, per-channel int8 weights, uint8 activations, MinMax calibration on
 ``--calibration`` slices of training cases). Then, on ``--threads`` threads:
 
 - latency (median of ``--repeats`` runs after 2 warm-ups, ``time.perf_counter``) of one ``--size`` x ``--size``
-  slice, batch 1, for fp32 and int8 behind ONNX Runtime and behind OpenVINO (which runs a QDQ model in int8);
-- agreement of the int8 label maps with the fp32 ones on the slices of the test cases: voxels equal, and the Dice
-  of each region (TC, WT, ET) between the two thresholded maps, pooled over the slices;
-- the Dice of each backend's label maps against the ground truth, per test subject (3D over the subject's brain
-  slices on the preprocessed grid, BraTS convention: a region absent from both is not scored) and averaged: whether
-  int8 holds the model's quality.
+  slice, batch 1, for each;
+- agreement of the bf16 and int8 label maps with the fp32 ones of the same runtime on the slices of the test cases:
+  voxels equal, and the Dice of each region (TC, WT, ET) between the two thresholded maps, pooled over the slices;
+- the Dice of each label map against the ground truth, per test subject (3D over the subject's brain slices on the
+  preprocessed grid, BraTS convention: a region absent from both is not scored) and averaged: whether the reduced
+  precision holds the model's quality.
 
 Run from the repository root::
 
-    PYTHONPATH=$PWD .venv/bin/python tools/int8_quantization.py --threads 2
-    PYTHONPATH=$PWD .venv/bin/python tools/int8_quantization.py \
-        --bundle results/quick/models/depthwise/pruned/hybrid-60-kd \
-        --dataset_dir ~/.cache/raagr2_monai/synthetic-40x64x64x32 --slice_size 64
+    PYTHONPATH=$PWD .venv/bin/python tools/reduced_precision.py --threads 2
+    PYTHONPATH=$PWD .venv/bin/python tools/reduced_precision.py \
+        --bundle results/quick/models/depthwise/pruned/hybrid-60 \
+        --dataset_dir ~/.cache/raagr2_monai/synthetic-60x64x64x32 --split 0.5,0.15,0.35 --slice_size 64
 """
 
 from __future__ import annotations
@@ -41,7 +45,8 @@ from raagr2_monai.bundle.load import load_bundle_network
 from raagr2_monai.data import generate, load_split
 from raagr2_monai.data.chains import val_transforms
 from raagr2_monai.data.labels import nest_regions
-from raagr2_monai.deploy import export_network
+from raagr2_monai.data.split import DEFAULT_SPLIT
+from raagr2_monai.deploy import cpu_bf16, cpu_name, export_network
 from raagr2_monai.losses import RAAGR2Loss
 from raagr2_monai.metrics.functional import brats_metrics
 from raagr2_monai.networks import get_network
@@ -105,12 +110,12 @@ def ort_session(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     return lambda x: session.run(None, {name: x})[0]
 
 
-def openvino_model(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+def openvino_model(path: Path, threads: int, precision: str = "fp32") -> Callable[[np.ndarray], np.ndarray]:
     import openvino as ov
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    config = {hints.inference_precision: ov.Type.f32, hints.performance_mode: hints.PerformanceMode.LATENCY,
+    config = {hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32, hints.performance_mode: hints.PerformanceMode.LATENCY,
               props.num_streams: 1, props.inference_num_threads: threads}
     compiled = ov.Core().compile_model(str(path), "CPU", config)
     request = compiled.create_infer_request()
@@ -183,6 +188,8 @@ def main() -> None:
     parser.add_argument("--bundle", help="a trained bundle (pruned ones included) to quantize instead of training one")
     parser.add_argument("--dataset_dir", help="the slices' data (default: a small synthetic set made here)")
     parser.add_argument("--slice_size", type=int, default=96, help="in-plane size of the preprocessed slices")
+    parser.add_argument("--split", default=None, help="the data's training/validation/testing fractions (e.g. the "
+                        "study's 0.5,0.15,0.35; default: the bundles' 0.7,0.15,0.15)")
     parser.add_argument("--variant", default="depthwise")
     parser.add_argument("--ratio", type=float, default=0.6)
     parser.add_argument("--steps", type=int, default=60, help="training steps before quantizing")
@@ -203,7 +210,8 @@ def main() -> None:
         if data is None:
             data = str(work / "data")
             generate(data, cases=8, seed=0)
-        slices = {split: brain_slices(load_split(data, split, seed=0), args.slice_size)
+        fractions = [float(f) for f in args.split.split(",")] if args.split else DEFAULT_SPLIT
+        slices = {split: brain_slices(load_split(data, split, seed=0, split=fractions), args.slice_size)
                   for split in ("training", "testing")}
         print(f"slices: {len(slices['training']['image'])} training, {len(slices['testing']['image'])} held out "
               f"({len(slices['testing']['cases'])} test subjects)")
@@ -240,6 +248,9 @@ def main() -> None:
             "openvino fp32": openvino_model(paths["openvino"], args.threads),
             "openvino int8 (QDQ)": openvino_model(int8, args.threads),
         }
+        print(f"CPU: {cpu_name()}, {'with' if cpu_bf16() else 'without'} a bfloat16 unit")
+        if cpu_bf16():
+            runs["openvino bf16"] = openvino_model(paths["openvino"], args.threads, "bf16")
         x = np.random.default_rng(0).standard_normal((1, 4, args.size, args.size), dtype=np.float32)
         for name, run in runs.items():
             print(f"{name}: {latency_ms(run, x, args.repeats):.1f} ms per {args.size}x{args.size} slice, batch 1, "
@@ -247,8 +258,8 @@ def main() -> None:
         held_out = slices["testing"]["image"]
         eager = torch.no_grad()(lambda array: network(torch.from_numpy(array)).numpy())
         print(f"fp32 ORT vs eager: {agreement(runs['onnxruntime fp32'], eager, held_out)}")
-        for name in ("onnxruntime int8", "openvino int8 (QDQ)"):
-            reference = runs[name.replace("int8 (QDQ)", "fp32").replace("int8", "fp32")]
+        for name in [n for n in runs if "fp32" not in n]:
+            reference = runs[name.split(" ")[0] + " fp32"]
             print(f"{name} vs fp32 on {len(held_out)} held-out slices: {agreement(runs[name], reference, held_out)}")
         for name, run in {"eager PyTorch fp32": eager, **runs}.items():
             print(f"Dice against the ground truth, {name}: {subject_dice(predict(run, held_out), slices['testing'])}")
