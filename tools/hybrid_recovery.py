@@ -6,11 +6,12 @@ of mean Dice (:func:`raagr2_monai.report.paired_difference`: mean and 95 % CI); 
 fp32 and, where the CPU has a bfloat16 unit, bf16, is timed beside the baseline's eager PyTorch in one run
 (:func:`raagr2_monai.benchmark.backend_latencies`, ``time.perf_counter``, median of ``--repeats``).
 
-A recipe is named ``<source>-<ratio>[-ft<epochs>][-kd]`` (``--recipes``, comma-separated): the trained
-architecture pruned (``baseline``, ``depthwise``, ``paired``, ``encdec``; it must be one the study trained), DepGraph's
-channel ratio in percent, the fine-tuning epochs (default: the study's hybrid row's) and ``kd`` for distillation from
-the trained baseline (weight 0.5, :class:`raagr2_monai.losses.DistillationLoss`); every recipe fine-tunes at the
-hybrid row's learning rate and keeps its channel counts multiples of its ``hybrid_round_to``. The study's own hybrid
+A recipe is named ``<source>-<ratio>[-ft<epochs>][-r<multiple>][-kd]`` (``--recipes``, comma-separated): the
+trained architecture pruned (``baseline``, ``depthwise``, ``paired``, ``encdec``; it must be one the study trained),
+DepGraph's channel ratio in percent, the fine-tuning epochs (default: the study's hybrid row's), the channel multiple
+(DepGraph's ``round_to``; default: the study's ``hybrid_round_to``) and ``kd`` for distillation from the trained
+baseline (weight 0.5, :class:`raagr2_monai.losses.DistillationLoss`); every recipe fine-tunes at the hybrid row's
+learning rate. The study's own hybrid
 row is ``<hybrid_variant>-<hybrid_ratio>``. A recipe already evaluated in the study folder is not trained again
 (``--fresh`` retrains), so a second run only times.
 
@@ -47,15 +48,16 @@ def recipe_spec(name: str, profile: Any) -> Any:
     try:
         source, ratio = parts[0], int(parts[1]) / 100
         epochs = next((int(p[2:]) for p in parts[2:] if p.startswith("ft")), profile.hybrid_finetune_epochs)
+        round_to = next((int(p[1:]) for p in parts[2:] if p.startswith("r")), profile.hybrid_round_to)
         if source not in profile.variants or not 0 < ratio < 1 or any(
-                p != "kd" and not p.startswith("ft") for p in parts[2:]):
+                p != "kd" and p[:2] != "ft" and p[:1] != "r" for p in parts[2:]):
             raise ValueError(name)
     except (IndexError, ValueError):
-        raise SystemExit(f"not a recipe: {name!r}; write <source>-<ratio>[-ft<epochs>][-kd] with a source among "
+        raise SystemExit(f"not a recipe: {name!r}; write <source>-<ratio>[-ft<epochs>][-r<multiple>][-kd] with a source among "
                          f"{', '.join(profile.variants)}, e.g. depthwise-60-ft40-kd.") from None
     return ModelSpec(f"recovery-{name}", kind="pruned", variant=source, method="depgraph", ratio=ratio,
                      finetune_epochs=epochs, distill_weight=0.5 if "kd" in parts[2:] else 0.0,
-                     learning_rate=profile.hybrid_learning_rate, round_to=profile.hybrid_round_to)
+                     learning_rate=profile.hybrid_learning_rate, round_to=round_to)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -417,7 +417,9 @@ def _benchmark_seconds(p: Profile, models: Sequence[Any], c: UnitCosts) -> float
         cpu_fwd = fwd if c.device == "cpu" else c.gflops.get(key[0], 15.0) * (p.bench_size / 192) ** 2 / c.cpu_gflops
         seconds += runs * sum(p.bench_batches) * fwd + (runs * c.train_step_s[key[0]] if p.bench_train_step else 0.0)
         seconds += max(p.bench_batches) * fwd if p.bench_memory else 0.0
-        seconds += len(p.bench_backends) * (c.export_s + runs * cpu_fwd) + (runs * cpu_fwd if p.bench_backends else 0.0)
+        backend_runs = p.bench_warmup + p.bench_backend_repeats
+        seconds += (len(p.bench_backends) * (c.export_s + backend_runs * cpu_fwd)
+                    + (backend_runs * cpu_fwd if p.bench_backends else 0.0))
     return seconds + 0.5 * len(models)
 
 

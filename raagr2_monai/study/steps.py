@@ -303,8 +303,8 @@ class StudySteps:
             "measured in the benchmark, not the wall time of the study's training"
         )
         if p.bench_backends:
-            add_backend_latencies(result, models, ("torch", *p.bench_backends), p.bench_size, (1,), p.bench_repeats,
-                                  p.bench_warmup)
+            add_backend_latencies(result, models, ("torch", *p.bench_backends), p.bench_size, (1,),
+                                  p.bench_backend_repeats, p.bench_warmup)
         path = self.root / "benchmark.json"
         atomic_write_text(str(path), json.dumps(result, indent=2))
         return {"benchmark_json": self._rel(path)}
