@@ -15,6 +15,7 @@ from raagr2_monai.deploy import (
     BACKENDS,
     ExportMismatchError,
     OnnxRuntimeBackend,
+    OpenVINOBackend,
     TorchBackend,
     cpu_bf16,
     cpu_name,
@@ -347,8 +348,22 @@ def test_openvino_bf16_is_compiled_in_bf16_and_close_to_fp32(bundles):
     fp32 = load_backend(bundles["plain"], "openvino", threads=1, precision="fp32")
     bf16 = load_backend(bundles["plain"], "openvino", threads=1, precision="auto")
     assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
-    assert str(bf16.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
+    assert str(bf16.compiled_for(x.shape).get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
     difference = (bf16(x) - fp32(x)).abs()
     # bf16 keeps 8 bits of mantissa: outputs move, most of them little (a fresh network's few large moves are why the
     # study measures agreement on trained ones)
     assert float(difference.max()) > 0 and float(difference.median()) < 0.05, difference.median()
+
+
+def test_openvino_compiles_each_input_shape_and_keeps_the_last_few(bundles):
+    network = load_backend(bundles["plain"], "openvino", threads=1, precision="fp32")
+    eager = load_backend(bundles["plain"], "torch")
+    shapes = [(1, 4, 32, 32), (2, 4, 32, 32), (1, 4, 48, 32), (1, 4, 32, 64), (3, 4, 16, 16)]
+    generator = torch.Generator().manual_seed(5)
+    for shape in shapes:
+        x = torch.randn(*shape, generator=generator)
+        assert float((network(x) - eager(x)).abs().max()) < 1e-3
+    assert network.shapes == shapes[-OpenVINOBackend.SHAPES_KEPT:]
+    assert str(network.compiled_for(shapes[-1]).input(0).get_shape()) == "[3,4,16,16]"  # a fixed shape
+    network(torch.zeros(2, 4, 32, 32))  # compiled again: it was dropped
+    assert network.shapes[-1] == (2, 4, 32, 32) and len(network.shapes) == OpenVINOBackend.SHAPES_KEPT
