@@ -174,11 +174,12 @@ _FULL = Profile(
 
 #: The study's profiles. ``quick``: CPU, a synthetic set of 60 cases of 64 x 64 x 32 voxels (the built-in generator,
 #: smaller volumes than its default so that the whole brain fits a 64 x 64 slice; split 30/9/21, so that the paired
-#: differences to the baseline rest on 21 test subjects), 30 training epochs of 8 steps on 48 x 48 crops (validated at 15 and 30, on whole 64 x 64 slices), each pruning method at 30 %
-#: with and without 2 fine-tuning epochs at lr 3e-4, the hybrid row (20 fine-tuning epochs at lr 1e-3; distillation,
-#: measured twice in this profile at +0.017 and -0.006 mean Dice and costing 1.7x the fine-tuning time, is left to
-#: ``full``), two steps at a time (``workers``), and the benchmark at 192 x 192 (batch 1 and 8, eager PyTorch and
-#: OpenVINO): 10-20 minutes on two cores with 40 cases (60: not yet timed on an idle machine). ``full``: the thesis's schedule (35 epochs, 20 fine-tuning epochs,
+#: differences to the baseline rest on 21 test subjects), 30 training epochs of 8 steps on 48 x 48 crops (validated
+#: at 15 and 30, on whole 64 x 64 slices), each pruning method at 30 % with and without 2 fine-tuning epochs at lr
+#: 3e-4, the hybrid row (160 fine-tuning epochs at lr 1e-3: 20 left it 0.105 mean Dice below the baseline, 160 brought
+#: it to +0.017 [-0.029, +0.063]; distillation did not help, see tools/hybrid_recovery.py and the README), two steps at
+#: a time (``workers``), and the benchmark at 192 x 192 (batch 1 and 8, eager PyTorch; batch 1 behind OpenVINO in fp32
+#: and bf16): about 15 minutes on two cores. ``full``: the thesis's schedule (35 epochs, 20 fine-tuning epochs,
 #: 192 x 192 slices, batch 16, ratios 10/20/30 %, benchmark with 10 repeats, plus the "SNIP at initialisation +
 #: training" rows and both hybrid rows) on a GPU with real BraTS data. ``gpu``: the thesis's rows and crops (192 x 192,
 #: batch 16, 35 epochs, 20 fine-tuning epochs, ratios 10/20/30 %, SNIP at initialisation, both hybrid rows) on one GPU
