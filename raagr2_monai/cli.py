@@ -16,6 +16,7 @@ import json
 import os
 import re
 import sys
+import typing
 from typing import Any, Callable, Dict, List, Mapping, NoReturn, Optional, Sequence, Tuple
 
 import fire
@@ -355,8 +356,8 @@ def _keyword(command: str, flag: str, is_alone: bool, names: Sequence[str], bool
         flag: the flag as given, without ``=value``.
         is_alone: no value follows (the last token, or a flag follows): ``--name`` is true, ``--noname`` false.
         names: the command's parameters.
-        booleans: those with a boolean default, the only ones a flag alone sets (``--name`` true, ``--noname``
-            false).
+        booleans: the switches (:func:`_switches`), the only parameters a flag alone sets (``--name`` true,
+            ``--noname`` false).
 
     Returns:
         The parameter's name.
@@ -383,6 +384,14 @@ def _keyword(command: str, flag: str, is_alone: bool, names: Sequence[str], bool
     raise UsageError(f"{command} has no option {flag}; its options: {', '.join('--' + n for n in names) or 'none'}.")
 
 
+def _switches(function: Callable[..., Any], params: Sequence[inspect.Parameter]) -> List[str]:
+    """The parameters a flag alone sets, as Fire reads ``--name`` and ``--noname``: those with a boolean default, and
+    the optional booleans (``bool | None``, unset meaning "the bundle's setting": ``segment --whole_slice``)."""
+    hints = typing.get_type_hints(inspect.unwrap(function))
+    return [p.name for p in params
+            if isinstance(p.default, bool) or set(typing.get_args(hints.get(p.name))) == {bool, type(None)}]
+
+
 def check_arguments(command: str, function: Callable[..., Any], args: Sequence[str]) -> None:
     """Check a command's arguments against its signature, as Fire will read them, without running it.
 
@@ -401,7 +410,7 @@ def check_arguments(command: str, function: Callable[..., Any], args: Sequence[s
     """
     params = list(inspect.signature(function).parameters.values())
     names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    booleans = [p.name for p in params if isinstance(p.default, bool)]
+    booleans = _switches(function, params)
     any_keyword = any(p.kind is p.VAR_KEYWORD for p in params)
     named, values = set(), []
     skip_value = False

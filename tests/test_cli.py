@@ -84,6 +84,25 @@ def test_fire_forms_still_dispatch(capsys, monkeypatch):
     assert kwargs["memory"] is False and kwargs["train"] is True
 
 
+def test_optional_boolean_options_are_switches(capsys, monkeypatch):
+    # `segment --whole_slice` and `--noskip_empty`, as the README writes them (unset: the bundle's setting)
+    calls = []
+
+    @functools.wraps(cli.segment)
+    def record(*args, **kwargs):
+        calls.append((args, kwargs))
+        return "ran"
+
+    monkeypatch.setitem(cli.COMMANDS, "segment", record)
+    status, out, err = _run(capsys, "segment", "b", "--dataset_dir", "d", "--output_dir", "o", "--whole_slice",
+                            "--noskip_empty")
+    assert (status, out) == (0, "ran\n"), err
+    kwargs = inspect.signature(cli.segment).bind(*calls[0][0], **calls[0][1]).arguments
+    assert kwargs["whole_slice"] is True and kwargs["skip_empty"] is False
+    status, _, err = _run(capsys, "segment", "b", "--dataset_dir", "d", "--output_dir", "o", "--nowhole_slices")
+    assert (status, err) == (2, "error: raagr2 segment has no option --nowhole_slices; did you mean --nowhole_slice?\n")
+
+
 @pytest.mark.parametrize("args", [["benchmark", "--help"], ["benchmark", "--size", "32", "-h"], ["--help"]])
 def test_help_shows_help_without_running(capsys, benchmark_must_not_run, args):
     status, out, err = _run(capsys, *args)
