@@ -111,18 +111,25 @@ def ort_session(path: Path, threads: int) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def openvino_model(path: Path, threads: int, precision: str = "fp32") -> Callable[[np.ndarray], np.ndarray]:
+    """The model behind OpenVINO on the CPU, compiled for each input shape it meets, as the OpenVINO backend does
+    (:class:`raagr2_monai.deploy.OpenVINOBackend`: fixed shapes get OpenVINO's fast kernels)."""
     import openvino as ov
     import openvino.properties as props
     import openvino.properties.hint as hints
 
-    config = {hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32, hints.performance_mode: hints.PerformanceMode.LATENCY,
-              props.num_streams: 1, props.inference_num_threads: threads}
-    compiled = ov.Core().compile_model(str(path), "CPU", config)
-    request = compiled.create_infer_request()
+    config = {hints.inference_precision: ov.Type.bf16 if precision == "bf16" else ov.Type.f32,
+              hints.performance_mode: hints.PerformanceMode.LATENCY, props.num_streams: 1,
+              props.inference_num_threads: threads}
+    core = ov.Core()
+    requests: Dict[tuple, Any] = {}
 
     def run(x: np.ndarray) -> np.ndarray:
-        request.infer({0: x})
-        return request.get_output_tensor(0).data.copy()
+        if x.shape not in requests:
+            model = core.read_model(str(path))
+            model.reshape({model.inputs[0]: ov.PartialShape(list(x.shape))})
+            requests[x.shape] = core.compile_model(model, "CPU", config).create_infer_request()
+        requests[x.shape].infer({0: x})
+        return requests[x.shape].get_output_tensor(0).data.copy()
 
     return run
 
