@@ -68,36 +68,37 @@ def test_missing_required_value_refused(capsys):
     assert (status, err) == (2, "error: raagr2 segment needs --output_dir.\n")
 
 
-def test_fire_forms_still_dispatch(capsys, monkeypatch):
+def _recording(monkeypatch, name):
+    """Replace the command ``name`` by a function with its signature that records the arguments Fire passes; returns
+    a function giving the arguments of the last call by parameter name."""
     calls = []
+    command = getattr(cli, name)
 
-    @functools.wraps(cli.benchmark)
+    @functools.wraps(command)  # inspect.signature follows __wrapped__: the check sees the command's options
     def record(*args, **kwargs):
         calls.append((args, kwargs))
         return "ran"
 
-    monkeypatch.setitem(cli.COMMANDS, "benchmark", record)
+    monkeypatch.setitem(cli.COMMANDS, name, record)
+    return lambda: inspect.signature(command).bind(*calls[-1][0], **calls[-1][1]).arguments
+
+
+def test_fire_forms_still_dispatch(capsys, monkeypatch):
+    last_call = _recording(monkeypatch, "benchmark")
     status, out, _ = _run(capsys, "benchmark", "--variants=depthwise", "--size", "32", "--nomemory", "--train")
     assert (status, out) == (0, "ran\n")
-    kwargs = inspect.signature(cli.benchmark).bind(*calls[0][0], **calls[0][1]).arguments
+    kwargs = last_call()
     assert kwargs["variants"] == "depthwise" and kwargs["size"] == 32
     assert kwargs["memory"] is False and kwargs["train"] is True
 
 
 def test_optional_boolean_options_are_switches(capsys, monkeypatch):
     # `segment --whole_slice` and `--noskip_empty`, as the README writes them (unset: the bundle's setting)
-    calls = []
-
-    @functools.wraps(cli.segment)
-    def record(*args, **kwargs):
-        calls.append((args, kwargs))
-        return "ran"
-
-    monkeypatch.setitem(cli.COMMANDS, "segment", record)
+    last_call = _recording(monkeypatch, "segment")
     status, out, err = _run(capsys, "segment", "b", "--dataset_dir", "d", "--output_dir", "o", "--whole_slice",
                             "--noskip_empty")
     assert (status, out) == (0, "ran\n"), err
-    kwargs = inspect.signature(cli.segment).bind(*calls[0][0], **calls[0][1]).arguments
+    kwargs = last_call()
     assert kwargs["whole_slice"] is True and kwargs["skip_empty"] is False
     status, _, err = _run(capsys, "segment", "b", "--dataset_dir", "d", "--output_dir", "o", "--nowhole_slices")
     assert (status, err) == (2, "error: raagr2 segment has no option --nowhole_slices; did you mean --nowhole_slice?\n")

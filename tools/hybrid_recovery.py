@@ -11,9 +11,10 @@ trained architecture pruned (``baseline``, ``depthwise``, ``paired``, ``encdec``
 DepGraph's channel ratio in percent, the fine-tuning epochs (default: the study's hybrid row's), the channel multiple
 (DepGraph's ``round_to``; default: the study's ``hybrid_round_to``) and ``kd`` for distillation from the trained
 baseline (weight 0.5, :class:`raagr2_monai.losses.DistillationLoss`); every recipe fine-tunes at the hybrid row's
-learning rate. The study's own hybrid
-row is ``<hybrid_variant>-<hybrid_ratio>``. A recipe already evaluated in the study folder is not trained again
-(``--fresh`` retrains), so a second run only times.
+learning rate. The study's own hybrid row is ``<hybrid_variant>-<hybrid_ratio>``; with ``--threads 1``, the thread
+count of the study's steps, it is reproduced to the last digit (another thread count sums in another order and gives
+another run). A recipe already evaluated in the study folder is not trained again (``--fresh`` retrains), so a second
+run only times.
 
 The rows go to ``<study>/recovery/recovery.json`` and a Markdown table is printed. Run from the repository root on a
 finished study::
@@ -33,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the source tree, when run from anywhere
     sys.path.insert(0, str(ROOT))
 
-DEFAULT_RECIPES = ("depthwise-60", "depthwise-60-ft40", "depthwise-60-kd", "depthwise-60-ft40-kd", "baseline-70", "paired-60")
+DEFAULT_RECIPES = ("depthwise-60-ft20", "depthwise-60-ft80", "depthwise-60-ft160", "depthwise-60-ft80-kd",
+                   "baseline-70-ft80", "paired-60-ft80")
 
 
 def recipe_spec(name: str, profile: Any) -> Any:
@@ -78,6 +80,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from raagr2_monai.study import ModelSpec, get_profile
     from raagr2_monai.study.steps import StudySteps
     from raagr2_monai.study.tasks import synthetic_folder
+    from raagr2_monai.utils import atomic_write_text
 
     torch.set_num_threads(args.threads)
     study = Path(args.study).resolve()
@@ -91,24 +94,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     reference = read_subject_scores(steps.eval_dir(baseline) / "metrics_per_subject.csv")
 
     rows: List[Dict[str, Any]] = []
-    for name in [r.strip() for r in args.recipes.split(",") if r.strip()]:
-        spec = recipe_spec(name, profile)
+    specs = {name: recipe_spec(name, profile) for name in [r.strip() for r in args.recipes.split(",") if r.strip()]}
+    for name, spec in specs.items():
         scored = steps.eval_dir(spec) / "metrics_per_subject.csv"
         record = steps.eval_dir(spec) / "recipe.json"
         if args.fresh or not record.is_file():
             print(f"[recovery] {name}: {spec}", flush=True)
             pruned = steps.prune(spec)
             steps.evaluate(spec)
-            record.write_text(json.dumps({"spec": spec.__dict__, "train_seconds": pruned["train_seconds"]}))
+            atomic_write_text(str(record), json.dumps({"spec": spec.__dict__, "train_seconds": pruned["train_seconds"]}))
         rows.append({"recipe": name, **json.loads(record.read_text()),
                      **paired_difference(read_subject_scores(scored), reference)})
     if args.notiming:
         return 0
 
     models = {"baseline": load_bundle_network(steps.bundle_dir(baseline), require_weights=True).eval()}
-    for row in rows:
-        spec = recipe_spec(row["recipe"], profile)
-        models[row["recipe"]] = load_bundle_network(steps.bundle_dir(spec), require_weights=True).eval()
+    for name, spec in specs.items():
+        models[name] = load_bundle_network(steps.bundle_dir(spec), require_weights=True).eval()
     backends, skipped = runnable_backends(("torch", "openvino", "openvino-bf16"))
     latencies = backend_latencies(models, backends, profile.bench_size, (1,), args.repeats, 2, args.threads)
     for row in rows:
@@ -119,8 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     out = study / "recovery"
     out.mkdir(exist_ok=True)
-    (out / "recovery.json").write_text(json.dumps({"rows": rows, "baseline_torch_ms": baseline_ms,
-                                                   "skipped": skipped, "threads": args.threads}, indent=2))
+    atomic_write_text(str(out / "recovery.json"), json.dumps({"rows": rows, "baseline_torch_ms": baseline_ms,
+                                                               "skipped": skipped, "threads": args.threads}, indent=2))
     print(f"\nbaseline eager PyTorch, batch 1, {profile.bench_size}x{profile.bench_size}, {args.threads} threads: "
           f"{baseline_ms:.1f} ms" + "".join(f"; {b} not timed: {why}" for b, why in skipped.items()))
     shown = [b for b in backends if b != "torch"]

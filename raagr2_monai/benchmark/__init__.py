@@ -43,7 +43,7 @@ environment (device, CPU model, torch threads, versions), the settings and the d
 
 from .command import benchmark_command, run_benchmark
 from .metrics import lesion_study, render_scoring, scoring_command, time_scoring
-from .backends import add_backend_latencies, backend_latencies, check_backends, runnable_backends
+from .backends import add_backend_latencies, backend_latencies, check_backends, check_runnable, runnable_backends
 from .measure import BASELINE, FLOP_COUNTER, META_KEY, TIMER, benchmark_models, check_settings, structure_groups
 from .render import FORMATS, check_format, model_rows, render
 from .training import PEAK_TFLOPS, render_throughput, throughput_grid, training_throughput
@@ -64,6 +64,7 @@ __all__ = [
     "scoring_command",
     "time_scoring",
     "check_backends",
+    "check_runnable",
     "runnable_backends",
     "check_format",
     "check_settings",

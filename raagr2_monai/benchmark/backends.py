@@ -30,7 +30,7 @@ from raagr2_monai.utils import retain_freed_memory
 
 from .measure import BASELINE, META_KEY, latency
 
-__all__ = ["add_backend_latencies", "backend_latencies", "check_backends", "runnable_backends"]
+__all__ = ["add_backend_latencies", "backend_latencies", "check_backends", "check_runnable", "runnable_backends"]
 
 _FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
 
@@ -79,6 +79,18 @@ def runnable_backends(backends: Sequence[str]) -> Tuple[Tuple[str, ...], Dict[st
     return tuple(runnable), skipped
 
 
+def check_runnable(backends: Sequence[str]) -> Tuple[str, ...]:
+    """:func:`check_backends`, refusing a backend this CPU cannot run (``openvino-bf16`` without a bfloat16 unit).
+
+    Raises:
+        ValueError: an unknown backend or precision, or one this CPU cannot compute in.
+    """
+    chosen, unrunnable = runnable_backends(backends)
+    if unrunnable:
+        raise ValueError(" ".join(unrunnable.values()))
+    return chosen
+
+
 def _runner(model: nn.Module, name: str, folder: Path, threads: Optional[int]) -> nn.Module:
     backend, precision = _parts(name)
     if backend == "torch":
@@ -120,9 +132,7 @@ def backend_latencies(
         ValueError: an unknown backend, a precision the CPU cannot compute in, or no ``baseline`` among the models.
         raagr2_monai.deploy.ExportParityError: an exported model differs from eager PyTorch.
     """
-    chosen = check_backends(backends)
-    for name in chosen[1:]:
-        exported_precision(*_parts(name))
+    chosen = check_runnable(backends)
     if baseline not in models:
         raise ValueError(f"backend_latencies needs the reference model {baseline!r} among the models.")
     torch_threads = torch.get_num_threads()

@@ -10,7 +10,7 @@ from raagr2_monai.bundle.load import bundle_name, check_bundle, load_bundle_netw
 from raagr2_monai.networks import NETWORKS, get_network
 from raagr2_monai.utils import atomic_write_text, check_precision, parse_sequence, progress_bar
 
-from .backends import add_backend_latencies, check_backends, runnable_backends
+from .backends import add_backend_latencies, check_runnable
 from .measure import BASELINE, META_KEY, benchmark_models, check_settings
 from .render import check_format, model_rows, render
 from .training import THROUGHPUT_METHOD, check_channels_last, check_compile, training_throughput
@@ -80,10 +80,7 @@ def run_benchmark(
         ['baseline', 'depthwise', 'paired']
     """
     settings = check_settings(size, batches, repeats, warmup)
-    chosen = check_backends(parse_sequence(backends, "backends")) if backends else ()
-    unrunnable = runnable_backends(chosen)[1]
-    if unrunnable:
-        raise ValueError(" ".join(unrunnable.values()))
+    chosen = check_runnable(parse_sequence(backends, "backends")) if backends else ()
     if threads is not None and (not isinstance(threads, int) or threads < 1):
         raise ValueError(f"threads must be a positive integer; got {threads!r}.")
     if throughput:

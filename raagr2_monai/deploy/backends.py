@@ -307,8 +307,8 @@ class OpenVINOBackend(_ExportedBackend):
         """The input shapes compiled and kept, least recently used first."""
         return list(self._compiled)
 
-    def compiled_for(self, shape: Sequence[int]) -> Any:
-        """The model compiled for inputs of ``shape`` (an ``openvino.CompiledModel``), compiled now if not kept."""
+    def _compile(self, shape: Sequence[int]) -> Tuple[Any, Any]:
+        """The compiled model and its infer request for inputs of ``shape``, compiled now if not kept."""
         key = tuple(int(s) for s in shape)
         if key in self._compiled:
             self._compiled.move_to_end(key)
@@ -321,11 +321,14 @@ class OpenVINOBackend(_ExportedBackend):
             self._compiled[key] = (compiled, compiled.create_infer_request())
             while len(self._compiled) > self.SHAPES_KEPT:
                 self._compiled.popitem(last=False)
-        return self._compiled[key][0]
+        return self._compiled[key]
+
+    def compiled_for(self, shape: Sequence[int]) -> Any:
+        """The model compiled for inputs of ``shape`` (an ``openvino.CompiledModel``), compiled now if not kept."""
+        return self._compile(shape)[0]
 
     def run(self, array: np.ndarray) -> np.ndarray:
-        self.compiled_for(array.shape)
-        request = self._compiled[tuple(array.shape)][1]
+        request = self._compile(array.shape)[1]
         request.infer({0: array})
         # the output tensor is the request's own buffer, overwritten by the next call
         return request.get_output_tensor(0).data.copy()
