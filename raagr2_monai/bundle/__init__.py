@@ -5,21 +5,24 @@
 from .load import build_bundle_network, bundle_name, load_bundle_network
 from .pruned import check_prune_settings, prepare_output_dir, pruned_network_def, run_pruning, write_pruned_bundle
 from .runtime import (
+    check_overrides,
     check_rank_share,
     check_validation_settings,
     checked,
+    complete_mlflow_run,
     config_files_from_argv,
     end_distributed,
     find_bundle_root,
     handlers_for_rank,
     load_weights,
-    log_mlflow_artifacts,
     record_run,
     start_distributed,
 )
 
 __all__ = [
     "checked",
+    "complete_mlflow_run",
+    "check_overrides",
     "check_rank_share",
     "check_validation_settings",
     "config_files_from_argv",
@@ -28,7 +31,6 @@ __all__ = [
     "find_bundle_root",
     "handlers_for_rank",
     "load_weights",
-    "log_mlflow_artifacts",
     "record_run",
     "check_prune_settings",
     "prepare_output_dir",

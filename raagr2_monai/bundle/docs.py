@@ -276,7 +276,7 @@ _PRUNED_README = """# {title}, pruned: {method} {percent} %
 
 {title} (`{source}`) pruned by **{method}** at ratio {ratio} and {tuned}. Written by `configs/prune.json` of the
 {variant} bundle; every config here comes from the same generator as the base bundles, with a `network_def` that
-{rebuilds}.
+{rebuilds}.{earlier}
 
 | | before | after |
 |---|---|---|
@@ -291,7 +291,7 @@ All figures are in `pruning.json` and under `pruning` in `configs/metadata.json`
 - `models/model.pt`: the weights, a plain state_dict (`torch.load(..., weights_only=True)`).
 {model_files}
 {use}
-`configs/train.json` trains this structure again from a fresh initialisation{retrain_note}.
+`configs/train.json` trains this structure again from a fresh initialisation{retrain_note}.{again}
 
 {limits}
 """
@@ -347,6 +347,14 @@ def pruned_bundle_readme(variant: Variant, report: Mapping[str, Any], root: Path
         )
         rebuilds = "rebuilds the channel-pruned network (`raagr2_monai.pruning.build_pruned_network`)"
         retrain_note = ""
+    again = "" if masks else (
+        "\n`configs/prune.json` prunes this network again by DepGraph: a step of iterative pruning, whose bundle's\n"
+        "history extends this one's.")
+    steps = report.get("earlier_steps", [])
+    earlier = "".join(
+        f"\nStep {k}: {step['method']} at ratio {step['requested_ratio']:.3g}, {step['params_before']:,} -> "
+        f"{step['params_after']:,} parameters." for k, step in enumerate(steps, start=1)
+    ) + (f"\nStep {len(steps) + 1}, this bundle's, is the one below." if steps else "")
     return _PRUNED_README.format(
         title=variant.title,
         source=variant.network,
@@ -370,5 +378,7 @@ def pruned_bundle_readme(variant: Variant, report: Mapping[str, Any], root: Path
         model_files=model_files,
         use=_use([*_run_commands(shown), *_export_commands(shown)]),
         retrain_note=retrain_note,
+        again=again,
+        earlier=earlier,
         limits=_limits("A pruned model is only as good as the trained model and\nthe fine-tuning behind it"),
     )

@@ -9,6 +9,7 @@ Every file is written to a temporary name, then renamed.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -26,6 +27,7 @@ from raagr2_monai.pruning import (
     check_ratio,
     check_scope,
     pruning_report,
+    read_history,
     save_pruned,
     serialized_nbytes,
     to_sparse_state_dict,
@@ -59,20 +61,31 @@ def check_prune_settings(
     finetune_epochs: Any = 0,
     from_scratch: Any = False,
     round_to: Any = None,
+    source_method: Optional[str] = None,
 ) -> None:
     """Refuse bad pruning settings before any data is loaded (the first step of ``prune.json``'s ``initialize``).
+
+    ``source_method`` is how the bundle's own network was pruned (``None``: a base bundle). A DepGraph-pruned
+    network can be pruned again by DepGraph (iterative pruning, each step fine-tuned); masks are not stacked.
 
     Raises:
         ValueError: for an unknown method or scope, a ratio outside (0, 1), a negative or non-integer
             ``finetune_epochs``, a non-boolean ``from_scratch``, ``from_scratch`` without training epochs (an
             untrained pruned network is what the thesis's "SNIP without fine-tuning" row measured), or a ``round_to``
-            other than null or an integer >= 1, or one given to a mask method.
+            other than null or an integer >= 1, or one given to a mask method; a pruned bundle pruned again by another
+            method than DepGraph, or one pruned by a mask method.
 
     Example::
 
         >>> check_prune_settings("depgraph", 0.2, "global", 20, False, round_to=8)
+        >>> check_prune_settings("depgraph", 0.25, source_method="depgraph")
     """
     check_method(method)
+    if source_method is not None and (source_method != "depgraph" or method != "depgraph"):
+        raise ValueError(
+            f"This bundle's network was pruned by {source_method}; only a DepGraph-pruned network is pruned again, "
+            f"by DepGraph (iterative pruning); got method {method!r}. Prune the base bundle instead."
+        )
     check_ratio(ratio)
     check_scope(scope)
     check_method_round_to(method, round_to)
@@ -146,20 +159,26 @@ def pruned_network_def(variant: str, method: str, in_channels: int = 4, out_chan
     return {"_target_": VARIANTS[variant].network, "in_channels": in_channels, "out_channels": out_channels}
 
 
-def _pruned_configs(variant: Variant, report: Mapping[str, Any], in_channels: int, out_channels: int) -> Dict[str, str]:
+def _pruned_configs(
+    variant: Variant, report: Mapping[str, Any], in_channels: int, out_channels: int, source_name: Optional[str]
+) -> Dict[str, str]:
     method = report["method"]
     configs = bundle_configs(variant, pruned_network_def(variant.name, method, in_channels, out_channels))
-    del configs["prune"]  # a pruned bundle is not pruned again
-    if method != "depgraph":
+    if method == "depgraph":
+        configs["prune"].update(method="depgraph", source_method="depgraph")
+    else:
+        del configs["prune"]  # masks are not stacked: a mask-pruned bundle is not pruned again
         # retraining this bundle keeps its sparsity pattern
         configs["train"]["train"]["handlers"].insert(
             0, {"_target_": "raagr2_monai.handlers.MaskHandler", "masks": "$@bundle_root + '/models/masks.pt'"}
         )
     percent = round(report["requested_ratio"] * 100)
     meta = configs["metadata"]
-    meta["name"] = f"{variant.title}, {method}-pruned {percent} %"
+    pruned = f"{method}-pruned {percent} %"
+    meta["name"] = f"{source_name}, then {pruned}" if source_name else f"{variant.title}, {pruned}"
     meta["changelog"] = {
-        meta["version"]: f"{method} pruning at ratio {report['requested_ratio']} of the {variant.name} bundle"
+        meta["version"]: f"{method} pruning at ratio {report['requested_ratio']} of the "
+                         f"{source_name or variant.name} bundle"
     }
     achieved = f"{report['achieved_kind']} {report['achieved']:.4f}"
     meta["description"] = (
@@ -170,6 +189,22 @@ def _pruned_configs(variant: Variant, report: Mapping[str, Any], in_channels: in
     if report.get("val_mean_dice") is not None:
         meta["eval_metrics"] = {"val_mean_dice": report["val_mean_dice"]}
     return config_files(configs)
+
+
+def _source_pruning(source_bundle: Optional[PathLike]) -> Optional[Dict[str, Any]]:
+    """What pruned the source bundle, when it is itself DepGraph-pruned (iterative pruning): its ``name``, its
+    ``history`` (which the new step's history extends: each step's channel indices refer to the network the earlier
+    steps left) and its ``steps`` (the earlier steps' reports, oldest first); ``None`` for a base bundle."""
+    if source_bundle is None:
+        return None
+    root = Path(source_bundle)
+    history_file = root / "models" / "pruning_history.json"
+    if not history_file.is_file():
+        return None
+    meta = json.loads((root / "configs" / "metadata.json").read_text())
+    report = {k: v for k, v in meta.get("pruning", {}).items() if k != "earlier_steps"}
+    steps = [*meta.get("pruning", {}).get("earlier_steps", []), report]
+    return {"name": meta.get("name"), "history": read_history(history_file)["history"], "steps": steps}
 
 
 def write_pruned_bundle(
@@ -214,7 +249,9 @@ def write_pruned_bundle(
     variant = VARIANTS[variant_of(model)]
     if best_ckpt is not None and os.path.isfile(best_ckpt):
         load_weights(model, str(best_ckpt))
-        logger.info("Saving the best fine-tuned weights, %s", best_ckpt)
+        tuned = (settings or {}).get("epochs") != 0
+        logger.info("Saving the %s, %s", "best fine-tuned weights" if tuned else "pruned weights (not fine-tuned)",
+                    best_ckpt)
     state = {key: value.detach().cpu().clone() for key, value in model.state_dict().items()}
     if result.masks is not None:
         revived = {name: int((state[name][~mask.cpu()] != 0).sum()) for name, mask in result.masks.masks.items()}
@@ -235,9 +272,15 @@ def write_pruned_bundle(
     if source_bundle is not None:
         report["source_bundle"] = str(Path(source_bundle).resolve())
 
+    earlier = _source_pruning(source_bundle)
+    if earlier is not None:
+        report["earlier_steps"] = earlier["steps"]
     models = out / "models"
     if result.history is not None:
-        save_pruned(models, model, result.history, {"method": result.method, "ratio": result.requested_ratio})
+        history = (earlier["history"] if earlier is not None else []) + list(result.history)
+        ratios = [step["requested_ratio"] for step in report.get("earlier_steps", [])] + [result.requested_ratio]
+        save_pruned(models, model, history, {"method": result.method, "ratio": result.requested_ratio,
+                                             "step_ratios": ratios})
     else:
         atomic_save(state, str(models / "model.pt"))
     if result.masks is not None:
@@ -250,7 +293,8 @@ def write_pruned_bundle(
         report["model_sparse_bytes"] = os.path.getsize(models / "model_sparse.pt")
     report["state_dict_bytes"] = serialized_nbytes(state)
 
-    files = _pruned_configs(variant, report, int(model.in_channels), int(model.out_channels))
+    files = _pruned_configs(variant, report, int(model.in_channels), int(model.out_channels),
+                            earlier["name"] if earlier is not None else None)
     files["docs/README.md"] = pruned_bundle_readme(variant, report, out)
     for rel, text in files.items():
         atomic_write_text(str(out / rel), text)

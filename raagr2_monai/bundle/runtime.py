@@ -8,27 +8,29 @@ of its own (a ``scripts`` package in the working directory would shadow a bundle
 from __future__ import annotations
 
 import ast
+import difflib
 import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from raagr2_monai.networks import load_weights
-from raagr2_monai.utils import DeviceLike, atomic_write_json, distributed_backend, resolve_device, versions
+from raagr2_monai.utils import DeviceLike, atomic_write_json, distributed_backend, resolve_device, to_jsonable, versions
 
 __all__ = [
     "find_bundle_root",
     "checked",
     "check_validation_settings",
     "config_files_from_argv",
+    "check_overrides",
     "load_weights",
     "record_run",
     "handlers_for_rank",
     "check_rank_share",
     "start_distributed",
     "end_distributed",
-    "log_mlflow_artifacts",
+    "complete_mlflow_run",
 ]
 
 
@@ -47,6 +49,63 @@ def config_files_from_argv(argv: Optional[Sequence[str]] = None) -> List[str]:
                 return [str(v) for v in ast.literal_eval(value)]
             return [p.strip() for p in value.split(",")] if "," in value else [value]
     return []
+
+
+#: The parameters of ``python -m monai.bundle run`` and of the workflow it makes; any other ``--key`` overrides a
+#: config id.
+_RUN_PARAMETERS = frozenset({"run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking",
+                             "args_file", "workflow_type", "workflow_name", "properties_path"})
+
+
+def _ids(config: Any, prefix: str = "") -> Iterable[str]:
+    if isinstance(config, dict):
+        for key, value in config.items():
+            yield f"{prefix}{key}"
+            yield from _ids(value, f"{prefix}{key}#")
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            yield f"{prefix}{i}"
+            yield from _ids(value, f"{prefix}{i}#")
+
+
+def check_overrides(argv: Optional[Sequence[str]] = None) -> None:
+    """Refuse an override on the ``python -m monai.bundle run`` command line that names no id of its config files.
+
+    MONAI adds such a key (``--epoch 1`` for ``--epochs 1``) to the config as a new id that nothing reads, so the run
+    would go on with the setting it was meant to change. Outside that command line (``ConfigWorkflow``, MONAI Label,
+    the ``raagr2`` commands, which check their own options) it does nothing.
+
+    Raises:
+        ValueError: naming each unknown ``--key`` and the closest id of the config files.
+
+    Example::
+
+        check_overrides(["monai.bundle", "run", "training", "--config_file", "train.json", "--epoch", "1"])
+        # ValueError: --epoch is not a setting of train.json (did you mean --epochs?) ...
+    """
+    from monai.bundle import ConfigParser
+    from monai.bundle.utils import DEFAULT_MLFLOW_SETTINGS
+
+    argv = list(sys.argv if argv is None else argv)
+    files = config_files_from_argv(argv)
+    if not files:
+        return
+    parser = ConfigParser()
+    parser.read_config(files)
+    known = set(_ids(parser.get()))
+    if any(arg == "--tracking" or arg.startswith("--tracking=") for arg in argv):
+        known.update(DEFAULT_MLFLOW_SETTINGS["configs"])
+    keys = [arg[2:].split("=", 1)[0] for arg in argv[1:] if arg.startswith("--") and len(arg) > 2]
+    unknown = [key for key in keys if key not in _RUN_PARAMETERS and key not in known]
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hints.append(f"--{key}" + (f" (did you mean --{close[0]}?)" if close else ""))
+        raise ValueError(
+            f"{', '.join(hints)}: not a setting of {', '.join(files)}; MONAI would add it as a new id and the run would "
+            "ignore it."
+        )
 
 
 def find_bundle_root(default: str = ".") -> str:
@@ -207,13 +266,33 @@ def end_distributed() -> None:
     dist.destroy_process_group()
 
 
-def log_mlflow_artifacts(tracking_uri: str, experiment_name: str, run_name: str, paths: Sequence[str]) -> bool:
-    """Attach files (the trained model) to the MLflow run ``run_name`` that MONAI's ``--tracking mlflow`` made.
+def _mlflow_params(settings: Mapping[str, Any], prefix: str = "") -> Dict[str, str]:
+    params: Dict[str, str] = {}
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            params.update(_mlflow_params(value, f"{prefix}{key}."))
+        else:
+            params[f"{prefix}{key}"] = str(value)[:6000]  # MLflow's limit on a parameter's value
+    return params
 
-    MONAI's MLFlowHandler logs parameters, metrics and the executed config but not the model. Does nothing (returns
-    ``False``) when tracking was off, that is when no such run exists.
+
+def complete_mlflow_run(
+    tracking_uri: str,
+    experiment_name: str,
+    run_name: str,
+    paths: Sequence[str],
+    settings: Optional[Mapping[str, Any]] = None,
+) -> bool:
+    """Attach the trained model and the run's settings to the MLflow run ``run_name`` that MONAI's
+    ``--tracking mlflow`` made.
+
+    MONAI's MLFlowHandler logs metrics, the executed config and, as parameters, only ``max_epochs`` and
+    ``epoch_length``; the settings (learning rate, batch size, crop size, variant, ...; nested ones as ``a.b``) become
+    parameters here, so that runs can be compared in MLflow's table. Does nothing (returns ``False``) when tracking
+    was off, that is when no such run exists.
     """
     import mlflow
+    from mlflow.entities import Param
 
     if not tracking_uri.startswith("sqlite:///") or not os.path.isfile(tracking_uri[len("sqlite:///") :]):
         return False
@@ -224,7 +303,12 @@ def log_mlflow_artifacts(tracking_uri: str, experiment_name: str, run_name: str,
     runs = client.search_runs([experiment.experiment_id], filter_string=f"attributes.run_name = '{run_name}'")
     if not runs:
         return False
+    run_id = runs[0].info.run_id
     for path in paths:
         if os.path.isfile(path):
-            client.log_artifact(runs[0].info.run_id, path, artifact_path="model")
+            client.log_artifact(run_id, path, artifact_path="model")
+    logged = runs[0].data.params
+    params = [Param(k, v) for k, v in _mlflow_params(to_jsonable(dict(settings or {}))).items() if k not in logged]
+    for start in range(0, len(params), 100):  # MLflow takes at most 100 parameters a call
+        client.log_batch(run_id, params=params[start:start + 100])
     return True

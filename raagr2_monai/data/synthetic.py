@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -28,6 +29,8 @@ import scipy.fft
 
 from raagr2_monai.constants import CHANNELS, LABEL_SUFFIX
 from raagr2_monai.utils import parse_sequence
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_SHAPE",
@@ -394,6 +397,9 @@ def ensure_synthetic(
         return path
     if os.path.isdir(path) and os.listdir(path) and found is None:
         raise FileExistsError(f"{path} exists but holds no {_INFO_FILE}: not a synthetic set, not replacing it.")
+    # a first run would otherwise pause for minutes without a word
+    logger.info("Generating the built-in synthetic set (%d cases of %s, seed %d) into %s, once; later runs reuse it",
+                   cases, "x".join(str(s) for s in _parse_shape(shape)), seed, path)
     try:
         generate(path, cases, seed, shape, overwrite=found is not None)
     except FileExistsError:

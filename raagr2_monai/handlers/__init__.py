@@ -5,7 +5,8 @@
   training state after every epoch);
 - :mod:`.metrics`: :class:`BraTSMeanDice` (validation key metric), :class:`BraTSMetricsWriter` (per-subject CSVs);
 - :mod:`.overlays`: :class:`OverlayWriter` (a picture per evaluated subject);
-- :mod:`.pruning`: :class:`PruneHandler` (prune at start, keep it in force), :class:`MaskHandler` (keep masks);
+- :mod:`.pruning`: :class:`PruneHandler` (prune at start, keep it in force), :class:`MaskHandler` (keep masks),
+  :class:`GroupSparsityHandler` (group-norm sparsity regularisation before DepGraph);
 - :mod:`.history`: :class:`EpochHistory` (a training run's curves as JSON);
 - :mod:`.tracking`: :class:`MLflowEpochLogger` (those curves into a given MLflow run, live);
 - :mod:`.progress`: :class:`TrainingProgressBar`, :func:`attach_progress_bar` (a training's progress bar, on a terminal
@@ -17,7 +18,7 @@ from .history import EpochHistory
 from .metrics import BraTSMeanDice, BraTSMetricsWriter
 from .overlays import OverlayWriter
 from .progress import TrainingProgressBar, attach_progress_bar
-from .pruning import MaskHandler, PruneHandler
+from .pruning import GroupSparsityHandler, MaskHandler, PruneHandler
 from .tracking import MLflowEpochLogger
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "OverlayWriter",
     "PruneHandler",
     "MaskHandler",
+    "GroupSparsityHandler",
     "EpochHistory",
     "MLflowEpochLogger",
     "TrainingProgressBar",

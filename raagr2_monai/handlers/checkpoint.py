@@ -91,7 +91,11 @@ class TrainingCheckpoint:
                 f"Checkpoint {self.path} is at epoch {engine.state.epoch}, beyond this run's {max_epochs} epochs."
             )
         engine.state.max_epochs = max_epochs
-        logger.info("Resumed from %s at epoch %d", self.path, engine.state.epoch)
+        if engine.state.epoch == max_epochs:
+            logger.warning("%s is at epoch %d, the last of this run: nothing is left to train (set more epochs to "
+                           "train on)", self.path, engine.state.epoch)
+        else:
+            logger.info("Resumed from %s at epoch %d", self.path, engine.state.epoch)
 
     def save(self, engine: Engine) -> None:
         # every rank holds the same state (DDP keeps replicas in step); one writer is enough and avoids a race

@@ -5,6 +5,8 @@
   optionally recalibrates BatchNorm, and logs sparsity, parameters and FLOPs.
 - :class:`MaskHandler`: keeps given masks (a :class:`MaskSet` or its saved file) in force while training, e.g. when a
   magnitude- or SNIP-pruned bundle is trained again.
+- :class:`GroupSparsityHandler`: group-norm sparsity regularisation while training, so that DepGraph later removes
+  channel groups the network has learnt to do without.
 
 Masks are re-applied by a step post-hook on the optimizer (:meth:`MaskSet.attach`) rather than at
 ``ITERATION_COMPLETED``: MONAI's SupervisedTrainer does step before ``ITERATION_COMPLETED``, but with gradient
@@ -20,10 +22,12 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
 
 import torch
 from ignite.engine import Engine, Events
+from monai.engines.utils import IterationEvents
 from torch import nn
 
 from raagr2_monai.networks import count_flops
 from raagr2_monai.pruning import (
+    GroupSparsity,
     MaskSet,
     PruneResult,
     check_method,
@@ -39,7 +43,7 @@ from raagr2_monai.pruning import (
 )
 from raagr2_monai.utils import is_wrapped, model_device, unwrap
 
-__all__ = ["PruneHandler", "MaskHandler"]
+__all__ = ["PruneHandler", "MaskHandler", "GroupSparsityHandler"]
 
 logger = logging.getLogger(__name__)
 
@@ -300,3 +304,51 @@ class MaskHandler(_KeepsPruning):
     def metrics(self) -> Dict[str, float]:
         """``pruning_sparsity``: the masked fraction of the weights, measured now."""
         return {} if self._network is None else {"pruning_sparsity": self.masks.sparsity(self._network)}
+
+
+class GroupSparsityHandler:
+    """Train with group-norm sparsity regularisation (:class:`~raagr2_monai.pruning.GroupSparsity`): built on the
+    engine's network at ``STARTED`` (after a :class:`PruneHandler` attached before it has pruned), applied at MONAI's
+    ``IterationEvents.BACKWARD_COMPLETED``, between the backward pass and the optimizer's step. A weight of 0 attaches
+    nothing, so that a config can always list the handler.
+
+    Args:
+        weight: the regularisation coefficient (0: off).
+        roi_size: spatial size of the tracing input.
+        network: the network; the engine's ``network`` when omitted (a DDP wrapper is unwrapped: every process adds
+            the same term to the same all-reduced gradients).
+
+    Raises:
+        ValueError: a negative or non-numeric weight.
+
+    Example::
+
+        GroupSparsityHandler(5e-4, roi_size=(96, 96)).attach(trainer)
+    """
+
+    def __init__(self, weight: float = 0.0, roi_size: Sequence[int] = (32, 32),
+                 network: Optional[nn.Module] = None) -> None:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(f"group_sparsity must be a number >= 0 (0: off); got {weight!r}.")
+        self.weight = float(weight)
+        self.roi_size = tuple(int(s) for s in roi_size)
+        self.network = network
+        self.sparsity: Optional[GroupSparsity] = None
+
+    def attach(self, engine: Engine) -> None:
+        """Build at ``STARTED`` and regularise after every backward pass; nothing at weight 0."""
+        if self.weight == 0:
+            return
+        engine.add_event_handler(Events.STARTED, self.setup)
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self.regularize)
+
+    def setup(self, engine: Engine) -> None:
+        network = unwrap(self.network if self.network is not None else engine.network)
+        shape = (1, int(network.in_channels), *self.roi_size)
+        self.sparsity = GroupSparsity(network, self.weight, torch.zeros(shape, device=model_device(network)))
+        logger.info("Group-norm sparsity regularisation at weight %g", self.weight)
+
+    def regularize(self, engine: Engine) -> None:
+        scaler = getattr(engine, "scaler", None)
+        scaled = bool(getattr(engine, "amp", False)) and scaler is not None and scaler.is_enabled()
+        self.sparsity.regularize(scaler.get_scale() if scaled else 1.0)

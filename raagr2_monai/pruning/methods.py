@@ -10,23 +10,27 @@ from torch import nn
 
 from raagr2_monai.networks import count_flops, count_parameters
 
+from .masks import MaskSet, check_ratio, check_scope, masks_from_scores
+from .scores import SCORES
 from .structured import check_round_to, default_example_inputs, depgraph_prune
-from .unstructured import MaskSet, check_ratio, check_scope, magnitude_masks, snip_masks
 
 __all__ = ["METHODS", "PruneResult", "check_method", "check_method_round_to", "prune", "pruning_report"]
 
-#: Pruning methods by name: two unstructured (masks), one structured (channels removed).
+#: Pruning methods by name: two unstructured (masks from the scores of the same name in
+#: :data:`~raagr2_monai.pruning.scores.SCORES`), one structured (channels removed).
 METHODS = ("magnitude", "snip", "depgraph")
 
 
 def check_method(method: Any) -> str:
-    """``method`` if it names one of :data:`METHODS`.
+    """``method`` if it names one of :data:`METHODS` or a mask method of a score registered since
+    (:func:`~raagr2_monai.pruning.register_score`).
 
     Raises:
         ValueError: naming the valid methods.
     """
-    if method not in METHODS:
-        raise ValueError(f"Unknown pruning method {method!r}; valid methods: {', '.join(METHODS)}.")
+    valid = (*SCORES, "depgraph")
+    if not isinstance(method, str) or method not in valid:
+        raise ValueError(f"Unknown pruning method {method!r}; valid methods: {', '.join(valid)}.")
     return method
 
 
@@ -136,12 +140,8 @@ def prune(
             flops_before=flops_before,
             flops_after=count_flops(model, shape),
         )
-    if method == "magnitude":
-        masks = magnitude_masks(model, ratio, scope)
-    else:
-        if data is None or loss_fn is None:
-            raise ValueError("SNIP needs data (an iterable of (image, label) batches) and a loss_fn.")
-        masks = snip_masks(model, data, loss_fn, ratio, scope)
+    # a mask method: rank the weights by its registered score (SNIP's raises before any work without data/loss_fn)
+    masks = masks_from_scores(SCORES[method](model, data, loss_fn), ratio, scope)
     masks.apply(model)
     return PruneResult(
         method=method,

@@ -34,6 +34,7 @@ __all__ = [
     "build_dependency_graph",
     "depgraph_prune",
     "check_round_to",
+    "GroupSparsity",
 ]
 
 
@@ -195,3 +196,63 @@ def depgraph_prune(
     finally:
         model.train(was_training)
     return [[str(name), bool(out), [int(i) for i in idxs]] for name, out, idxs in pruner.pruning_history()]
+
+
+class GroupSparsity:
+    """Group-norm sparsity regularisation before DepGraph (torch-pruning's ``GroupNormPruner``, Fang et al. 2023):
+    after each backward pass, every group's gradients get ``weight * gamma * w``, where ``gamma`` grows from 1 for
+    the group with the largest L2 norm to ``alpha`` for the smallest. Training so pushes whole channel groups
+    towards zero, and :func:`depgraph_prune`'s magnitude criterion, the same group L2 norm, then removes what the
+    network has learnt to do without.
+
+    The groups are those DepGraph prunes (head and first encoder stage ignored, shared kernels as unwrapped
+    parameters, see the module docstring); channels of a :class:`SeparableConv` are regularised through the layers
+    that read them (torch-pruning knows plain convolutions and BatchNorm only).
+
+    Args:
+        model: a RAAGR2-Net variant (pruned or not), traced once here.
+        weight: the regularisation coefficient (torch-pruning's ``reg``), > 0.
+        example_inputs: tracing input; zeros ``(1, in_channels, 32, 32)`` by default.
+        alpha: torch-pruning's scaling range ``[1, alpha]`` of ``gamma``.
+
+    Example::
+
+        sparsity = GroupSparsity(net, weight=5e-4)
+        loss.backward()
+        sparsity.regularize()
+        optimizer.step()
+    """
+
+    def __init__(self, model: nn.Module, weight: float, example_inputs: Optional[torch.Tensor] = None,
+                 alpha: float = 2**4) -> None:
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+            raise ValueError(f"The group sparsity weight must be a number > 0; got {weight!r}.")
+        setup = depgraph_setup(model)
+        inputs = default_example_inputs(model) if example_inputs is None else example_inputs
+        was_training = model.training
+        try:
+            self.pruner = tp.pruner.GroupNormPruner(
+                model,
+                inputs,
+                importance=tp.importance.GroupMagnitudeImportance(p=2),
+                reg=float(weight),
+                global_pruning=True,
+                ignored_layers=setup.ignored_layers,
+                unwrapped_parameters=setup.unwrapped_parameters,
+                customized_pruners=setup.customized_pruners,
+            )
+        finally:
+            model.train(was_training)
+        self.model = model
+        self.weight = float(weight)
+        self.alpha = alpha
+
+    def regularize(self, grad_scale: float = 1.0) -> None:
+        """Add the regularisation gradients; call between ``backward()`` and the optimizer's step.
+
+        Args:
+            grad_scale: the factor the gradients carry (a float16 ``GradScaler``'s scale), so that the term keeps its
+                weight against the loss's.
+        """
+        self.pruner.reg = self.weight * grad_scale
+        self.pruner.regularize(self.model, alpha=self.alpha)

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
@@ -25,7 +25,7 @@ from raagr2_monai.bundle import load_bundle_network
 from raagr2_monai.bundle.generate import write_bundle
 from raagr2_monai.data import fill_cache, load_split
 from raagr2_monai.handlers import EpochHistory
-from raagr2_monai.networks import count_flops
+from raagr2_monai.networks import count_flops, load_weights
 from raagr2_monai.utils import atomic_write_text, resolve_device
 
 from .profiles import ModelSpec, Profile
@@ -209,9 +209,43 @@ class StudySteps:
             "epochs": p.epochs,
         }
 
-    def prune(self, spec: ModelSpec) -> Dict[str, Any]:
-        """Prune the trained baseline (its bundle's ``pruning`` workflow) into a pruned bundle of its own."""
-        source = self.bundle_dir(ModelSpec(spec.variant, "architecture", spec.variant))
+    def sparsify(self, variant: str, out: PathLike, weight: float, epochs: int, learning_rate: float) -> Dict[str, Any]:
+        """Train a trained architecture on with group-norm sparsity regularisation (the ``group_sparsity`` of its
+        ``training`` workflow), into a bundle at ``out`` that :meth:`prune` can take as its ``source``: sparsity
+        training before DepGraph (Fang et al. 2023).
+
+        Args:
+            variant: the trained architecture, whose ``models/model.pt`` is the start.
+            out: the new bundle's folder.
+            weight: the regularisation coefficient (> 0).
+            epochs: training epochs.
+            learning_rate: their learning rate.
+        """
+        out = Path(out)
+        _write_bundle(out, variant)
+        run_dir = out / "runs" / "train"
+        p = self.profile
+        wf = _workflow(
+            [out / "configs" / "train.json"], "training", out, output_dir=str(run_dir), epochs=epochs,
+            val_interval=finetune_val_interval(p.val_interval, epochs), val_cases=p.val_cases,
+            learning_rate=learning_rate, lr_schedule=p.lr_schedule, group_sparsity=weight, **self._data_override(),
+        )
+        source = self.bundle_dir(ModelSpec(variant, "architecture", variant)) / "models" / "model.pt"
+        load_weights(wf.parser.get_parsed_content("network"), str(source))
+        seconds = _run_with_history(wf, run_dir)
+        (run_dir / "last.pt").unlink(missing_ok=True)
+        return {"bundle": self._rel(out), "train_seconds": seconds, "epochs": epochs}
+
+    def prune(self, spec: ModelSpec, source: Optional[PathLike] = None) -> Dict[str, Any]:
+        """Prune a trained bundle (its ``pruning`` workflow) into a pruned bundle of its own.
+
+        Args:
+            spec: the pruned row.
+            source: the bundle pruned: the trained architecture ``spec.variant`` by default; a DepGraph-pruned bundle
+                is pruned again (a step of iterative pruning).
+        """
+        source = Path(source) if source is not None else self.bundle_dir(
+            ModelSpec(spec.variant, "architecture", spec.variant))
         out = self.bundle_dir(spec)
         run_dir = out / "runs" / "prune"
         p = self.profile

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,20 @@ def test_training_resumes_from_the_last_checkpoint(trained, tiny_dataset, tmp_pa
     assert torch.load(out / "last.pt", weights_only=True)["trainer"]["iteration"] == 2 * epoch_length
 
 
+def test_resuming_a_finished_run_says_nothing_is_left(trained, tiny_dataset, tmp_path, capfd):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "last.pt").write_bytes((trained / "last.pt").read_bytes())
+    wf = workflow(
+        "depthwise", "train", "train", dataset_dir=tiny_dataset, output_dir=str(out), ckpt_dir=str(out / "models"),
+        resume=True, **dict(TINY, epochs=1),
+    )
+    wf.run()
+    logged = "".join(capfd.readouterr())  # the bundle's logging.conf sends the log to the console
+    assert f"{out / 'last.pt'} is at epoch 1, the last of this run: nothing is left to train" in logged
+    assert wf.parser.get_parsed_content("train#trainer").state.epoch == 1
+
+
 def test_missing_dataset_dir_is_a_clear_error(tmp_path):
     with pytest.raises(RuntimeError) as err:
         workflow("baseline", "train", "train", dataset_dir=str(tmp_path / "nowhere"), output_dir=str(tmp_path)).run()
@@ -227,6 +242,11 @@ def test_training_command_with_mlflow_tracking(tiny_dataset, tmp_path):
     assert {"train_loss", "val_mean_dice", "val_dice_et"} <= set(run.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "model")}
     assert artifacts == {"model/model.pt"}
+    # the run's settings are parameters, beside MONAI's max_epochs and epoch_length
+    params = client.get_run(run.info.run_id).data.params
+    assert (params["variant"], params["learning_rate"], params["epochs"], params["max_epochs"]) == (
+        "paired", "0.001", "1", "1")
+    assert params["batch_size"] == "4" and params["roi_size"] == "[32, 32]"
 
 
 def test_two_processes_train_resume_and_evaluate_on_cpu(tiny_dataset, tmp_path):
@@ -307,6 +327,41 @@ def test_missing_dataset_dir_on_the_command_line_ends_with_one_message(tmp_path)
         f"error: dataset_dir {tmp_path / 'nowhere'} does not exist; pass a BraTS folder or leave it at the default "
         f"to use the built-in synthetic set ({tmp_path / 'default-synthetic'})."
     )
+
+
+def test_a_misspelt_override_on_the_command_line_is_refused_with_the_closest_id(tmp_path):
+    result = _bundle_cli(
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", "bundles/depthwise/configs/train.json",
+        "--epoch", "1", "--output_dir", str(tmp_path / "out"),
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --epoch (did you mean --epochs?): not a setting of bundles/depthwise/configs/train.json; MONAI would "
+        "add it as a new id and the run would ignore it."
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, unknown",
+    [
+        (["--epochs", "1", "--train#trainer#max_epochs", "1", "--device=cpu"], None),
+        (["--tracking", "mlflow", "--experiment_name", "x"], None),  # MONAI's tracking settings are ids then
+        (["--run_name", "x", "--learnig_rate", "1"], "--learnig_rate (did you mean --learning_rate?)"),
+        (["--train#trainer#max_epoch", "1"], "--train#trainer#max_epoch (did you mean --train#trainer#max_epochs?)"),
+    ],
+)
+def test_check_overrides_knows_the_ids_of_the_config_files(extra, unknown):
+    from raagr2_monai.bundle import check_overrides
+
+    configs = [str(REPO / "bundles" / "depthwise" / "configs" / f"{name}.json") for name in ("train", "prune")]
+    argv = ["monai/bundle/__main__.py", "run", "training", "--config_file", str(configs), *extra]
+    if unknown is None:
+        check_overrides(argv)
+    else:
+        with pytest.raises(ValueError, match=re.escape(unknown)):
+            check_overrides(argv)
+    check_overrides(["raagr2", "train", "--epoch", "1"])  # not a monai.bundle command line: the CLI checks its own
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: nothing to refuse")

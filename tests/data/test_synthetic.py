@@ -157,16 +157,23 @@ def test_existing_folder_is_not_overwritten_unless_asked(synth_dir, tmp_path):
     assert os.listdir(tmp_path) == ["set"]
 
 
-def test_default_dir_and_ensure_synthetic(tmp_path, monkeypatch):
+def test_default_dir_and_ensure_synthetic(tmp_path, monkeypatch, caplog):
     monkeypatch.delenv(synthetic.ENV_VAR, raising=False)
     assert default_dataset_dir() == os.path.expanduser("~/.cache/raagr2_monai/synthetic")
     monkeypatch.setenv(synthetic.ENV_VAR, str(tmp_path / "cache"))
     assert default_dataset_dir() == str(tmp_path / "cache")
-    path = ensure_synthetic(cases=2, shape=SHAPE)
+    with caplog.at_level("INFO", logger=synthetic.__name__):
+        path = ensure_synthetic(cases=2, shape=SHAPE)
     assert path == str(tmp_path / "cache")
+    # generating says so (a first run would otherwise pause without a word); reusing is silent
+    assert caplog.messages == [f"Generating the built-in synthetic set (2 cases of {'x'.join(map(str, SHAPE))}, "
+                               f"seed 0) into {path}, once; later runs reuse it"]
     seg_file = os.path.join(path, case_id(0), f"{case_id(0)}_seg.nii.gz")
     stamp = os.stat(seg_file).st_mtime_ns
-    assert ensure_synthetic(cases=2, shape=SHAPE) == path and os.stat(seg_file).st_mtime_ns == stamp
+    caplog.clear()
+    with caplog.at_level("INFO", logger=synthetic.__name__):
+        assert ensure_synthetic(cases=2, shape=SHAPE) == path and os.stat(seg_file).st_mtime_ns == stamp
+    assert caplog.messages == []
     ensure_synthetic(cases=3, shape=SHAPE)  # other parameters: regenerated
     with open(os.path.join(path, "synthetic.json")) as f:
         assert json.load(f)["cases"] == 3

@@ -160,3 +160,55 @@ def test_rebind_refuses_a_foreign_parameter():
     optimizer = torch.optim.SGD([net.weight, stranger], lr=0.1)
     with pytest.raises(ValueError, match="not one of the pruned network's"):
         rebind_optimizer(optimizer, net, {id(p): n for n, p in net.named_parameters()})
+
+
+def _grads(net):
+    return {name: p.grad.detach().clone() for name, p in net.named_parameters() if p.grad is not None}
+
+
+def test_group_sparsity_adds_weight_times_gamma_times_w_to_the_gradients():
+    from raagr2_monai.pruning import GroupSparsity
+
+    torch.manual_seed(0)
+    net = get_network("depthwise")
+    net(torch.randn(1, 4, 32, 32)).mean().backward()
+    plain = _grads(net)
+    sparsity = GroupSparsity(net, 1e-3)
+    sparsity.regularize()
+    once = _grads(net)
+    sparsity.regularize(grad_scale=2.0)
+    thrice = _grads(net)
+    changed = [name for name in plain if not torch.equal(plain[name], once[name])]
+    # many conv and BatchNorm weights, never the ignored first encoder stage; the head's input columns only (its
+    # output channels are the three regions)
+    assert len(changed) > 20 and not any(n.startswith("encoder.0.") for n in changed)
+    assert [n for n in changed if n.startswith("head.")] == ["head.weight"]
+    for name in changed:
+        added = once[name] - plain[name]
+        assert torch.allclose(thrice[name] - once[name], 2 * added, rtol=1e-3, atol=1e-8), name
+        weight = dict(net.named_parameters())[name].detach()
+        ratio = added[weight != 0] / weight[weight != 0]
+        # weight * gamma with gamma in [1, 16], from the group of its output channel and that of its input channel:
+        # the term pulls each weight towards zero, the least important most
+        assert ratio.min() >= 1e-3 * (1 - 1e-4) and ratio.max() <= 2 * 16e-3 * (1 + 1e-4), name
+
+
+def test_group_sparsity_handler_regularises_between_backward_and_step_and_is_off_at_zero():
+    from raagr2_monai.handlers import GroupSparsityHandler
+
+    calls = []
+    torch.manual_seed(0)
+    handler = GroupSparsityHandler(1e-3, roi_size=(32, 32))
+    # called once per iteration, after the backward pass
+    handler.regularize = lambda engine: calls.append(
+        (engine.state.iteration, all(p.grad is not None for p in engine.network.parameters() if p.requires_grad)))
+    trainer, _ = _trainer(get_network("depthwise"), [handler])
+    trainer.run()
+    assert calls == [(1, True), (2, True)] and handler.sparsity is not None
+
+    off = GroupSparsityHandler(0.0)
+    trainer, _ = _trainer(get_network("depthwise"), [off])
+    trainer.run()
+    assert off.sparsity is None
+    with pytest.raises(ValueError, match="group_sparsity must be a number >= 0"):
+        GroupSparsityHandler(-1e-4)

@@ -208,3 +208,44 @@ def test_an_earlier_pruned_model_is_not_overwritten_silently(bundle, dataset):
     assert isinstance(raised.value.__cause__, FileExistsError)
     assert "already holds a pruned model (model.pt); pass --overwrite true" in str(raised.value.__cause__)
     assert (models / "model.pt").read_bytes() == b"old"
+
+
+def test_a_depgraph_bundle_is_pruned_again_and_its_histories_compose(bundle, dataset):
+    _prune(bundle, dataset, method="depgraph", ratio=0.2, round_to=8)
+    first = bundle / "pruned" / "depgraph-20"
+    _prune(first, dataset, ratio=0.25, round_to=8, finetune_epochs=0)  # the pruned bundle's method: depgraph
+    second = first / "pruned" / "depgraph-25"
+    meta = json.loads((second / "configs" / "metadata.json").read_text())
+    report, earlier = meta["pruning"], meta["pruning"]["earlier_steps"]
+    assert [step["requested_ratio"] for step in earlier] == [0.2] and report["requested_ratio"] == 0.25
+    assert report["params_before"] == earlier[0]["params_after"] > report["params_after"]
+    assert meta["name"] == "Depthwise Shared RAAGR2-Net, depgraph-pruned 20 %, then depgraph-pruned 25 %"
+    history = json.loads((second / "models" / "pruning_history.json").read_text())
+    first_history = json.loads((first / "models" / "pruning_history.json").read_text())["history"]
+    assert history["history"][:len(first_history)] == first_history
+    assert history["meta"]["step_ratios"] == [0.2, 0.25]
+    readme = (second / "docs" / "README.md").read_text()
+    assert f"Step 1: depgraph at ratio 0.2, {earlier[0]['params_before']:,} -> {earlier[0]['params_after']:,}" in readme
+    assert "Step 2, this bundle's, is the one below." in readme
+
+    # the composed history rebuilds the twice-pruned network from the base network, weights and outputs included
+    rebuilt = _network_from_config(second).eval()
+    assert count_parameters(rebuilt) == report["params_after"]
+    source = _network_from_config(first).eval()
+    x = torch.rand(1, 4, 32, 32)
+    assert rebuilt(x).shape == source(x).shape == (1, 3, 32, 32)
+    # a twice-pruned bundle is pruned a third time the same way
+    assert json.loads((second / "configs" / "prune.json").read_text())["source_method"] == "depgraph"
+
+
+def test_a_mask_pruned_bundle_is_not_pruned_again(bundle, dataset):
+    _prune(bundle, dataset, method="magnitude", ratio=0.3, finetune_epochs=0)
+    out = bundle / "pruned" / "magnitude-30"
+    assert not (out / "configs" / "prune.json").exists()
+    # and a DepGraph-pruned bundle refuses the mask methods
+    _prune(bundle, dataset, method="depgraph", ratio=0.2, finetune_epochs=0)
+    first = bundle / "pruned" / "depgraph-20"
+    with pytest.raises(RuntimeError) as raised:
+        _prune(first, dataset, method="magnitude")
+    assert "pruned by depgraph; only a DepGraph-pruned network is pruned again" in str(raised.value.__cause__)
+    assert not (first / "pruned").exists()

@@ -1,0 +1,239 @@
+"""``configs/train.json``: the training workflow, which evaluate.json, multi_gpu_train.json and prune.json build on."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from raagr2_monai.data.chains import train_spec, validation_postprocessing_spec, validation_spec
+from raagr2_monai.data.split import DEFAULT_SPLIT
+
+from .common import _AMP, _CHECKS, _FILL_CACHES, _INFERER, _common, _train_handlers
+from .variants import Variant
+
+__all__ = ["train_config"]
+
+
+def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """``configs/train.json``: SupervisedTrainer on 2D slices, SupervisedEvaluator on whole volumes.
+
+    ``network_def`` replaces the variant's network definition (see :func:`.common._common`).
+    """
+    config = _common(variant, network_def)
+    config.update(
+        {
+            "output_dir": "$@bundle_root + '/runs/train'",
+            "epochs": 2,
+            "learning_rate": 0.001,
+            # validation every val_interval epochs on the first val_cases validation studies (null: all, the thesis's
+            # setting); both are recorded in run_settings
+            "val_interval": 1,
+            "val_cases": None,
+            # training / validation / testing fractions of the split by patient made without a datalist
+            "split": list(DEFAULT_SPLIT),
+            # each study preprocessed once into cache_dir (a float16 image and a uint8 label map, keyed by the study's
+            # files and the preprocessing settings) and read from there by every training, pruning and validation;
+            # compact false caches float32 images and region channels instead. Default: $RAAGR2_CACHE_DIR, else the
+            # bundle's cache/ folder
+            "cache_dir": "$raagr2_monai.data.default_cache_dir(@bundle_root)",
+            "compact": True,
+            "num_samples": 4,
+            "tumour_fraction": 0.5,
+            "early_stop_patience": 10,
+            "early_stop_min_delta": 0.0001,
+            "resume": False,
+            # group-norm sparsity regularisation (torch-pruning's GroupNormPruner) before DepGraph pruning: whole
+            # channel groups are pushed towards zero so that pruning removes what the network learnt to do without
+            "group_sparsity": 0.0,
+            # cuDNN picks its fastest kernels (not bit-for-bit reproducible on a GPU); true: deterministic ones
+            "deterministic": False,
+            # the loss logged every so many iterations (reading it waits for the GPU)
+            "log_every": "$20 if raagr2_monai.utils.is_cuda(@device) else 1",
+            "experiment_name": "raagr2_monai",
+            "run_name": "$@variant + '-train-' + time.strftime('%Y%m%d-%H%M%S')",
+            "tracking_uri": "$monai.utils.path_to_sqlite_uri(@output_dir + '/mlruns.db')",
+            "loss": {"_target_": "raagr2_monai.losses.RAAGR2Loss", "lambda_bce": 0.5},
+            "optimizer": {
+                "_target_": "torch.optim.Adam",
+                "params": "$@network.parameters()",
+                "lr": "@learning_rate",
+                "fused": "$raagr2_monai.utils.is_cuda(@device)",
+            },
+            "lr_schedule": "plateau",
+            "lr_scheduler": {
+                "_target_": "raagr2_monai.schedules.make_lr_scheduler",
+                "optimizer": "@optimizer",
+                "schedule": "@lr_schedule",
+                "epochs": "@train#trainer#max_epochs",
+                "factor": 0.5,
+                "patience": 3,
+            },
+            "train": {
+                "datalist": (
+                    "$raagr2_monai.data.load_split(@dataset_dir, 'training', @datalist, @seed, @split, "
+                    "label_convention=@label_convention)"
+                ),
+                "preprocessing": train_spec("@compact"),
+                "dataset": {
+                    "_target_": "raagr2_monai.data.StudyCacheDataset",
+                    "data": "@train#datalist",
+                    "transform": "@train#preprocessing",
+                    "cache_dir": "@cache_dir",
+                },
+                "dataloader": {
+                    "_target_": "DataLoader",
+                    "dataset": "@train#dataset",
+                    "batch_size": "$max(1, @batch_size // @num_samples)",
+                    "shuffle": True,
+                    "num_workers": "@num_workers",
+                    "pin_memory": "$raagr2_monai.utils.is_cuda(@device)",
+                },
+                "inferer": {"_target_": "SimpleInferer"},
+                "handlers": _train_handlers("$@output_dir + '/last.pt'"),
+                "trainer": {
+                    "_target_": "SupervisedTrainer",
+                    "max_epochs": "@epochs",
+                    "device": "@device",
+                    "train_data_loader": "@train#dataloader",
+                    "network": "@network",
+                    "loss_function": "@loss",
+                    "optimizer": "@optimizer",
+                    "inferer": "@train#inferer",
+                    "train_handlers": "$raagr2_monai.bundle.handlers_for_rank(@train#handlers)",
+                    "non_blocking": "$raagr2_monai.utils.is_cuda(@device)",
+                    "optim_set_to_none": True,
+                    **_AMP,
+                },
+            },
+            "validate": {
+                "datalist": (
+                    "$raagr2_monai.data.load_split(@dataset_dir, 'validation', @datalist, @seed, @split, "
+                    "label_convention=@label_convention)[:@val_cases]"
+                ),
+                "preprocessing": validation_spec("@compact"),
+                "dataset": {
+                    "_target_": "raagr2_monai.data.StudyCacheDataset",
+                    "data": "@validate#datalist",
+                    "transform": "@validate#preprocessing",
+                    "cache_dir": "@cache_dir",
+                },
+                "dataloader": {
+                    "_target_": "DataLoader",
+                    "dataset": "@validate#dataset",
+                    "batch_size": 1,
+                    "shuffle": False,
+                    "num_workers": "@num_workers",
+                },
+                "inferer": _INFERER,
+                "postprocessing": validation_postprocessing_spec(),
+                "key_metric": {
+                    "val_mean_dice": {
+                        "_target_": "raagr2_monai.handlers.BraTSMeanDice",
+                        "output_transform": "$monai.handlers.from_engine(['pred', 'label'])",
+                    }
+                },
+                "additional_metrics": {
+                    f"val_dice_{region}": {
+                        "_target_": "raagr2_monai.handlers.BraTSMeanDice",
+                        "output_transform": f"$monai.handlers.from_engine(['pred_{region}', 'label_{region}'])",
+                    }
+                    for region in ("tc", "wt", "et")
+                },
+                # the trainer is set when the run starts: trainer -> validator -> early stop -> trainer is a cycle
+                "early_stop": {
+                    "_target_": "EarlyStopHandler",
+                    "patience": "@early_stop_patience",
+                    "min_delta": "@early_stop_min_delta",
+                    "score_function": "$lambda engine: engine.state.metrics['val_mean_dice']",
+                    "epoch_level": True,
+                },
+                "handlers": [
+                    {
+                        "_target_": "LrScheduleHandler",
+                        "_disabled_": "$@lr_schedule != 'plateau'",
+                        "lr_scheduler": "@lr_scheduler",
+                        "print_lr": True,
+                        "epoch_level": True,
+                        "step_transform": "$lambda engine: engine.state.metrics['val_mean_dice']",
+                    },
+                    "@validate#early_stop",
+                    {"_target_": "StatsHandler", "iteration_log": False},
+                    {
+                        "_target_": "CheckpointSaver",
+                        "save_dir": "@ckpt_dir",
+                        "save_dict": {"model": "@network"},
+                        "save_key_metric": True,
+                        "key_metric_filename": "model.pt",
+                    },
+                ],
+                "evaluator": {
+                    "_target_": "SupervisedEvaluator",
+                    "device": "@device",
+                    "val_data_loader": "@validate#dataloader",
+                    "network": "@network",
+                    "inferer": "@validate#inferer",
+                    "postprocessing": "@validate#postprocessing",
+                    "key_val_metric": "@validate#key_metric",
+                    "additional_metrics": "@validate#additional_metrics",
+                    "val_handlers": "$raagr2_monai.bundle.handlers_for_rank(@validate#handlers)",
+                    **_AMP,
+                },
+            },
+            "run_settings": {
+                "variant": "@variant",
+                "dataset_dir": "@dataset_dir",
+                "datalist": "@datalist",
+                "split": "$None if @datalist else @split",
+                # what ran, also when MONAI Label replaces the data and the epochs
+                "epochs": "@train#trainer#max_epochs",
+                "training_cases": "$len(@train#dataset#data)",
+                "validation_cases": "$len(@validate#dataset#data)",
+                "val_interval": "@val_interval",
+                "batch_size": "@batch_size",
+                "learning_rate": "@learning_rate",
+                "lr_schedule": "@lr_schedule",
+                "roi_size": "@roi_size",
+                "compact": "@compact",
+                "cache_dir": "@cache_dir",
+                "validation_roi_size": "@validate#inferer#roi_size",
+                "whole_slice": "@whole_slice",
+                "skip_empty": "@skip_empty",
+                "sw_batch_size": "@sw_batch_size",
+                "overlap": "@overlap",
+                "blend_mode": "@blend_mode",
+                "threshold": "@threshold",
+                "device": "$str(@device)",
+                "amp": "@use_amp",
+                "amp_precision": "@amp_precision",
+                "channels_last": "@channels_last",
+                "deterministic": "@deterministic",
+                "group_sparsity": "@group_sparsity",
+            },
+            # the settings' checks, run first: a list of their own, so that evaluate.json can add to them and
+            # multi_gpu_train.json, which sets up the process group before them, can reuse them
+            "checks": [
+                *_CHECKS,
+                (
+                    "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_validation_settings, @val_interval, "
+                    "@val_cases)"
+                ),
+            ],
+            "initialize": [
+                "@checks",
+                "$monai.utils.set_determinism(seed=@seed)",
+                "$raagr2_monai.utils.configure_backends(@device, @deterministic)",
+                "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed)",
+            ],
+            "run": [
+                *_FILL_CACHES,
+                "$@validate#early_stop.set_trainer(@train#trainer)",
+                "$@train#trainer.run()",
+                (
+                    "$raagr2_monai.bundle.complete_mlflow_run(@tracking_uri, @experiment_name, @run_name, "
+                    "[@ckpt_path], @run_settings)"
+                ),
+            ],
+            # `monai.bundle run training` runs `initialize`, then this, then `finalize`
+            "training": "$@run",
+        }
+    )
+    return config
