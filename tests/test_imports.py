@@ -201,3 +201,10 @@ def test_every_module_imports_in_any_order():
     run = subprocess.run([sys.executable, "-c", _IMPORT_IN_ORDERS], input=json.dumps(orders), cwd=REPO,
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-4000:]
+
+
+def test_module_file_names_are_unique():
+    """Two modules of one name in different sub-packages (``progress.py`` three times, once) make a reader open the
+    wrong one; the layout names each file once."""
+    names = [p.name for p in (REPO / "raagr2_monai").rglob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []

@@ -1,10 +1,11 @@
 """What each model costs: parameters, size on disk, FLOPs, inference latency, peak memory, training step (issue 6).
 
 :func:`~.measure.benchmark_models` measures any set of networks in one run and states every figure also as a ratio
-against the baseline measured in that same run (:mod:`.memory` measures the peak memory); :mod:`.metrics` times the
-scoring of one subject, global against lesion-wise metrics (``raagr2 benchmark_metrics``);
-:func:`~.command.run_benchmark` builds the networks from variant names and bundle folders (``raagr2 benchmark``,
-:func:`~.command.benchmark_command`); :func:`~.render.render` writes the result as a table, CSV or JSON;
+against the baseline measured in that same run (:mod:`.memory` measures the peak memory); :mod:`.scoring_time` times
+the scoring of one subject, global against lesion-wise metrics (``raagr2 benchmark_metrics``);
+:func:`~.benchmark_cli.run_benchmark` builds the networks from variant names and bundle folders
+(``raagr2 benchmark``, :func:`~.benchmark_cli.benchmark_command`); :func:`~.render.render` writes the result as a
+table, CSV or JSON;
 :mod:`.training` measures the training throughput on a device (slices per second, achieved FLOP/s and its share of
 the GPU's peak, peak memory of a step; ``raagr2 benchmark --throughput``).
 
@@ -41,9 +42,9 @@ The JSON result is an object keyed by model name; the key ``"_meta"`` (model nam
 environment (device, CPU model, torch threads, versions), the settings and the descriptions above.
 """
 
-from .command import benchmark_command, run_benchmark
-from .metrics import lesion_study, render_scoring, scoring_command, time_scoring
-from .backends import add_backend_latencies, backend_latencies, check_backends, check_runnable, runnable_backends
+from .benchmark_cli import benchmark_command, run_benchmark
+from .scoring_time import lesion_study, render_scoring, scoring_command, time_scoring
+from .backend_latency import add_backend_latencies, backend_latencies, check_backends, check_runnable, runnable_backends
 from .measure import BASELINE, FLOP_COUNTER, META_KEY, TIMER, benchmark_models, check_settings, structure_groups
 from .render import FORMATS, check_format, model_rows, render
 from .training import PEAK_TFLOPS, render_throughput, throughput_grid, training_throughput

@@ -307,12 +307,12 @@ def data_command(
     output: Optional[str] = None,
 ) -> str:
     """``raagr2 benchmark_data``: :func:`benchmark_data`, then (``validation``) the bundle's validation pass with
-    windows and with whole slices (:func:`~.validation.time_validation`) on the same studies; the text printed, and
+    windows and with whole slices (:func:`~.validation_time.time_validation`) on the same studies; the text printed, and
     with ``output`` both results as JSON (written atomically)."""
     from raagr2_monai.data import find_cases
     from raagr2_monai.utils import atomic_write_json, atomic_write_text
 
-    from .validation import format_validation, time_validation
+    from .validation_time import format_validation, time_validation
 
     figures = benchmark_data(data_dir, (roi_size, roi_size), num_samples, batch_size, num_workers, cache_dir,
                              max_studies=max_studies)

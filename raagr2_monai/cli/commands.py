@@ -170,7 +170,7 @@ def benchmark_metrics(lesions: int = 20, shape: str | tuple = (240, 240, 155), r
         shape: the volume's shape ``X,Y,Z`` (a BraTS study by default).
         repeats: timed calls per figure (``time.perf_counter``; the median is printed).
     """
-    from ..benchmark.metrics import scoring_command
+    from ..benchmark.scoring_time import scoring_command
 
     return scoring_command(lesions, shape, repeats)
 
@@ -291,7 +291,7 @@ def export(
             PyTorch's own fp32 error where that is larger (default: ``raagr2_monai.deploy.PARITY_TOLERANCE``).
         dynamo: use the dynamo exporter of ``torch.onnx.export`` instead of the TorchScript one.
     """
-    from ..deploy.command import export_command
+    from ..deploy.export_cli import export_command
 
     # the defaults live with the exporter; naming them here would import torch before any option is checked
     given = {name: value for name, value in (("opset", opset), ("tolerance", tolerance)) if value is not None}

@@ -2,7 +2,7 @@
 ties an export to its bundle (:mod:`.record`, :mod:`.source`, :mod:`.fingerprint`), inference backends usable as the
 network of MONAI's inferers (:mod:`.backends`), the slice inferer that skips windows without brain
 (:mod:`.inferer`), a bundle's inference timed by stage (:mod:`.segment`, ``raagr2
-segment``) and the ``raagr2 export`` command (:mod:`.command`)."""
+segment``) and the ``raagr2 export`` command (:mod:`.export_cli`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .backends import (
     exported_precision,
     load_backend,
 )
-from .command import export_command
+from .export_cli import export_command
 from .export import (
     DEFAULT_OPSET,
     FORMATS,

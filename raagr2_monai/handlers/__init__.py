@@ -9,15 +9,15 @@
   :class:`GroupSparsityHandler` (group-norm sparsity regularisation before DepGraph);
 - :mod:`.history`: :class:`EpochHistory` (a training run's curves as JSON);
 - :mod:`.tracking`: :class:`MLflowEpochLogger` (those curves into a given MLflow run, live);
-- :mod:`.progress`: :class:`TrainingProgressBar`, :func:`attach_progress_bar` (a training's progress bar, on a terminal
-  only).
+- :mod:`.progress_bar`: :class:`TrainingProgressBar`, :func:`attach_progress_bar` (a training's progress bar, on a
+  terminal only).
 """
 
 from .checkpoint import TrainingCheckpoint, WeightsLoader
 from .history import EpochHistory
 from .metrics import BraTSMeanDice, BraTSMetricsWriter
 from .overlays import OverlayWriter
-from .progress import TrainingProgressBar, attach_progress_bar
+from .progress_bar import TrainingProgressBar, attach_progress_bar
 from .pruning import GroupSparsityHandler, MaskHandler, PruneHandler
 from .tracking import MLflowEpochLogger
 

@@ -1,5 +1,5 @@
 """RAAGR2-Net and its weight-shared variants (:mod:`.raagr2net`, built from :mod:`.blocks`), a registry by name
-(:mod:`.registry`), checkpoint loading (:mod:`.checkpoint`) and size/cost counters (:mod:`.stats`)."""
+(:mod:`.registry`), checkpoint loading (:mod:`.weights`) and size/cost counters (:mod:`.stats`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from .raagr2net import (
     PairedSharedRAAGR2Net,
     RAAGR2Net,
 )
-from .checkpoint import CheckpointMismatchError, check_weights, load_weights, missing_weights
+from .weights import CheckpointMismatchError, check_weights, load_weights, missing_weights
 from .registry import NETWORKS, get_network, variant_of
 from .stats import count_flops, count_parameters, parameters_per_part, state_dict_mb
 

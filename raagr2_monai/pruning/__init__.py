@@ -1,4 +1,4 @@
-"""Pruning of RAAGR2-Net: masks and how they are made from scores (:mod:`.masks`), the magnitude and SNIP scores and
+"""Pruning of RAAGR2-Net: masks and how they are made from scores (:mod:`.mask_sets`), the magnitude and SNIP scores and
 their registry (:mod:`.scores`), bit-packed sparse storage of masked weights (:mod:`.storage`), BatchNorm
 recalibration after pruning (:mod:`.batchnorm`), DepGraph channel pruning (:mod:`.structured`), one entry point for all
 three methods with its report (:mod:`.methods`), persistence of pruned networks (:mod:`.persist`) and the optimizer
@@ -11,7 +11,7 @@ The Ignite handlers that prune inside a training run are in :mod:`raagr2_monai.h
 from __future__ import annotations
 
 from .batchnorm import recalibrate_bn
-from .masks import MaskSet, check_ratio, check_scope, load_masks, masks_from_scores, prunable_weights
+from .mask_sets import MaskSet, check_ratio, check_scope, load_masks, masks_from_scores, prunable_weights
 from .methods import METHODS, PruneResult, check_method, check_method_round_to, prune, pruning_report
 from .optimizer import rebind_optimizer
 from .persist import HISTORY_FORMAT, build_pruned_network, load_pruned, read_history, save_pruned

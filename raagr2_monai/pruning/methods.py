@@ -10,7 +10,7 @@ from torch import nn
 
 from raagr2_monai.networks import count_flops, count_parameters
 
-from .masks import MaskSet, check_ratio, check_scope, masks_from_scores
+from .mask_sets import MaskSet, check_ratio, check_scope, masks_from_scores
 from .scores import SCORES
 from .structured import check_round_to, default_example_inputs, depgraph_prune
 

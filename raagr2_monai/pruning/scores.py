@@ -1,8 +1,8 @@
 """Importance scores of the unstructured methods (magnitude, SNIP) and their registry, :data:`SCORES`.
 
-A score gives every prunable weight (:func:`~raagr2_monai.pruning.masks.prunable_weights`) a non-negative importance;
-:func:`~raagr2_monai.pruning.masks.masks_from_scores` then masks the lowest-scoring fraction. As torch-pruning's
-importance criteria do for channels, the registry gives every score one signature,
+A score gives every prunable weight (:func:`~raagr2_monai.pruning.mask_sets.prunable_weights`) a non-negative
+importance; :func:`~raagr2_monai.pruning.mask_sets.masks_from_scores` then masks the lowest-scoring fraction. As
+torch-pruning's importance criteria do for channels, the registry gives every score one signature,
 ``score(model, data=None, loss_fn=None) -> {parameter name: score tensor}``, so that a new criterion is one function
 passed to :func:`register_score`.
 """
@@ -16,7 +16,7 @@ from torch import nn
 
 from raagr2_monai.utils import model_device
 
-from .masks import MaskSet, check_ratio, masks_from_scores, prunable_weights
+from .mask_sets import MaskSet, check_ratio, masks_from_scores, prunable_weights
 
 __all__ = [
     "ScoreFn",
@@ -74,7 +74,7 @@ def magnitude_masks(
     model: nn.Module, ratio: float, scope: str = "global", exclude: Sequence[str] = ("head",)
 ) -> MaskSet:
     """Masks that remove the smallest-magnitude convolution weights (head excluded): :func:`magnitude_scores` ranked
-    by :func:`~raagr2_monai.pruning.masks.masks_from_scores`.
+    by :func:`~raagr2_monai.pruning.mask_sets.masks_from_scores`.
 
     Args:
         model: the network; not modified (call :meth:`MaskSet.apply`).
@@ -227,7 +227,7 @@ def register_score(name: str, fn: ScoreFn) -> ScoreFn:
     Args:
         name: a new, non-empty name; an existing one is never replaced.
         fn: ``fn(model, data=None, loss_fn=None) -> {parameter name: non-negative score tensor}``, one entry per
-            weight to rank (usually :func:`~raagr2_monai.pruning.masks.prunable_weights`).
+            weight to rank (usually :func:`~raagr2_monai.pruning.mask_sets.prunable_weights`).
 
     Returns:
         ``fn``, unchanged.
@@ -239,7 +239,7 @@ def register_score(name: str, fn: ScoreFn) -> ScoreFn:
     Example::
 
         >>> from raagr2_monai.networks import get_network
-        >>> from raagr2_monai.pruning.masks import masks_from_scores
+        >>> from raagr2_monai.pruning.mask_sets import masks_from_scores
         >>> def random_scores(model, data=None, loss_fn=None):
         ...     return {n: torch.rand_like(w) for n, w in prunable_weights(model).items()}
         >>> _ = register_score("random", random_scores)

@@ -9,11 +9,11 @@
 - :mod:`.paired`: that paired difference in Table 1 (its column and the text under the table) and as a chart;
 - :mod:`.deployment`: each model's fastest CPU runtime against the goal of a deployable slim model;
 - :mod:`.tables`: Tables 1-3 and the lesion-wise scores as CSV and JSON, and the thesis's tables as JSON;
-- :mod:`.labels`: chart labels placed so that none overlaps another or a point;
+- :mod:`.chart_labels`: chart labels placed so that none overlaps another or a point;
 - :mod:`.tradeoff`: the charts of mean Dice against non-zero parameters and against latency, with the Pareto front;
 - :mod:`.charts`: the PNG charts (those two, per-region Dice, training curves);
-- :mod:`.figures`: each family's best model (chosen on validation) beside the baseline on a test subject, and the
-  per-subject distributions of their scores;
+- :mod:`.evaluation_figures`: each family's best model (chosen on validation) beside the baseline on a test subject,
+  and the per-subject distributions of their scores;
 - :mod:`.markdown`: ``report.md``, and :func:`~.markdown.write_report`, which writes it with the tables, charts and
   figures.
 
@@ -24,7 +24,7 @@ Example::
 """
 
 from .charts import CHART_NAMES, region_dice_figure, training_curves_figure, training_groups, write_charts
-from .figures import (
+from .evaluation_figures import (
     FAMILY_TITLES,
     EvaluationFigures,
     FamilyBest,
@@ -52,7 +52,7 @@ from .rows import (
     step_name,
     validation_score,
 )
-from .labels import LABEL_GID, boxes_overlap, label_boxes, overlapping_labels, place_labels
+from .chart_labels import LABEL_GID, boxes_overlap, label_boxes, overlapping_labels, place_labels
 from .statistics import (
     IDENTICAL_TOLERANCE,
     IDENTITY_COLUMNS,

@@ -15,7 +15,7 @@ from raagr2_monai.constants import SCORED_REGIONS
 from raagr2_monai.visualize import save_png
 from raagr2_monai.visualize.figures import new_figure
 
-from .figures import FAMILY_TITLES
+from .evaluation_figures import FAMILY_TITLES
 from .paired import paired_difference_figure
 from .tradeoff import quality_cost_figure
 

@@ -16,7 +16,7 @@ from raagr2_monai.utils import atomic_write_text
 
 from .charts import write_charts
 from .deployment import deployment_lines
-from .figures import FAMILY_TITLES, EvaluationFigures, FamilyBest, best_per_family, write_evaluation_figures
+from .evaluation_figures import FAMILY_TITLES, EvaluationFigures, FamilyBest, best_per_family, write_evaluation_figures
 from .paired import PAIRED_HEADER, paired_cell, paired_notes
 from .rows import LESIONWISE_TABLE_COLUMNS, TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
 from .statistics import IDENTICAL_TOLERANCE
@@ -146,9 +146,9 @@ def render_markdown(
         tracking_uri: the study's MLflow tracking URI.
         charts: chart name -> PNG path (:func:`~raagr2_monai.report.charts.write_charts`).
         tables: table name -> JSON path (:func:`~raagr2_monai.report.tables.write_tables`).
-        best: each family's best model (:func:`~raagr2_monai.report.figures.best_per_family`).
+        best: each family's best model (:func:`~raagr2_monai.report.evaluation_figures.best_per_family`).
         figures: the comparison and distribution figures of those models
-            (:func:`~raagr2_monai.report.figures.write_evaluation_figures`).
+            (:func:`~raagr2_monai.report.evaluation_figures.write_evaluation_figures`).
     """
     settings, steps = state["settings"], state["steps"]
     p = settings["profile"]
@@ -390,7 +390,7 @@ def write_report(
         dataset_dir: the data the study ran on.
         tracking_uri: the study's MLflow tracking URI.
         test_entries: the test subjects' datalist entries, as the evaluation read them (their images and seg files
-            are drawn, see :func:`~raagr2_monai.report.figures.write_evaluation_figures`).
+            are drawn, see :func:`~raagr2_monai.report.evaluation_figures.write_evaluation_figures`).
 
     Returns:
         The path of ``report.md``.

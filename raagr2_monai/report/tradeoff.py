@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 
 from raagr2_monai.visualize.figures import new_figure
 
-from .labels import place_labels
+from .chart_labels import place_labels
 
 __all__ = [
     "BACKEND_MARKERS",

@@ -10,9 +10,9 @@ tests' smoke run). All profiles run the same code; each study is estimated first
 
 The package: :mod:`.profiles` (the settings and the rows), :mod:`.state` (``state.json``), :mod:`.steps` (each
 step's workflow), :mod:`.runner` (:class:`~.runner.Study`, which runs the steps one at a time or ``workers`` at once
-in worker processes, and :func:`~.runner.run_study`), :mod:`.progress` (step count, time left),
+in worker processes, and :func:`~.runner.run_study`), :mod:`.countdown` (step count, time left),
 :mod:`.estimate` (the study's time and memory, measured and summed before it starts), :mod:`.noise` (the notices
-every workflow repeats, silenced and counted), :mod:`.tracking` (MLflow, live: the parent
+every workflow repeats, silenced and counted), :mod:`.mlflow_runs` (MLflow, live: the parent
 run open while the study runs, each model's child run while it trains, with its curves epoch by epoch); the report
 itself is :mod:`raagr2_monai.report`'s.
 
@@ -41,7 +41,7 @@ from .estimate import UnitCosts, estimate_study, measure_unit_costs, plan_study
 from .profiles import PROFILES, ModelSpec, Profile, experiment_matrix, get_profile
 from .runner import Study, run_study, study_tasks
 from .state import StudyState
-from .tracking import StudyTracker
+from .mlflow_runs import StudyTracker
 
 __all__ = [
     "Study",

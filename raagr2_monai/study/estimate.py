@@ -34,7 +34,7 @@ from raagr2_monai.networks import count_flops, get_network
 from raagr2_monai.utils import atomic_write_text, autocast, resolve_device, usable_cpus
 
 from .profiles import Profile, cpu_lanes, decide_lanes, experiment_matrix, section_counts
-from .progress import format_duration
+from .countdown import format_duration
 from .steps import finetune_val_interval
 from .tasks import study_tasks, synthetic_folder
 

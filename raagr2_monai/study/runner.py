@@ -30,12 +30,12 @@ from raagr2_monai.utils import is_cuda, is_terminal, resolve_device, usable_cpus
 from .estimate import plan_study
 from .noise import ITERATION_LINES, STUDY_NOTICES, Notice, Silenced
 from .profiles import Profile, cpu_lanes, experiment_matrix, get_profile
-from .progress import Progress, format_duration
+from .countdown import Progress, format_duration
 from .state import STATE_FILE, StudyState
 from .steps import StudySteps, TrainerHook, trainer_hooks
 from .tasks import Task as _Task
 from .tasks import study_tasks, synthetic_folder
-from .tracking import StudyTracker
+from .mlflow_runs import StudyTracker
 
 __all__ = ["Study", "run_study", "study_tasks", "synthetic_folder"]  # the last two re-exported from .tasks
 

@@ -58,7 +58,7 @@ def test_datalist_entries_and_bad_settings(studies):
 
 
 def test_validation_pass_with_windows_and_with_whole_slices(studies, tmp_path):
-    from raagr2_monai.benchmark.validation import format_validation, time_validation
+    from raagr2_monai.benchmark.validation_time import format_validation, time_validation
     from raagr2_monai.utils import atomic_write_json
 
     entries = find_cases(studies)

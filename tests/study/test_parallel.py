@@ -9,7 +9,7 @@ import pytest
 
 from raagr2_monai.report import step_name
 from raagr2_monai.study import Study, get_profile, run_study
-from raagr2_monai.study.progress import Progress
+from raagr2_monai.study.countdown import Progress
 
 from .standin_steps import FailingSteps
 

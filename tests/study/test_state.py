@@ -32,7 +32,7 @@ def test_state_with_other_settings_or_broken_is_refused(tmp_path):
 
 
 def test_progress_counts_steps_and_estimates_time_left_by_kind():
-    from raagr2_monai.study.progress import Progress, format_duration
+    from raagr2_monai.study.countdown import Progress, format_duration
 
     steps = ["train/a", "train/b", "prune/p", "evaluate/a", "evaluate/b", "benchmark"]
     progress = Progress(steps, units=[30, 30, 2, 0.5, 0.5, 4])

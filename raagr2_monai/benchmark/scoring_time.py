@@ -1,5 +1,5 @@
 """How long scoring one subject takes: the global BraTS metrics against the lesion-wise ones, on a generated study
-with many lesions per region (``raagr2 benchmark_metrics``, or ``python -m raagr2_monai.benchmark.metrics``).
+with many lesions per region (``raagr2 benchmark_metrics``, or ``python -m raagr2_monai.benchmark.scoring_time``).
 
 The study (:func:`lesion_study`): ``lesions`` nested tumours on a grid through the volume, each a whole tumour (ball
 of radius 9 voxels) around a tumour core (radius 6) whose outer shell (outside radius 3.5) is enhancing; the

@@ -10,7 +10,7 @@ from raagr2_monai.bundle.load import bundle_name, check_bundle, load_bundle_netw
 from raagr2_monai.networks import NETWORKS, get_network
 from raagr2_monai.utils import atomic_write_text, check_precision, parse_sequence, progress_bar
 
-from .backends import add_backend_latencies, check_runnable
+from .backend_latency import add_backend_latencies, check_runnable
 from .measure import BASELINE, META_KEY, benchmark_models, check_settings
 from .render import check_format, model_rows, render
 from .training import THROUGHPUT_METHOD, check_channels_last, check_compile, training_throughput
@@ -51,7 +51,7 @@ def run_benchmark(
         bundles: comma-separated bundle folders or a sequence.
         size, batches, repeats, warmup, device, measure_memory, train_step: as in :func:`benchmark_models`.
         backends: also time every model behind these inference backends (``torch``, ``onnxruntime``,
-            ``openvino``, ``openvino-bf16``; :func:`~raagr2_monai.benchmark.backends.backend_latencies`), on the
+            ``openvino``, ``openvino-bf16``; :func:`~raagr2_monai.benchmark.backend_latency.backend_latencies`), on the
             CPU: each row gets ``backends`` with the latencies and the speed-ups over the baseline's eager PyTorch of
             this run. ``openvino-bf16`` on a CPU without a bfloat16 unit is refused.
         threads: CPU threads of the backends (``None``: each runtime's default).
