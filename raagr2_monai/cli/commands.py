@@ -269,12 +269,13 @@ def segment(
             (default: the bundle's ``amp_precision``, as its evaluator uses); with ``--backend openvino`` what the CPU
             computes in (``auto``: bf16 on a CPU with a bfloat16 unit, else fp32; ``bf16`` or ``fp32``).
     """
-    from ..deploy.segment import segment_command
+    from ..deploy.segment import SegmentSettings, segment_command
 
-    return segment_command(
-        bundle, output_dir, dataset_dir, datalist, ckpt_path, device, roi_size, repeat, backend, threads,
-        whole_slice, sw_batch_size, skip_empty, precision=precision,
+    settings = SegmentSettings(
+        ckpt_path=ckpt_path, device=device, roi_size=roi_size, repeat=repeat, backend=backend, threads=threads,
+        whole_slice=whole_slice, sw_batch_size=sw_batch_size, skip_empty=skip_empty, precision=precision,
     )
+    return segment_command(bundle, output_dir, dataset_dir, datalist, settings)
 
 
 def export(

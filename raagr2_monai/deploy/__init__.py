@@ -34,7 +34,7 @@ from .export import (
 from .fingerprint import file_sha256, history_sha256, state_dict_sha256
 from .inferer import BrainSliceInferer, SkipEmptyWindows
 from .record import RECORD_FORMAT, ExportMismatchError, ExportRecord, check_against_bundle, read_record, record_path
-from .segment import Segmenter, StudyTiming, median_timing, segment_command
+from .segment import Segmenter, SegmentSettings, StudyTiming, median_timing, segment_command
 from .source import BundleModel, ModelSource, read_bundle, source_of
 
 __all__ = [
@@ -75,6 +75,7 @@ __all__ = [
     "source_of",
     "read_bundle",
     "Segmenter",
+    "SegmentSettings",
     "StudyTiming",
     "median_timing",
     "segment_command",

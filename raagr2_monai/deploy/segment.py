@@ -24,7 +24,7 @@ from raagr2_monai.utils import as_flag, autocast, check_precision, parse_sequenc
 
 from .backends import check_backend, cpu_name, exported_precision
 
-__all__ = ["Segmenter", "StudyTiming", "STAGES", "median_timing", "format_timing", "segment_command"]
+__all__ = ["Segmenter", "SegmentSettings", "StudyTiming", "STAGES", "median_timing", "format_timing", "segment_command"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -224,22 +224,87 @@ def format_timing(timing: StudyTiming, runs: int = 1) -> str:
     return f"{timing.case}: {timing.output or 'nothing written'}; {stages}, total {timing.total:.3f} s{median}"
 
 
+@dataclass(frozen=True)
+class SegmentSettings:
+    """How ``raagr2 segment`` runs a bundle: everything but the bundle, the studies and the output folder, passed whole
+    from the command line to :func:`segment_command` and checked at once by :meth:`check`.
+
+    Attributes:
+        ckpt_path: the weights (default: the bundle's ``models/model.pt``).
+        device: ``cpu`` or ``cuda`` (default: CUDA when available).
+        roi_size: in-plane size of the slices the network sees (one size or two, multiples of 16; default: the
+            bundle's).
+        repeat: runs per study; with more than one, each stage's median (:func:`median_timing`).
+        backend: ``torch``, ``onnxruntime`` or ``openvino`` (the last two run the bundle's export).
+        threads: intra-op CPU threads of the backend (default: the runtime's own).
+        whole_slice: one window per slice, the whole slice, instead of ``roi_size`` windows (a faster pass, and
+            another result: the network sees another context; default: the bundle's, on).
+        sw_batch_size: windows (slices, with ``whole_slice``) per network call (default: the bundle's, 8).
+        skip_empty: give windows without a brain voxel the network's output for zeros, computed once, instead of
+            running the network on each (the same label map; default: the bundle's, on).
+        precision: ``auto``, ``bf16``, ``fp16`` or ``fp32``: the autocast dtype on CUDA (default: the bundle's
+            ``amp_precision``, else ``auto``: bfloat16 on GPUs of compute capability 8.0 and later, float16 before);
+            the same as the evaluation's, for the same label map. Behind OpenVINO, what the CPU computes in
+            (``auto``: bf16 on a CPU with a bfloat16 unit, else fp32); the summary says which.
+
+    Example::
+
+        >>> SegmentSettings(roi_size="96", whole_slice="false").check()
+        {'roi_size': [96, 96], 'whole_slice': False}
+    """
+
+    ckpt_path: Optional[str] = None
+    device: Optional[str] = None
+    roi_size: Any = None
+    repeat: int = 1
+    backend: str = "torch"
+    threads: Optional[int] = None
+    whole_slice: Any = None
+    sw_batch_size: Optional[int] = None
+    skip_empty: Any = None
+    precision: Optional[str] = None
+
+    def check(self) -> Dict[str, Any]:
+        """Check every setting before anything is built.
+
+        Returns:
+            The bundle config ids these settings override (``roi_size``, ``sw_batch_size``, ``whole_slice``,
+            ``skip_empty``), as the bundle takes them.
+
+        Raises:
+            ValueError: a bad ``roi_size``, ``repeat``, ``threads``, ``sw_batch_size``, switch, precision, backend or
+                device.
+        """
+        if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 1:
+            raise ValueError(f"repeat must be a whole number >= 1; got {self.repeat!r}.")
+        overrides: Dict[str, Any] = {}
+        if self.roi_size is not None:
+            sizes = parse_sequence(self.roi_size, "roi_size", int)
+            overrides["roi_size"] = check_roi_size(sizes * 2 if len(sizes) == 1 else sizes)
+        if self.device is not None:
+            resolve_device(self.device)  # a device this machine lacks is refused before the network is built on it
+        precision = None if self.precision is None else check_precision(self.precision)
+        check_backend(self.backend)
+        if self.backend != "torch" and precision is not None:
+            exported_precision(self.backend, precision)
+        for name, value in (("threads", self.threads), ("sw_batch_size", self.sw_batch_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a whole number >= 1; got {value!r}.")
+        if self.sw_batch_size is not None:
+            overrides["sw_batch_size"] = self.sw_batch_size
+        for name, value in (("whole_slice", self.whole_slice), ("skip_empty", self.skip_empty)):
+            if value is not None:
+                overrides[name] = as_flag(value, name)
+        return overrides
+
+
 def segment_command(
     bundle: PathLike,
     output_dir: PathLike,
     dataset_dir: Optional[str] = None,
     datalist: Optional[str] = None,
-    ckpt_path: Optional[str] = None,
-    device: Optional[str] = None,
-    roi_size: Any = None,
-    repeat: int = 1,
-    backend: str = "torch",
-    threads: Optional[int] = None,
-    whole_slice: Any = None,
-    sw_batch_size: Optional[int] = None,
-    skip_empty: Any = None,
+    settings: SegmentSettings = SegmentSettings(),
     echo: Callable[[str], None] = print,
-    precision: Optional[str] = None,
 ) -> str:
     """``raagr2 segment``: segment every study of a folder or datalist with a bundle, timing each stage.
 
@@ -252,75 +317,40 @@ def segment_command(
         output_dir: where the label maps are written (``<case>_pred.nii.gz``).
         dataset_dir: a folder of studies, in any layout :func:`raagr2_monai.data.inference_cases` reads.
         datalist: a datalist JSON instead (its ``testing`` section).
-        ckpt_path: the weights (default: the bundle's ``models/model.pt``).
-        device: ``cpu`` or ``cuda`` (default: CUDA when available).
-        roi_size: in-plane size of the slices the network sees (one size or two, multiples of 16; default: the
-            bundle's).
-        repeat: runs per study; with more than one, each stage's median (:func:`median_timing`).
-        backend: ``torch``, ``onnxruntime`` or ``openvino`` (the last two run the bundle's export).
-        threads: intra-op CPU threads of the backend (default: the runtime's own).
-        whole_slice: one window per slice, the whole slice, instead of ``roi_size`` windows (a faster pass, and
-            another result: the network sees another context; default: the bundle's, off).
-        sw_batch_size: windows (slices, with ``whole_slice``) per network call (default: the bundle's, 8).
-        skip_empty: give windows without a brain voxel the network's output for zeros, computed once, instead of
-            running the network on each (the same label map; default: the bundle's, on).
+        settings: how to run the bundle (:class:`SegmentSettings`).
         echo: where the lines go.
-        precision: ``auto``, ``bf16``, ``fp16`` or ``fp32``: the autocast dtype on CUDA (default: the bundle's
-            ``amp_precision``, else ``auto``: bfloat16 on GPUs of compute capability 8.0 and later, float16 before);
-            the same as the evaluation's, for the same label map. Behind OpenVINO, what the CPU computes in
-            (``auto``: bf16 on a CPU with a bfloat16 unit, else fp32); the summary says which.
 
     Returns:
         The summary line: studies segmented and the median total time per study.
 
     Raises:
-        ValueError: neither or both of ``dataset_dir`` and ``datalist``, a bad ``roi_size``, ``repeat``,
-            ``sw_batch_size``, switch, precision or device, a datalist without studies.
+        ValueError: neither or both of ``dataset_dir`` and ``datalist``, a bad setting (:meth:`SegmentSettings.check`),
+            a datalist without studies.
         FileNotFoundError: the bundle, its weights, the folder or the datalist does not exist.
         raagr2_monai.data.BraTSDataError: the folder holds no study, or a study misses a modality.
         raagr2_monai.networks.CheckpointMismatchError: the weights do not fit the bundle's network.
 
     Example::
 
-        segment_command("bundles/depthwise", "out", dataset_dir="/data/new_cases", repeat=5)
+        segment_command("bundles/depthwise", "out", dataset_dir="/data/new_cases", settings=SegmentSettings(repeat=5))
     """
     if (dataset_dir is None) == (datalist is None):
         raise ValueError("pass the studies as --dataset_dir DIR or as --datalist FILE (one of the two).")
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise ValueError(f"repeat must be a whole number >= 1; got {repeat!r}.")
-    overrides: Dict[str, Any] = {}
-    if roi_size is not None:
-        sizes = parse_sequence(roi_size, "roi_size", int)
-        overrides["roi_size"] = check_roi_size(sizes * 2 if len(sizes) == 1 else sizes)
-    if device is not None:
-        resolve_device(device)  # a device this machine lacks is refused before the network is built on it
-    if precision is not None:
-        precision = check_precision(precision)
-    check_backend(backend)
-    if backend != "torch" and precision is not None:
-        exported_precision(backend, precision)
-    for name, value in (("threads", threads), ("sw_batch_size", sw_batch_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a whole number >= 1; got {value!r}.")
-    if sw_batch_size is not None:
-        overrides["sw_batch_size"] = sw_batch_size
-    for name, value in (("whole_slice", whole_slice), ("skip_empty", skip_empty)):
-        if value is not None:
-            overrides[name] = as_flag(value, name)
+    overrides = settings.check()
     check_data_source(dataset_dir, datalist)
     entries = inference_cases(dataset_dir, datalist)
     if not entries:  # inference_cases refuses a folder without studies, not an empty datalist section
         raise ValueError(f"{datalist} holds no study in its testing section.")
     segmenter = Segmenter(
-        bundle, output_dir, ckpt_path=ckpt_path, device=device, backend=backend, threads=threads, precision=precision,
-        **overrides
+        bundle, output_dir, ckpt_path=settings.ckpt_path, device=settings.device, backend=settings.backend,
+        threads=settings.threads, precision=settings.precision, **overrides
     )
     totals = []
     with progress_bar(entries, "segment", unit="study") as bar:
         for entry in bar:
-            timing = median_timing([segmenter(entry) for _ in range(repeat)])
+            timing = median_timing([segmenter(entry) for _ in range(settings.repeat)])
             with bar.external_write_mode():  # the line goes above the bar, not through it
-                echo(format_timing(timing, repeat))
+                echo(format_timing(timing, settings.repeat))
             totals.append(timing.total)
     return (
         f"segmented {len(entries)} {'study' if len(entries) == 1 else 'studies'} with {bundle} into {output_dir}; "

@@ -301,15 +301,22 @@ def test_skipping_empty_windows_writes_the_same_label_map(bundles, tmp_path, bac
 
 
 def test_segment_settings_are_checked_first(tmp_path):
-    from raagr2_monai.deploy import segment_command
+    from raagr2_monai.deploy import SegmentSettings, segment_command
 
     nowhere = str(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="sw_batch_size must be a whole number >= 1; got 0"):
-        segment_command(nowhere, tmp_path, dataset_dir=nowhere, sw_batch_size=0)
+        segment_command(nowhere, tmp_path, dataset_dir=nowhere, settings=SegmentSettings(sw_batch_size=0))
     with pytest.raises(ValueError, match="whole_slice must be true or false; got 'maybe'"):
-        segment_command(nowhere, tmp_path, dataset_dir=nowhere, whole_slice="maybe")
+        segment_command(nowhere, tmp_path, dataset_dir=nowhere, settings=SegmentSettings(whole_slice="maybe"))
     with pytest.raises(ValueError, match="onnxruntime backend computes in fp32 only; got precision 'bf16'"):
-        segment_command(nowhere, tmp_path, dataset_dir=nowhere, backend="onnxruntime", precision="bf16")
+        segment_command(nowhere, tmp_path, dataset_dir=nowhere,
+                        settings=SegmentSettings(backend="onnxruntime", precision="bf16"))
+    # the settings the bundle takes become its config overrides, as the bundle spells them
+    settings = SegmentSettings(roi_size="96", sw_batch_size=4, whole_slice="false", skip_empty=True, threads=2)
+    assert settings.check() == {"roi_size": [96, 96], "sw_batch_size": 4, "whole_slice": False, "skip_empty": True}
+    assert SegmentSettings().check() == {}
+    with pytest.raises(ValueError, match="repeat must be a whole number >= 1; got 0"):
+        SegmentSettings(repeat=0).check()
 
 
 @pytest.mark.parametrize("has_bf16", [True, False])

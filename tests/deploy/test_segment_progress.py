@@ -7,7 +7,7 @@ import sys
 import torch
 
 from raagr2_monai.data.synthetic import generate
-from raagr2_monai.deploy.segment import segment_command
+from raagr2_monai.deploy.segment import SegmentSettings, segment_command
 from raagr2_monai.networks import get_network
 from raagr2_monai.utils import atomic_save
 
@@ -28,8 +28,8 @@ def test_segment_counts_studies_in_a_bar_on_a_terminal(tmp_path, monkeypatch):
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     lines = []
-    summary = segment_command(bundle, tmp_path / "out", dataset_dir=str(tmp_path / "studies"), device="cpu",
-                              roi_size=32, echo=lines.append)
+    summary = segment_command(bundle, tmp_path / "out", dataset_dir=str(tmp_path / "studies"),
+                              settings=SegmentSettings(device="cpu", roi_size=32), echo=lines.append)
     assert sorted(line.split(":")[0] for line in lines) == sorted(cases)
     assert summary.startswith("segmented 2 studies")
     drawn = terminal.getvalue()

@@ -163,10 +163,11 @@ def test_a_precision_setting_is_refused_in_one_line(setting):
 
 
 def test_raagr2_segment_refuses_a_bad_precision_before_building_anything(tmp_path):
-    from raagr2_monai.deploy import segment_command
+    from raagr2_monai.deploy import SegmentSettings, segment_command
 
     with pytest.raises(ValueError, match="precision must be one of"):
-        segment_command(tmp_path / "no-bundle", tmp_path / "out", dataset_dir=str(tmp_path), precision="fp64")
+        segment_command(tmp_path / "no-bundle", tmp_path / "out", dataset_dir=str(tmp_path),
+                        settings=SegmentSettings(precision="fp64"))
 
 
 def test_configure_backends_is_a_no_op_on_the_cpu(backend_flags):
