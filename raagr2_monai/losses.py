@@ -1,4 +1,4 @@
-"""The thesis loss: a weighted sum of binary cross-entropy and soft Dice on sigmoid probabilities.
+"""The thesis loss: a weighted sum of binary cross-entropy and soft Dice, on the networks' logits.
 
 ``loss = lambda_bce * BCE + (1 - lambda_bce) * DiceLoss`` (thesis eq. 7, ``lambda_bce = 0.5``), optionally with the
 border weight map of the original RAAGR2-Net applied to both terms.
@@ -64,24 +64,24 @@ def border_weight_map(target: torch.Tensor, kernel_size: int = 11) -> torch.Tens
 
 
 class RAAGR2Loss(nn.Module):
-    """``lambda_bce * BCE + (1 - lambda_bce) * soft Dice loss`` on sigmoid probabilities.
+    """``lambda_bce * BCE + (1 - lambda_bce) * soft Dice loss`` on logits (the networks' outputs).
 
     Both terms are computed per channel and then reduced over channels:
 
-    - BCE of channel c: the (weighted) mean of the voxel-wise binary cross-entropy over batch and spatial dimensions;
-    - Dice loss of channel c: ``1 - (2 * sum(w * p * y) + smooth) / (sum(w * p) + sum(w * y) + smooth)`` with the sums
-      pooled over the whole batch and all spatial positions of that channel (the thesis style: one Dice per channel
-      per batch, not one per sample), so a slice without any tumour does not count as a perfect or a failed sample.
+    - BCE of channel c: the (weighted) mean of the voxel-wise binary cross-entropy over batch and spatial dimensions,
+      computed from the logits (``binary_cross_entropy_with_logits``: exact where the sigmoid saturates, with no
+      clamping);
+    - Dice loss of channel c: ``1 - (2 * sum(w * p * y) + smooth) / (sum(w * p) + sum(w * y) + smooth)`` on the
+      probabilities ``p = sigmoid(logits)``, with the sums pooled over the whole batch and all spatial positions of
+      that channel (the thesis style: one Dice per channel per batch, not one per sample), so a slice without any
+      tumour does not count as a perfect or a failed sample.
 
     Without border weights ``w = 1`` and both terms are the plain ones; with ``border_weights=True`` the map of
     :func:`border_weight_map` weighs both the BCE and the Dice sums (a simplification of the original RAAGR2-Net,
     which used a logit-space weighted BCE and squared weights in the Dice).
 
-    The computation runs in float32 with autocast disabled, since ``F.binary_cross_entropy`` refuses autocast and the
-    sums of the Dice lose precision in half precision. Probabilities are clamped to ``[eps, 1 - eps]`` to keep the
-    logarithms finite. The range check (logits passed by mistake) runs on every call for CPU inputs and on the first
-    call only for GPU inputs: reading its answer back to the host would stall the GPU at every training step, and a
-    wrong input shows on the first batch.
+    The computation runs in float32 with autocast disabled: the sums of the Dice lose precision in half precision.
+    Targets may be soft (in [0, 1], e.g. a teacher's probabilities, :class:`DistillationLoss`).
 
     Argument order is ``forward(input, target)``: prediction first, as in every PyTorch/MONAI loss. The thesis's
     training scripts passed (prediction, target) swapped; this class does not reproduce that error.
@@ -92,16 +92,15 @@ class RAAGR2Loss(nn.Module):
         smooth: additive smoothing of the Dice numerator and denominator.
         kernel_size: window of the border map (odd).
         reduction: ``"mean"`` or ``"sum"`` over channels, or ``"none"`` for the per-channel losses, shape (C,).
-        eps: clamp of the probabilities.
 
     Raises:
         ValueError: on an out-of-range ``lambda_bce``, an unknown ``reduction``, a bad ``kernel_size``, or (in
-            ``forward``) mismatched shapes, wrong dimensionality, or inputs outside [0, 1] (logits passed by mistake).
+            ``forward``) mismatched shapes or wrong dimensionality.
 
     Example:
         >>> loss = RAAGR2Loss(lambda_bce=0.5)
-        >>> p = torch.full((2, 3, 16, 16), 0.5); y = torch.ones(2, 3, 16, 16)
-        >>> round(float(loss(p, y)), 4)  # each channel: 0.5 * ln 2 + 0.5 * (1 - (2*256 + 1) / (768 + 1))
+        >>> logits = torch.zeros(2, 3, 16, 16); y = torch.ones(2, 3, 16, 16)
+        >>> round(float(loss(logits, y)), 4)  # each channel: 0.5 * ln 2 + 0.5 * (1 - (2*256 + 1) / (768 + 1))
         0.513
     """
 
@@ -112,7 +111,6 @@ class RAAGR2Loss(nn.Module):
         smooth: float = 1.0,
         kernel_size: int = 11,
         reduction: str = "mean",
-        eps: float = 1e-6,
     ) -> None:
         super().__init__()
         if not 0.0 <= lambda_bce <= 1.0:
@@ -121,34 +119,26 @@ class RAAGR2Loss(nn.Module):
             raise ValueError(f"RAAGR2Loss: reduction must be one of {_REDUCTIONS}, got {reduction!r}.")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"RAAGR2Loss: kernel_size must be a positive odd integer, got {kernel_size}.")
-        if smooth < 0 or not 0.0 < eps < 0.5:
-            raise ValueError(f"RAAGR2Loss: need smooth >= 0 and 0 < eps < 0.5, got smooth={smooth}, eps={eps}.")
+        if smooth < 0:
+            raise ValueError(f"RAAGR2Loss: need smooth >= 0, got smooth={smooth}.")
         self.lambda_bce = lambda_bce
         self.border_weights = border_weights
         self.smooth = smooth
         self.kernel_size = kernel_size
         self.reduction = reduction
-        self.eps = eps
-        self._checked_on_gpu = False
-
-    def _wants_range_check(self, prob: torch.Tensor) -> bool:
-        if prob.device.type == "cpu":
-            return True
-        first, self._checked_on_gpu = not self._checked_on_gpu, True
-        return first
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Compute the loss.
 
         Args:
-            input: sigmoid probabilities, shape (B, C, H, W) or (B, C, H, W, D).
-            target: binary target of the same shape.
+            input: logits, shape (B, C, H, W) or (B, C, H, W, D).
+            target: binary (or soft) target of the same shape.
 
         Returns:
             float32 scalar (``"mean"``/``"sum"``) or per-channel losses of shape (C,) (``"none"``).
 
         Raises:
-            ValueError: if the shapes differ, are not 4D/5D, or ``input`` holds values outside [0, 1].
+            ValueError: if the shapes differ or are not 4D/5D.
         """
         if input.shape != target.shape:
             raise ValueError(
@@ -160,17 +150,12 @@ class RAAGR2Loss(nn.Module):
                 f"RAAGR2Loss expects (B, C, H, W) or (B, C, H, W, D) tensors, got shape {tuple(input.shape)}."
             )
         with torch.autocast(device_type=input.device.type, enabled=False):
-            prob = input.float()
-            if self._wants_range_check(prob) and bool(((prob < 0) | (prob > 1)).any()):
-                raise ValueError(
-                    "RAAGR2Loss expects sigmoid probabilities in [0, 1]; the input has values outside it "
-                    "(logits passed by mistake?)."
-                )
-            prob = prob.clamp(self.eps, 1.0 - self.eps)
+            logits = input.float()
+            prob = torch.sigmoid(logits)
             tgt = target.float()
             reduce_dims = [0, *range(2, prob.ndim)]
             weights = border_weight_map(tgt, self.kernel_size) if self.border_weights else torch.ones_like(prob)
-            bce_map = F.binary_cross_entropy(prob, tgt, reduction="none")
+            bce_map = F.binary_cross_entropy_with_logits(logits, tgt, reduction="none")
             bce = (weights * bce_map).sum(dim=reduce_dims) / weights.sum(dim=reduce_dims)
             intersection = (weights * prob * tgt).sum(dim=reduce_dims)
             denominator = (weights * prob).sum(dim=reduce_dims) + (weights * tgt).sum(dim=reduce_dims)
@@ -186,14 +171,14 @@ class RAAGR2Loss(nn.Module):
 class DistillationLoss(nn.Module):
     """Knowledge distillation for a slimmed network: ``(1 - weight) * loss(pred, label) + weight * loss(pred, teacher)``
     where ``teacher`` is the frozen teacher network's prediction on the same input (Hinton et al., 2015, with the
-    task's own loss on the teacher's sigmoid probabilities as soft targets).
+    task's own loss with the teacher's sigmoid probabilities as soft targets).
 
     The loss is called as any loss is, ``(prediction, label)``, so MONAI's ``SupervisedTrainer`` runs it unchanged: a
     forward pre-hook on the student records each input, and the teacher sees that same batch. The teacher is put in
     eval mode, has its gradients switched off and is moved to the input's device on first use.
 
     Args:
-        loss: the supervised loss ``loss(prediction, target)`` (e.g. :class:`RAAGR2Loss`), also used against the
+        loss: the supervised loss ``loss(logits, target)`` (e.g. :class:`RAAGR2Loss`), also used against the
             teacher's probabilities.
         teacher: the trained teacher network (e.g. the baseline the student was pruned from or is compared with).
         student: the network being trained; its forward passes are observed, never changed.
@@ -244,7 +229,7 @@ class DistillationLoss(nn.Module):
         """The distillation loss of ``input`` (the student's prediction on the last recorded batch).
 
         Args:
-            input: the student's sigmoid probabilities.
+            input: the student's logits.
             target: the labels.
 
         Returns:
@@ -262,5 +247,5 @@ class DistillationLoss(nn.Module):
         if model_device(teacher) != self._input.device:
             teacher.to(self._input.device)
         with torch.no_grad():
-            soft = teacher(self._input).float()
+            soft = torch.sigmoid(teacher(self._input).float())
         return (1.0 - self.weight) * supervised + self.weight * self.loss(input, soft)

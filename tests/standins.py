@@ -1,4 +1,6 @@
-"""Stand-in networks that test data paths independently of training: their output is known everywhere."""
+"""Stand-in networks that test data paths independently of training: their output is known everywhere.
+
+Like the real networks they return logits; +-20 stand for certainty (a sigmoid of 1 - 2e-9 or 2e-9)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ from typing import Sequence
 
 import torch
 from torch import nn
+
+_CERTAIN = 20.0
 
 
 class ConstantRegions(nn.Module):
@@ -17,7 +21,8 @@ class ConstantRegions(nn.Module):
 
     def __init__(self, probabilities: Sequence[float] = (1.0, 1.0, 1.0)) -> None:
         super().__init__()
-        self.register_buffer("values", torch.tensor([float(p) for p in probabilities]).view(1, -1, 1, 1))
+        p = torch.tensor([float(p) for p in probabilities]).view(1, -1, 1, 1)
+        self.register_buffer("values", torch.logit(p).clamp(-_CERTAIN, _CERTAIN))
         self.anchor = nn.Parameter(torch.zeros(()))  # a parameter, so that device and optimizer code works
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -41,4 +46,4 @@ class BrightChannel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bright = (x[:, self.channel : self.channel + 1] > self.level).float()
-        return bright.expand(-1, 3, -1, -1) + 0.0 * self.anchor
+        return (2 * bright - 1).expand(-1, 3, -1, -1) * _CERTAIN + 0.0 * self.anchor

@@ -10,57 +10,60 @@ import torch
 from raagr2_monai.losses import DistillationLoss, RAAGR2Loss, border_weight_map
 from raagr2_monai.networks import get_network
 
-# one channel, 2x2: two foreground pixels predicted 0.9 and 0.6, two background pixels predicted 0.2 and 0.1
+# one channel, 2x2: two foreground pixels predicted 0.9 and 0.6, two background pixels predicted 0.2 and 0.1; the
+# loss takes the logits of those probabilities, as the networks return them
 PROB = torch.tensor([[[[0.9, 0.2], [0.6, 0.1]]]])
+LOGITS = torch.logit(PROB)
 TARGET = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
 BCE = -(math.log(0.9) + math.log(0.8) + math.log(0.6) + math.log(0.9)) / 4
 DICE_LOSS = 1 - (2 * (0.9 + 0.6) + 1) / ((0.9 + 0.2 + 0.6 + 0.1) + 2 + 1)
 
 
 def test_exact_value_on_2x2_example() -> None:
-    assert float(RAAGR2Loss()(PROB, TARGET)) == pytest.approx(0.5 * BCE + 0.5 * DICE_LOSS, abs=1e-6)
-    assert float(RAAGR2Loss(lambda_bce=1.0)(PROB, TARGET)) == pytest.approx(BCE, abs=1e-6)
-    assert float(RAAGR2Loss(lambda_bce=0.0)(PROB, TARGET)) == pytest.approx(DICE_LOSS, abs=1e-6)
-    assert float(RAAGR2Loss(lambda_bce=0.3)(PROB, TARGET)) == pytest.approx(0.3 * BCE + 0.7 * DICE_LOSS, abs=1e-6)
+    assert float(RAAGR2Loss()(LOGITS, TARGET)) == pytest.approx(0.5 * BCE + 0.5 * DICE_LOSS, abs=1e-6)
+    assert float(RAAGR2Loss(lambda_bce=1.0)(LOGITS, TARGET)) == pytest.approx(BCE, abs=1e-6)
+    assert float(RAAGR2Loss(lambda_bce=0.0)(LOGITS, TARGET)) == pytest.approx(DICE_LOSS, abs=1e-6)
+    assert float(RAAGR2Loss(lambda_bce=0.3)(LOGITS, TARGET)) == pytest.approx(0.3 * BCE + 0.7 * DICE_LOSS, abs=1e-6)
 
 
 def test_perfect_prediction_is_near_zero() -> None:
     target = torch.zeros(2, 3, 16, 16)
     target[:, :, 4:10, 5:12] = 1
-    assert float(RAAGR2Loss()(target.clone(), target)) < 1e-5
-    assert float(RAAGR2Loss(border_weights=True)(target.clone(), target)) < 1e-5
+    certain = (2 * target - 1) * 30  # logits of probabilities 1 - 1e-13 and 1e-13
+    assert float(RAAGR2Loss()(certain, target)) < 1e-5
+    assert float(RAAGR2Loss(border_weights=True)(certain, target)) < 1e-5
 
 
 def test_dice_pools_batch_and_space_per_channel_then_means_channels() -> None:
     # channel 0 is the 2x2 example in two samples; channel 1 is perfect
-    prob = torch.cat([PROB, TARGET], dim=1).repeat(2, 1, 1, 1)
+    logits = torch.cat([LOGITS, (2 * TARGET - 1) * 30], dim=1).repeat(2, 1, 1, 1)
     target = torch.cat([TARGET, TARGET], dim=1).repeat(2, 1, 1, 1)
-    per_channel = RAAGR2Loss(lambda_bce=0.0, reduction="none")(prob, target)
+    per_channel = RAAGR2Loss(lambda_bce=0.0, reduction="none")(logits, target)
     # pooled over the two samples: numerator and denominator both double
     dice0 = 1 - (2 * 2 * 1.5 + 1) / (2 * 1.8 + 2 * 2 + 1)
     assert per_channel.shape == (2,)
     assert float(per_channel[0]) == pytest.approx(dice0, abs=1e-6)
     assert float(per_channel[1]) == pytest.approx(0.0, abs=1e-5)
-    mean = RAAGR2Loss(lambda_bce=0.0)(prob, target)
-    total = RAAGR2Loss(lambda_bce=0.0, reduction="sum")(prob, target)
+    mean = RAAGR2Loss(lambda_bce=0.0)(logits, target)
+    total = RAAGR2Loss(lambda_bce=0.0, reduction="sum")(logits, target)
     assert float(mean) == pytest.approx(float(per_channel.mean()), abs=1e-7)
     assert float(total) == pytest.approx(float(per_channel.sum()), abs=1e-7)
 
 
 def test_argument_order_matters() -> None:
     loss = RAAGR2Loss()
-    right = float(loss(PROB, TARGET))
+    right = float(loss(LOGITS, TARGET))
     swapped = float(loss(TARGET, PROB))
     assert right == pytest.approx(0.5 * BCE + 0.5 * DICE_LOSS, abs=1e-6)
-    # the swapped call puts the clamped hard target in the logarithms: a very different number
-    assert abs(swapped - right) > 1.0
+    # the swapped call takes the hard target for logits and the probabilities for the target: another number
+    assert abs(swapped - right) > 0.1
 
 
 def test_accepts_3d_volumes() -> None:
-    prob = PROB[..., None].repeat(1, 1, 1, 1, 3)
+    logits = LOGITS[..., None].repeat(1, 1, 1, 1, 3)
     target = TARGET[..., None].repeat(1, 1, 1, 1, 3)
     dice = 1 - (2 * 3 * 1.5 + 1) / (3 * 1.8 + 3 * 2 + 1)
-    assert float(RAAGR2Loss()(prob, target)) == pytest.approx(0.5 * BCE + 0.5 * dice, abs=1e-6)
+    assert float(RAAGR2Loss()(logits, target)) == pytest.approx(0.5 * BCE + 0.5 * dice, abs=1e-6)
 
 
 def test_border_weight_map_mean_one_and_heavier_at_borders() -> None:
@@ -106,18 +109,18 @@ def test_border_weights_change_the_loss_only_where_there_are_borders() -> None:
 
 def test_autocast_cpu_bfloat16_gives_float32_close_to_full_precision() -> None:
     torch.manual_seed(0)
-    logits = torch.randn(2, 3, 16, 16)
+    features = torch.randn(2, 3, 16, 16)
     target = (torch.rand(2, 3, 16, 16) > 0.7).float()
     conv = torch.nn.Conv2d(3, 3, 1)
-    reference = RAAGR2Loss(border_weights=True)(torch.sigmoid(conv(logits)), target)
+    reference = RAAGR2Loss(border_weights=True)(conv(features), target)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        prob = torch.sigmoid(conv(logits))
-        assert prob.dtype == torch.bfloat16
-        value = RAAGR2Loss(border_weights=True)(prob, target).detach()
+        logits = conv(features)
+        assert logits.dtype == torch.bfloat16
+        value = RAAGR2Loss(border_weights=True)(logits, target).detach()
     assert value.dtype == torch.float32
     assert float(value) == pytest.approx(float(reference.detach()), abs=1e-2)
     # the loss itself adds no rounding beyond the bfloat16 input
-    full = RAAGR2Loss(border_weights=True)(prob.detach().float(), target)
+    full = RAAGR2Loss(border_weights=True)(logits.detach().float(), target)
     assert float(value) == pytest.approx(float(full), abs=1e-6)
 
 
@@ -127,11 +130,22 @@ def test_gradient_flows(border_weights: bool) -> None:
     logits = torch.randn(2, 3, 16, 16, requires_grad=True)
     target = torch.zeros(2, 3, 16, 16)
     target[:, :, 4:12, 4:12] = 1
-    RAAGR2Loss(border_weights=border_weights)(torch.sigmoid(logits), target).backward()
+    RAAGR2Loss(border_weights=border_weights)(logits, target).backward()
     assert logits.grad is not None
     assert torch.isfinite(logits.grad).all()
     # foreground pixels are pushed up, background pixels down
     assert float(logits.grad[:, :, 8, 8].max()) < 0 < float(logits.grad[:, :, 0, 0].min())
+
+
+def test_saturated_logits_give_the_exact_cross_entropy() -> None:
+    # confidently wrong by a logit of 100: BCE = 100 exactly (a clamp at 1e-6 would have said 13.8), and still a
+    # gradient; probabilities could not carry this (sigmoid(100) is 1.0 in float32)
+    target = torch.zeros(1, 1, 4, 4)
+    logits = torch.full((1, 1, 4, 4), 100.0, requires_grad=True)
+    loss = RAAGR2Loss(lambda_bce=1.0)(logits, target)
+    assert float(loss) == pytest.approx(100.0, rel=1e-6)
+    loss.backward()
+    assert float(logits.grad.min()) > 0
 
 
 def test_shape_mismatch_names_both_shapes() -> None:
@@ -139,11 +153,6 @@ def test_shape_mismatch_names_both_shapes() -> None:
         RAAGR2Loss()(torch.rand(1, 3, 8, 8), torch.zeros(1, 2, 8, 8))
     with pytest.raises(ValueError, match=r"\(3, 8, 8\)"):
         RAAGR2Loss()(torch.rand(3, 8, 8), torch.zeros(3, 8, 8))
-
-
-def test_rejects_logits() -> None:
-    with pytest.raises(ValueError, match="logits"):
-        RAAGR2Loss()(torch.randn(1, 1, 8, 8) * 5, torch.zeros(1, 1, 8, 8))
 
 
 @pytest.mark.parametrize(
@@ -172,7 +181,7 @@ def test_distillation_mixes_the_label_and_teacher_losses_by_weight():
     student, teacher, x, y = _distillation_setup()
     base = RAAGR2Loss()
     with torch.no_grad():
-        soft = teacher.eval()(x)
+        soft = torch.sigmoid(teacher.eval()(x))
     for weight in (0.0, 0.3, 1.0):
         kd = DistillationLoss(base, teacher, student, weight=weight)
         pred = student(x)

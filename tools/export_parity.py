@@ -84,9 +84,11 @@ def report(name: str, network: torch.nn.Module, inputs: Dict[str, List[torch.Ten
             rows: Dict[str, Tuple[float, float, float, float]] = {}
             with torch.no_grad():
                 for x in batch:
-                    reference = double(x.double())
-                    eager = network(x)
-                    outputs = {"eager fp32": eager, **{key: runtime(x) for key, runtime in runtimes.items()}}
+                    # the networks return logits; the label maps come from their sigmoid
+                    reference = torch.sigmoid(double(x.double()))
+                    eager = torch.sigmoid(network(x))
+                    outputs = {"eager fp32": eager,
+                               **{key: torch.sigmoid(runtime(x)) for key, runtime in runtimes.items()}}
                     for key, out in outputs.items():
                         for against, ref in (("fp64", reference), ("eager", eager.double())):
                             if key == "eager fp32" and against == "eager":

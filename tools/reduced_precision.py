@@ -145,6 +145,11 @@ def latency_ms(run: Callable[[np.ndarray], np.ndarray], x: np.ndarray, repeats: 
     return 1000 * statistics.median(times)
 
 
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    """The networks return logits; thresholds and differences are on probabilities."""
+    return 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+
+
 def agreement(run: Callable[[np.ndarray], np.ndarray], reference: Callable[[np.ndarray], np.ndarray],
               images: torch.Tensor) -> str:
     """Voxels equal and per-region Dice between the nested, thresholded maps of ``run`` and ``reference``; the
@@ -156,7 +161,7 @@ def agreement(run: Callable[[np.ndarray], np.ndarray], reference: Callable[[np.n
     largest, differences, near = 0.0, [], []
     for image in images.split(8):
         x = image.numpy()
-        out, ref = run(x), reference(x)
+        out, ref = _sigmoid(run(x)), _sigmoid(reference(x))
         largest = max(largest, float(np.abs(out - ref).max()))
         differences.append(float(np.abs(out - ref).mean()))
         near.append(float((np.abs(ref - 0.5) < 0.05).mean()))
@@ -175,7 +180,7 @@ def agreement(run: Callable[[np.ndarray], np.ndarray], reference: Callable[[np.n
 
 def predict(run: Callable[[np.ndarray], np.ndarray], images: torch.Tensor) -> torch.Tensor:
     """The nested, thresholded regions (N, 3, H, W) of ``run`` on ``images``, 8 slices per call."""
-    out = np.concatenate([run(image.numpy()) for image in images.split(8)])
+    out = np.concatenate([_sigmoid(run(image.numpy())) for image in images.split(8)])
     return nest_regions(torch.from_numpy(out).transpose(0, 1), 0.5).transpose(0, 1)
 
 

@@ -74,7 +74,7 @@ on compressing RAAGR2-Net, as MONAI bundles. All four bundles share every config
 | parameters | {params} (3 output channels) |
 | FLOPs per 192x192 slice | {gflops} G (`torch.utils.flop_counter.FlopCounterMode`, convolutions, 2 FLOPs per multiply-add) |
 | input | 4 channels in this order: T1ce, T1, T2, FLAIR; axial slices, H and W multiples of 16 |
-| output | 3 sigmoid channels: TC, WT, ET; written as one label map (NCR 1, ED 2, ET 4 in the BraTS 2021 convention) |
+| output | 3 logit channels: TC, WT, ET (a sigmoid each, in the inferer); written as one label map (NCR 1, ED 2, ET 4 in the BraTS 2021 convention) |
 
 ## Data
 
@@ -139,7 +139,7 @@ so that a step does not wait for the host.
 Predictions are taken to the CPU in float32 before they are inverted onto the input's grid, and every metric is
 computed on the CPU.
 
-Loss: 0.5 BCE + 0.5 soft Dice on the sigmoid outputs (`raagr2_monai.losses.RAAGR2Loss`); Adam; ReduceLROnPlateau on
+Loss: 0.5 BCE + 0.5 soft Dice, on the logits (`raagr2_monai.losses.RAAGR2Loss`); Adam; ReduceLROnPlateau on
 the validation mean Dice (`lr_schedule: "plateau"`, the thesis's; `"cosine"` anneals to zero over the epochs, for
 short runs); early stopping after 10 validations without a gain of 1e-4; AMP on CUDA.
 

@@ -1,7 +1,7 @@
 """Inference backends: eager PyTorch, ONNX Runtime and OpenVINO behind one callable.
 
 Each backend is a ``torch.nn.Module`` that takes a float32 tensor ``(B, C, H, W)`` and returns the network's
-``(B, out_channels, H, W)`` sigmoid probabilities on the input's device, so it serves as the ``network`` of MONAI's
+``(B, out_channels, H, W)`` logits on the input's device, so it serves as the ``network`` of MONAI's
 ``SliceInferer`` / ``SlidingWindowInferer`` and of a ``SupervisedEvaluator`` (``.eval()`` and ``.to()`` work; the ONNX
 Runtime and OpenVINO backends compute on the CPU whatever the device). The whole batch goes to the runtime in one
 call, so the inferer's ``sw_batch_size`` is used by every backend. :func:`load_backend` builds one for a bundle and
@@ -196,7 +196,7 @@ class _ExportedBackend(InferenceBackend):
     """A backend that runs an exported model on numpy arrays, on the CPU."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the model on ``x``; returns float32 probabilities on ``x``'s device."""
+        """Run the model on ``x``; returns float32 logits on ``x``'s device."""
         self.check_input(x)
         array = np.ascontiguousarray(torch.as_tensor(x).detach().to("cpu", torch.float32).numpy())
         return torch.from_numpy(self.run(array)).to(x.device)
@@ -219,7 +219,7 @@ class OnnxRuntimeBackend(_ExportedBackend):
     Example::
 
         backend = OnnxRuntimeBackend("bundles/baseline/models/model.onnx", threads=2)
-        probabilities = backend(torch.rand(8, 4, 192, 192))
+        logits = backend(torch.rand(8, 4, 192, 192))
     """
 
     name = "onnxruntime"
@@ -273,7 +273,7 @@ class OpenVINOBackend(_ExportedBackend):
     Example::
 
         backend = OpenVINOBackend("bundles/baseline/models/model.xml", threads=2)
-        probabilities = backend(torch.rand(8, 4, 192, 192))
+        logits = backend(torch.rand(8, 4, 192, 192))
     """
 
     name = "openvino"
@@ -369,7 +369,7 @@ def load_backend(
     Example::
 
         network = load_backend("bundles/baseline", "onnxruntime", threads=2)
-        inferer = SliceInferer(roi_size=(192, 192), spatial_dim=2, sw_batch_size=8)
+        inferer = BrainSliceInferer(roi_size=(192, 192), sw_batch_size=8)  # applies the sigmoid
         probabilities = inferer(image, network)
     """
     check_backend(backend)

@@ -5,8 +5,9 @@ ONNX graph to OpenVINO IR (fp32: ``compress_to_fp16=False``), then runs every ex
 (:mod:`raagr2_monai.deploy.backends`) on random inputs of several shapes, non-square among them, and compares with
 the network itself.
 
-The parity check measures every fp32 output against the exact one, the network evaluated in fp64, and lets an export
-be as far from it as the tolerance (1e-4 on the probabilities), or :data:`FP32_ERROR_FACTOR` times as far as eager
+The parity check measures every fp32 output against the exact one, the network evaluated in fp64, on the
+probabilities (the sigmoid of the logits the networks return), and lets an export be as far from it as the tolerance
+(1e-4), or :data:`FP32_ERROR_FACTOR` times as far as eager
 PyTorch's own fp32 output is, whichever is larger. A fixed tolerance alone refuses correct exports of some networks:
 BatchNorm layers whose running variance is small (channels that barely vary on the data the statistics came from)
 multiply the rounding errors of their input by ``|gamma| / sqrt(running_var + eps)``, 20 and more, layer after layer,
@@ -152,12 +153,13 @@ def _export_openvino(onnx_path: Path, xml_path: Path) -> None:
 
 
 def _max_abs_diff(outputs: Sequence[torch.Tensor], references: Sequence[torch.Tensor]) -> float:
-    """Largest absolute difference between paired outputs (infinite when a shape differs), in fp64."""
+    """Largest absolute difference between the probabilities of paired outputs (logits; infinite when a shape
+    differs), in fp64: what the label maps are thresholded from."""
     worst = 0.0
     for out, reference in zip(outputs, references):
         if out.shape != reference.shape:
             return float("inf")
-        worst = max(worst, float((out.double() - reference.double()).abs().max()))
+        worst = max(worst, float((torch.sigmoid(out.double()) - torch.sigmoid(reference.double())).abs().max()))
     return worst
 
 

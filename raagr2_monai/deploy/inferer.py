@@ -8,6 +8,10 @@ slices above and below the brain and the empty corners of the brain's box cost n
 the one of running every window, up to the last bits of floating point (a window's output may differ in its last
 bits with the number of windows batched with it).
 
+The networks return logits; the inferer applies the sigmoid to each network call's output (``sigmoid``), so it
+returns region probabilities and overlapping windows blend probabilities, as they did when the networks ended in
+the sigmoid themselves.
+
 With ``whole_slice`` (the bundles' default for validation, evaluation and inference) a study's slices are the batch:
 ``sw_batch_size`` whole slices per network call, a study of 155 slices in a few calls, where ``roi_size`` windows
 cost about four overlapping windows per slice and MONAI's per-window bookkeeping.
@@ -68,6 +72,16 @@ class SkipEmptyWindows:
         return out
 
 
+class _Sigmoid:
+    """A network whose output goes through the sigmoid: logits in, region probabilities out."""
+
+    def __init__(self, network: Callable[..., torch.Tensor]) -> None:
+        self.network = network
+
+    def __call__(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return torch.sigmoid(self.network(x, *args, **kwargs))
+
+
 class BrainSliceInferer(SliceInferer):
     """MONAI's ``SliceInferer`` that runs the network only on windows holding brain (:class:`SkipEmptyWindows`),
     and optionally on whole slices.
@@ -83,11 +97,13 @@ class BrainSliceInferer(SliceInferer):
             window, no overlap to compute twice, no blending), instead of ``roi_size`` windows. The network sees
             another context than with ``roi_size`` windows, so the result is close to, not equal to, the windowed
             one.
+        sigmoid: apply the sigmoid to each network call's output, before windows are blended (the networks return
+            logits); false: return the network's outputs as they are.
         kwargs: other arguments of ``SlidingWindowInferer``.
 
     Example::
 
-        >>> inferer = BrainSliceInferer(roi_size=(16, 16), whole_slice=True)
+        >>> inferer = BrainSliceInferer(roi_size=(16, 16), whole_slice=True, sigmoid=False)
         >>> image = torch.zeros(1, 2, 32, 48, 5); image[..., 2] = 1.0
         >>> inferer(image, lambda x: x[:, :1] * 2 + 1)[0, 0, 0, 0].tolist()
         [1.0, 1.0, 3.0, 1.0, 1.0]
@@ -102,10 +118,12 @@ class BrainSliceInferer(SliceInferer):
         spatial_dim: int = 2,
         skip_empty: Any = True,
         whole_slice: Any = False,
+        sigmoid: Any = True,
         **kwargs: Any,
     ) -> None:
         self.skip_empty = as_flag(skip_empty, "skip_empty")
         self.whole_slice = as_flag(whole_slice, "whole_slice")
+        self.sigmoid = as_flag(sigmoid, "sigmoid")
         # an inference process runs pass after pass: its large freed activations are kept for the next one
         retain_freed_memory()
         super().__init__(
@@ -115,6 +133,8 @@ class BrainSliceInferer(SliceInferer):
         self.network_windows: Optional[int] = None
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.sigmoid:
+            network = _Sigmoid(network)
         if self.whole_slice:
             return self._whole_slices(inputs, network, *args, **kwargs)
         if not self.skip_empty:

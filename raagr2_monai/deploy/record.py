@@ -30,7 +30,9 @@ __all__ = [
     "export_versions",
 ]
 
-RECORD_FORMAT = "raagr2_monai.export/1"
+#: 2: the exported networks return logits (2026-12-07); an export of format 1 ends in the sigmoid and is refused, since
+#: the inferer now applies the sigmoid itself.
+RECORD_FORMAT = "raagr2_monai.export/2"
 
 PathLike = Union[str, os.PathLike]
 
@@ -147,6 +149,12 @@ def read_record(artifact: PathLike, model_format: Optional[str] = None) -> Expor
         )
     try:
         document = json.loads(path.read_text())
+        if document.get("format") == "raagr2_monai.export/1":
+            raise ExportMismatchError(
+                f"{artifact} was exported before the networks returned logits (its record {path} is of format "
+                f"raagr2_monai.export/1): its outputs are probabilities, which the inferer would pass through the "
+                f"sigmoid again; export the bundle again ({export})."
+            )
         if document.get("format") != RECORD_FORMAT:
             raise ValueError(f"'format' is {document.get('format')!r}, not {RECORD_FORMAT!r}")
         record = ExportRecord(
@@ -163,6 +171,8 @@ def read_record(artifact: PathLike, model_format: Optional[str] = None) -> Expor
             parity=dict(document["parity"]),
             versions=dict(document["versions"]),
         )
+    except ExportMismatchError:
+        raise
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ExportMismatchError(f"Export record {path} of {artifact} is not valid: {err}.") from None
     if model_format is not None and record.format != model_format:

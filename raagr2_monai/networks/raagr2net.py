@@ -2,9 +2,10 @@
 
 All four share one U-shaped skeleton: five encoder stages (4 -> 32 -> 64 -> 128 -> 256 -> 512, 2x2 max-pooling
 between stages), four decoder levels (``UpConv``, ``AttentionGate`` on the skip connection, a block on
-``concat[gated skip, upsampled]``) and a 1x1 sigmoid head. The variants differ only in the encoder stage and the
-decoder block they plug in. Parameter counts at ``out_channels=5``: baseline 8,911,301; depthwise
-5,046,221; paired 5,051,061; encdec 6,606,701.
+``concat[gated skip, upsampled]``) and a 1x1 head. Like MONAI's networks they return logits: the sigmoid is in the
+loss (:class:`~raagr2_monai.losses.RAAGR2Loss`) and the inferer (:class:`~raagr2_monai.deploy.BrainSliceInferer`).
+The variants differ only in the encoder stage and the decoder block they plug in. Parameter counts at
+``out_channels=5``: baseline 8,911,301; depthwise 5,046,221; paired 5,051,061; encdec 6,606,701.
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ __all__ = [
 
 DEFAULT_FEATURES = (32, 64, 128, 256, 512)
 
-#: Probability every output channel starts at: the head's bias is initialised to its logit. Tumour regions fill about
-#: 1 % of a BraTS slice, so a network that starts at 0.5 everywhere first spends its steps learning "background";
-#: Encoder-Decoder Shared, whose decoder ends in BatchNorm -> ReLU with small activations, took about 400 Adam steps
-#: to do so (its loss at 210 steps 0.34 against the baseline's 0.14; with this prior 0.16). The focal-loss prior of
-#: Lin et al., "Focal Loss for Dense Object Detection", 2017.
+#: Probability every output channel starts at: the head's bias (the network's output is a logit) is initialised to
+#: its logit. Tumour regions fill about 1 % of a BraTS slice, so a network that starts at 0.5 everywhere first
+#: spends its steps learning "background"; Encoder-Decoder Shared, whose decoder ends in BatchNorm -> ReLU with small
+#: activations, took about 400 Adam steps to do so (its loss at 210 steps 0.34 against the baseline's 0.14; with this
+#: prior 0.16). The focal-loss prior of Lin et al., "Focal Loss for Dense Object Detection", 2017.
 HEAD_PRIOR = 0.01
 
 
@@ -46,7 +47,9 @@ class RAAGR2Net(nn.Module):
         dropout: dropout probability in the decoder blocks.
 
     The input is ``(B, in_channels, H, W)`` with ``H`` and ``W`` multiples of 16; the output is
-    ``(B, out_channels, H, W)`` sigmoid probabilities (multi-label, not softmax).
+    ``(B, out_channels, H, W)`` logits, one independent sigmoid per channel (multi-label, not softmax). Until
+    2026-12-07 the network ended in that sigmoid; the weights are the same, so earlier checkpoints load unchanged and
+    give the same label maps.
 
     Example::
 
@@ -117,7 +120,7 @@ class RAAGR2Net(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.check_input(x)
-        return torch.sigmoid(self.head(self.decode(self.encode(x))))
+        return self.head(self.decode(self.encode(x)))
 
 
 class _SharedEncoderRAAGR2Net(RAAGR2Net):

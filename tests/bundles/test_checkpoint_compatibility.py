@@ -3,8 +3,8 @@
 The networks ended in a sigmoid until 2026-12-07; they now return logits and the sigmoid moved into the inferer and
 the loss. Their weights are unchanged, so a checkpoint saved before must give the label maps it gave then. The label
 maps in ``golden/`` were written by the bundle's inference workflow at commit c973149 (sigmoid inside the network)
-from the weights :func:`_weights` rebuilds, on two synthetic studies, on whole slices and on overlapping windows; ``python -m tests.bundles.test_checkpoint_compatibility``
-records them again (only ever from code that predates a change to the forward pass).
+from the weights :func:`_weights` rebuilds, on two synthetic studies, on whole slices and on overlapping windows;
+``python -m tests.bundles.test_checkpoint_compatibility`` records them again (only ever from code that predates a change to the forward pass).
 """
 
 import hashlib

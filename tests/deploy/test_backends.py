@@ -1,6 +1,7 @@
 """Backends on exported bundles: label maps through SliceInferer agree with torch, and exported files that do not
 belong to the bundle are refused with a message naming both files."""
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from raagr2_monai.data.labels import regions_to_labelmap
 from raagr2_monai.deploy import (
     BACKENDS,
     ExportMismatchError,
+    record_path,
     OnnxRuntimeBackend,
     OpenVINOBackend,
     TorchBackend,
@@ -82,7 +84,8 @@ def test_sliding_window_batches_through_exported_backend(bundles):
     original = onnx_net.run
     onnx_net.run = lambda array: calls.append(array.shape) or original(array)
     inferer = SlidingWindowInferer(roi_size=(32, 32), sw_batch_size=3, overlap=0.5)
-    difference = (inferer(image, onnx_net) - inferer(image, torch_net)).abs().max()
+    # on probabilities, what the label maps come from (the backends return logits)
+    difference = (torch.sigmoid(inferer(image, onnx_net)) - torch.sigmoid(inferer(image, torch_net))).abs().max()
     assert float(difference) <= 1e-4
     assert calls[0] == (3, 4, 32, 32)  # sw_batch_size windows in one runtime call
 
@@ -126,6 +129,23 @@ def test_unpruned_export_in_pruned_bundle_is_refused(bundles, copy_of, backend):
         f"{bundle / 'models' / EXPORTS[backend][0]} was exported from an unpruned network, but the bundle replays the "
         f"pruning history {bundle / 'models' / 'pruning_history.json'}"
     )
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_an_export_from_before_the_networks_returned_logits_is_refused(bundles, copy_of, backend):
+    # its graph ends in the sigmoid, which the inferer would apply a second time
+    bundle = copy_of("plain")
+    main = bundle / "models" / EXPORTS[backend][0]
+    record = record_path(main)
+    document = json.loads(record.read_text())
+    record.write_text(json.dumps({**document, "format": "raagr2_monai.export/1"}))
+    with pytest.raises(ExportMismatchError) as raised:
+        load_backend(bundle, backend)
+    assert str(raised.value).startswith(
+        f"{main} was exported before the networks returned logits (its record {record} is of format "
+        "raagr2_monai.export/1)"
+    )
+    assert f"export the bundle again (raagr2 export {bundle} --formats" in str(raised.value)
 
 
 def test_pruned_export_in_unpruned_bundle_is_refused(bundles, copy_of):
@@ -209,7 +229,7 @@ def test_torch_backend_channels_last_and_threads(bundles):
         torch.set_num_threads(threads)
     x = torch.randn(2, 4, 32, 48)
     out = fast(x)
-    assert out.is_contiguous() and float((out - eager(x)).abs().max()) <= 1e-4
+    assert out.is_contiguous() and float((torch.sigmoid(out) - torch.sigmoid(eager(x))).abs().max()) <= 1e-4
 
 
 @pytest.mark.slow
@@ -356,7 +376,7 @@ def test_openvino_bf16_is_compiled_in_bf16_and_close_to_fp32(bundles):
     bf16 = load_backend(bundles["plain"], "openvino", threads=1, precision="auto")
     assert (fp32.precision, bf16.precision) == ("fp32", "bf16")
     assert str(bf16.compiled_for(x.shape).get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
-    difference = (bf16(x) - fp32(x)).abs()
+    difference = (torch.sigmoid(bf16(x)) - torch.sigmoid(fp32(x))).abs()
     # bf16 keeps 8 bits of mantissa: outputs move, most of them little (a fresh network's few large moves are why the
     # study measures agreement on trained ones)
     assert float(difference.max()) > 0 and float(difference.median()) < 0.05, difference.median()
@@ -369,7 +389,7 @@ def test_openvino_compiles_each_input_shape_and_keeps_the_last_few(bundles):
     generator = torch.Generator().manual_seed(5)
     for shape in shapes:
         x = torch.randn(*shape, generator=generator)
-        assert float((network(x) - eager(x)).abs().max()) < 1e-3
+        assert float((torch.sigmoid(network(x)) - torch.sigmoid(eager(x))).abs().max()) < 1e-3
     assert network.shapes == shapes[-OpenVINOBackend.SHAPES_KEPT:]
     assert str(network.compiled_for(shapes[-1]).input(0).get_shape()) == "[3,4,16,16]"  # a fixed shape
     network(torch.zeros(2, 4, 32, 32))  # compiled again: it was dropped

@@ -28,6 +28,12 @@ from .conftest import PARITY, SMALL, small_bundle
 CASES = ["baseline", "encdec", "baseline-depgraph", "baseline-magnitude"]
 
 
+
+def _drift(logits: np.ndarray, shift: float) -> np.ndarray:
+    """A runtime's logits moved so that their probabilities (what the parity check compares) move by ``shift``."""
+    p = np.clip(1.0 / (1.0 + np.exp(-logits.astype(np.float64))) + shift, 1e-7, 1 - 1e-7)
+    return np.log(p / (1 - p)).astype(np.float32)
+
 def _network(case):
     torch.manual_seed(0)
     variant, _, method = case.partition("-")
@@ -88,7 +94,7 @@ def test_failed_parity_leaves_earlier_export_untouched(tmp_path, monkeypatch):
 
     # a runtime that drifts by 1e-3: the OpenVINO check fails after the ONNX one passed
     run = _OV.run
-    monkeypatch.setattr(_OV, "run", lambda self, array: run(self, array) + np.float32(1e-3))
+    monkeypatch.setattr(_OV, "run", lambda self, array: _drift(run(self, array), 1e-3))
     torch.manual_seed(5)
     other = get_network("baseline", features=SMALL)
     with pytest.raises(ExportParityError, match=r"openvino export of RAAGR2Net differs from eager PyTorch by 0\.001"):
@@ -102,7 +108,7 @@ def test_failed_parity_writes_nothing(tmp_path, monkeypatch):
     network, _ = _network("depthwise")
     target = tmp_path / "models"
     run = _ORT.run
-    monkeypatch.setattr(_ORT, "run", lambda self, array: run(self, array) - np.float32(2e-4))
+    monkeypatch.setattr(_ORT, "run", lambda self, array: _drift(run(self, array), -2e-4))
     with pytest.raises(ExportParityError, match=r"onnx export of DepthwiseSharedRAAGR2Net differs .* \(> 0\.0001: "):
         export_network(network, target, formats="onnx", parity_shapes=((1, 16, 16),))
     assert os.listdir(target) == []
@@ -138,7 +144,7 @@ def test_wrong_export_of_a_noisy_network_is_refused(tmp_path, monkeypatch):
     """Where eager fp32 is itself 1e-4 off, the limit grows to a few times that, not to what a wrong model is off."""
     bundle = small_bundle(tmp_path / "bundle")
     run = _ORT.run
-    monkeypatch.setattr(_ORT, "run", lambda self, array: run(self, array) + np.float32(2e-3))
+    monkeypatch.setattr(_ORT, "run", lambda self, array: _drift(run(self, array), 2e-3))
     with pytest.raises(ExportParityError, match=r"differs from eager PyTorch by 0\.002.* 4 times eager PyTorch's own"):
         export_command(str(bundle), formats="onnx")
     assert sorted(os.listdir(bundle / "models")) == ["model.pt"]

@@ -45,7 +45,8 @@ def _volume():
 def test_skipping_empty_windows_changes_nothing_but_the_work(network):
     image = _volume()
     plain, skipping = Counting(network), Counting(network)
-    expected = SliceInferer(spatial_dim=2, **SETTINGS)(image, plain)
+    # the inferer blends probabilities: the sigmoid of each window's logits, as when networks ended in it
+    expected = SliceInferer(spatial_dim=2, **SETTINGS)(image, lambda x: torch.sigmoid(plain(x)))
     inferer = BrainSliceInferer(**SETTINGS)
     out = inferer(image, skipping)
     assert out.shape == expected.shape == (1, 3, 64, 80, 8)
@@ -67,7 +68,7 @@ def test_whole_slice_is_the_network_on_each_slice(network):
         brain = network(image[0, :, :, :, 2:6].permute(3, 0, 1, 2))
         zeros = network(torch.zeros(1, 4, 64, 80))
     expected = torch.cat([zeros.expand(2, -1, -1, -1), brain, zeros.expand(2, -1, -1, -1)]).permute(1, 2, 3, 0)
-    assert float((out[0] - expected).abs().max()) <= 1e-5
+    assert float((out[0] - torch.sigmoid(expected)).abs().max()) <= 1e-5
     assert counting.windows == 4 + 1  # the four brain slices, and zeros once for the four empty ones
     assert BrainSliceInferer(whole_slice="false", skip_empty="False", **SETTINGS).roi_size == (32, 32)
 
@@ -100,7 +101,7 @@ def test_whole_slices_are_batched_by_sw_batch_size_and_keep_the_metadata(network
 
     with torch.no_grad():
         out = BrainSliceInferer(whole_slice=True, **{**SETTINGS, "sw_batch_size": 2})(meta, recording)
-        alone = torch.stack([network(image[..., z])[0] for z in range(8)], dim=-1)
+        alone = torch.sigmoid(torch.stack([network(image[..., z])[0] for z in range(8)], dim=-1))
     # five brain slices in calls of at most two, then zeros once for the three empty slices
     assert calls == [2, 2, 1, 1]
     assert isinstance(out, MetaTensor) and torch.equal(out.affine, meta.affine)
@@ -112,3 +113,7 @@ def test_whole_slices_are_batched_by_sw_batch_size_and_keep_the_metadata(network
             image, lambda x: unskipped.append(int(x.shape[0])) or network(x)
         )
     assert unskipped == [3, 3, 2]
+    # sigmoid false: the network's own outputs
+    with torch.no_grad():
+        raw = BrainSliceInferer(whole_slice=True, sigmoid=False, **SETTINGS)(image, network)
+    assert float(raw.min()) < 0 and float((torch.sigmoid(raw[0]) - alone).abs().max()) <= 1e-4

@@ -18,7 +18,7 @@ from raagr2_monai.pruning import (
 
 
 def _loss(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    return nn.functional.binary_cross_entropy(pred, label)
+    return nn.functional.binary_cross_entropy_with_logits(pred, label)
 
 
 def test_registry_holds_exactly_magnitude_and_snip():

@@ -48,7 +48,7 @@ def test_pruned_forward_backward_and_untouched_ends(pruned, variant):
     x = torch.rand(2, 4, 32, 32)
     y = net(x)
     assert y.shape == (2, 3, 32, 32)
-    assert torch.all((y >= 0) & (y <= 1))
+    assert torch.isfinite(y).all()  # logits
     y.mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
     net.zero_grad(set_to_none=True)

@@ -23,7 +23,7 @@ from raagr2_monai.pruning import (
 
 
 def _loss(pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-    return nn.functional.binary_cross_entropy(pred, label)
+    return nn.functional.binary_cross_entropy_with_logits(pred, label)
 
 
 def _batches(n: int, seed: int = 0, size: int = 16):

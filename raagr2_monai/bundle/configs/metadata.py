@@ -47,7 +47,8 @@ def metadata(variant: Variant) -> Dict[str, Any]:
         "task": "Brain tumour sub-region segmentation (TC, WT, ET) from multi-modal MRI, slice by slice",
         "description": (
             f"{variant.title}: {variant.summary}. A 2D network applied to axial slices of a BraTS-style study "
-            "(T1ce, T1, T2, FLAIR); its sigmoid outputs are the tumour core, whole tumour and enhancing tumour."
+            "(T1ce, T1, T2, FLAIR); its outputs are the logits of the tumour core, whole tumour and enhancing "
+            "tumour (one sigmoid each, applied by the inferer)."
         ),
         "authors": "raagr2_monai developers",
         "copyright": "Copyright (c) raagr2_monai developers",
@@ -56,7 +57,8 @@ def metadata(variant: Variant) -> Dict[str, Any]:
         "image_classes": "4 channel data, T1ce, T1, T2, FLAIR, z-scored over brain voxels, 1x1x1 mm",
         "label_classes": "3 channel data: channel 0 tumour core (labels 1, 4), 1 whole tumour (1, 2, 4), 2 enhancing "
         "tumour (4)",
-        "pred_classes": "the network: 3 sigmoid channels TC, WT, ET; what is written (and what channel_def of pred "
+        "pred_classes": "the network: 3 logit channels TC, WT, ET (a sigmoid each); what is written (and what "
+        "channel_def of pred "
         "lists, as MONAI Label reads its labels there): a label map 0 background, 1 NCR, 2 ED, 4 ET, with ET inside TC "
         "inside WT",
         "intended_use": "Research on model compression; not for clinical or diagnostic use",
@@ -87,7 +89,8 @@ def metadata(variant: Variant) -> Dict[str, Any]:
                     "num_channels": 3,
                     "spatial_shape": spatial,
                     "dtype": "float32",
-                    "value_range": [0, 1],
+                    # logits; the inferer's sigmoid makes them probabilities
+                    "value_range": [],
                     "is_patch_data": False,
                     # label values of the written map, not channel indices: MONAI Label names its labels from here
                     "channel_def": {"0": "background", "1": "NCR", "2": "ED", "4": "ET"},
