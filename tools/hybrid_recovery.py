@@ -46,7 +46,7 @@ DEFAULT_RECIPES = ("depthwise-60-ft20", "depthwise-60-ft80", "depthwise-60-ft160
 #: torch-pruning's regularisation coefficient of the ``gs`` recipes (``reg``; its examples use 1e-4 to 5e-4 with SGD).
 GROUP_SPARSITY = 5e-4
 
-_PART = re.compile(r"(kd)|ft(\d+)|r(\d+)|i(\d+)|gs(\d+)")
+_PART = re.compile(r"(?P<kd>kd)|ft(?P<ft>\d+)|r(?P<r>\d+)|i(?P<i>\d+)|gs(?P<gs>\d+)")
 
 
 @dataclass
@@ -79,25 +79,25 @@ def recipe_spec(name: str, profile: Any) -> Recipe:
     from raagr2_monai.study import ModelSpec
 
     parts = name.split("-")
-    found: Dict[int, str] = {}
+    found: Dict[str, str] = {}
     try:
         source, ratio = parts[0], int(parts[1]) / 100
         for part in parts[2:]:
             match = _PART.fullmatch(part)
             if match is None:
                 raise ValueError(part)
-            found.update({i: g for i, g in enumerate(match.groups()) if g is not None})
-        if source not in profile.variants or not 0 < ratio < 1 or int(found.get(3, 1)) < 1:
+            found.update({key: value for key, value in match.groupdict().items() if value is not None})
+        if source not in profile.variants or not 0 < ratio < 1 or int(found.get("i", 1)) < 1:
             raise ValueError(name)
     except (IndexError, ValueError):
         raise SystemExit(f"not a recipe: {name!r}; write <source>-<ratio>[-ft<epochs>][-r<multiple>][-i<steps>]"
                          f"[-gs<epochs>][-kd] with a source among {', '.join(profile.variants)}, e.g. "
                          "depthwise-60-i3-ft160.") from None
     spec = ModelSpec(f"recovery-{name}", kind="pruned", variant=source, method="depgraph", ratio=ratio,
-                     finetune_epochs=int(found.get(1, profile.hybrid_finetune_epochs)),
-                     distill_weight=0.5 if 0 in found else 0.0, learning_rate=profile.hybrid_learning_rate,
-                     round_to=int(found.get(2, profile.hybrid_round_to)))
-    return Recipe(spec, steps=int(found.get(3, 1)), sparsity_epochs=int(found.get(4, 0)))
+                     finetune_epochs=int(found.get("ft", profile.hybrid_finetune_epochs)),
+                     distill_weight=0.5 if "kd" in found else 0.0, learning_rate=profile.hybrid_learning_rate,
+                     round_to=int(found.get("r", profile.hybrid_round_to)))
+    return Recipe(spec, steps=int(found.get("i", 1)), sparsity_epochs=int(found.get("gs", 0)))
 
 
 def train_recipe(steps: Any, recipe: Recipe) -> float:

@@ -278,7 +278,8 @@ def write_pruned_bundle(
     models = out / "models"
     if result.history is not None:
         history = (earlier["history"] if earlier is not None else []) + list(result.history)
-        ratios = [step["requested_ratio"] for step in report.get("earlier_steps", [])] + [result.requested_ratio]
+        steps = earlier["steps"] if earlier is not None else []
+        ratios = [step["requested_ratio"] for step in steps] + [result.requested_ratio]
         save_pruned(models, model, history, {"method": result.method, "ratio": result.requested_ratio,
                                              "step_ratios": ratios})
     else:
