@@ -17,7 +17,7 @@ from torch import nn
 
 from raagr2_monai.utils import model_device
 
-__all__ = ["DistillationLoss", "RAAGR2Loss", "border_weight_map"]
+__all__ = ["DistillationLoss", "RAAGR2Loss", "border_weight_map", "distilled_loss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -249,3 +249,21 @@ class DistillationLoss(nn.Module):
         with torch.no_grad():
             soft = torch.sigmoid(teacher(self._input).float())
         return (1.0 - self.weight) * supervised + self.weight * self.loss(input, soft)
+
+
+def distilled_loss(
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    teacher: Optional[nn.Module],
+    student: nn.Module,
+    weight: float = 0.5,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``loss`` with knowledge distillation from ``teacher`` (:class:`DistillationLoss`), or ``loss`` itself where
+    there is no teacher: what a pruning run's trainer minimises (``teacher_bundle`` null or a bundle).
+
+    Example::
+
+        >>> plain = RAAGR2Loss()
+        >>> distilled_loss(plain, None, nn.Identity()) is plain
+        True
+    """
+    return loss if teacher is None else DistillationLoss(loss, teacher, student, weight)

@@ -1,15 +1,21 @@
 """Every module of ``raagr2_monai`` imports in any order, and no module imports another that (directly or not) imports
-it back: not at module level, not inside a function.
+it back: not at module level, not inside a function, not by dotted path.
 
 The graph is read from the source with ``ast``: every ``import`` and ``from ... import`` of a ``raagr2_monai`` module,
 at any depth (functions, classes, ``if TYPE_CHECKING:`` blocks), relative ones resolved. ``import a.b.c`` and
 ``from a.b import c`` (``c`` a module) depend on ``a.b.c`` only, not on ``a.b`` (whose ``__init__`` Python also runs):
 an edge to a package exists only where an import names the package itself (``from a.b import name``).
+
+A dotted path in a string is an import too, made later: a bundle config's ``"_target_": "raagr2_monai.deploy.X"`` or
+``"$raagr2_monai.bundle.checked(...)"`` makes MONAI import that package while the config runs. So every string
+constant of a module (docstrings aside) that names a module of the package, or a name one defines, is an edge from
+that module, and every dotted path in the shipped bundles' JSON is an edge from the generator that writes them.
 """
 
 import ast
 import json
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +34,16 @@ LAYERS = {
     "pruning": 4, "visualize": 4,
     "handlers": 5,
     "bundle": 6,
-    "benchmark": 7, "study": 7, "report": 7, "deploy": 7,
-    "cli": 8,
+    "deploy": 7,
+    "generator": 8,
+    "benchmark": 9, "study": 9, "report": 9,
+    "cli": 10,
 }
+
+#: The module that writes the shipped bundles' configs: the dotted paths in ``bundles/*/configs/*.json`` are its.
+CONFIG_WRITER = f"{PACKAGE}.generator.configs"
+
+_DOTTED = re.compile(rf"\b{PACKAGE}(?:\.[A-Za-z_]\w*)+")
 
 
 def _modules() -> Dict[str, Path]:
@@ -51,7 +64,8 @@ def _imports(name: str, path: Path) -> Set[str]:
     """The package's modules that ``name`` imports anywhere in its source."""
     is_package = path.name == "__init__.py"
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    tree = ast.parse(path.read_text(), str(path))
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names if alias.name.split(".")[0] == PACKAGE)
         elif isinstance(node, ast.ImportFrom):
@@ -68,10 +82,62 @@ def _imports(name: str, path: Path) -> Set[str]:
                 found.add(sub if sub in MODULES else target)
     unknown = sorted(m for m in found if m not in MODULES)
     assert not unknown, f"{path} imports {unknown}, which are not modules of {PACKAGE}"
-    return found - {name}
+    return (found | _string_references(tree)) - {name}
 
 
+def _top_level_names(module: str) -> Set[str]:
+    """The names a module defines or imports at its top level (what a dotted path can name in it)."""
+    names = set()
+    for node in ast.parse(MODULES[module].read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return names
+
+
+def resolve_dotted(path: str) -> str:
+    """The module a dotted path makes Python import: the path itself when it is a module, else the longest module
+    prefix whose top level defines the next part (``raagr2_monai.bundle.checked`` -> ``raagr2_monai.bundle``);
+    ``""`` when it names nothing (a format name such as ``raagr2_monai.export/2``)."""
+    parts = path.split(".")
+    for end in range(len(parts), 0, -1):
+        module = ".".join(parts[:end])
+        if module in MODULES and module != PACKAGE:
+            return module if end == len(parts) or parts[end] in _top_level_names(module) else ""
+    return ""
+
+
+def _string_references(tree: ast.AST) -> Set[str]:
+    """The modules named by dotted paths in a module's string constants (docstrings are prose, not references)."""
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                docstrings.add(id(first.value))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            found.update(resolve_dotted(path) for path in _DOTTED.findall(node.value))
+    return found - {""}
+
+
+def _bundle_config_references() -> Dict[str, Set[str]]:
+    """Each dotted path in the shipped bundles' JSON configs -> the configs that hold it."""
+    found: Dict[str, Set[str]] = {}
+    for config in sorted((REPO / "bundles").glob("*/configs/*.json")):
+        for path in _DOTTED.findall(config.read_text()):
+            found.setdefault(path, set()).add(str(config.relative_to(REPO)))
+    return found
+
+
+BUNDLE_REFERENCES = _bundle_config_references()
 GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
+GRAPH[CONFIG_WRITER] |= {resolve_dotted(path) for path in BUNDLE_REFERENCES} - {""}
 
 
 def _cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
@@ -135,9 +201,30 @@ def _show(cycles: List[List[str]]) -> str:
 def test_the_checker_finds_cycles_and_resolves_relative_imports():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"d2"}, "d2": set()}
     assert _cycles(graph) == [["a", "b", "c", "a"]]
-    assert GRAPH["raagr2_monai.bundle.generate"] >= {"raagr2_monai.bundle.configs", "raagr2_monai.bundle.docs"}
+    assert GRAPH["raagr2_monai.generator.generate"] >= {"raagr2_monai.generator.configs", "raagr2_monai.generator.docs"}
     assert "raagr2_monai.report.rows" in GRAPH["raagr2_monai.report"]  # from .rows import ... in a package
     assert "raagr2_monai.study" in GRAPH["raagr2_monai.cli.commands"]  # in a function: from ..study import run_study
+
+
+def test_dotted_paths_in_strings_and_bundle_configs_are_imports():
+    assert resolve_dotted("raagr2_monai.bundle.checked") == "raagr2_monai.bundle"
+    assert resolve_dotted("raagr2_monai.data.chains.check_roi_size") == "raagr2_monai.data.chains"
+    assert resolve_dotted("raagr2_monai.data.layouts") == "raagr2_monai.data.layouts"
+    assert resolve_dotted("raagr2_monai.export") == ""  # a format name, not a module or a name in one
+    assert resolve_dotted("raagr2_monai.bundle.no_such_function") == ""
+    # the inference config's network (torch or an exported backend), read from the JSON on disk
+    assert "raagr2_monai.deploy.inference_network" in BUNDLE_REFERENCES
+    assert {"raagr2_monai.deploy", "raagr2_monai.bundle"} <= GRAPH[CONFIG_WRITER]
+    # a pruning run writing its bundle through the generator (as it did) closes a loop the checker must see:
+    # generator configs -> (dotted path) raagr2_monai.bundle -> bundle.pruned -> generator configs
+    graph = {name: set(targets) for name, targets in GRAPH.items()}
+    graph["raagr2_monai.bundle.pruned"].add(CONFIG_WRITER)
+    assert any(CONFIG_WRITER in cycle for cycle in _cycles(graph))
+
+
+def test_every_dotted_path_in_the_bundle_configs_names_something():
+    unresolved = {path: sorted(configs) for path, configs in BUNDLE_REFERENCES.items() if not resolve_dotted(path)}
+    assert not unresolved, f"dotted paths in bundle configs that name nothing: {unresolved}"
 
 
 def test_no_module_import_cycle():

@@ -130,7 +130,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     import torch
 
-    from raagr2_monai.benchmark import backend_latencies, runnable_backends
+    from raagr2_monai.benchmark import BenchmarkSettings, backend_latencies, runnable_backends
     from raagr2_monai.bundle import load_bundle_network
     from raagr2_monai.networks import count_parameters
     from raagr2_monai.report import paired_difference, read_subject_scores
@@ -174,7 +174,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for name, spec in specs.items():
         models[name] = load_bundle_network(steps.bundle_dir(spec), require_weights=True).eval()
     backends, skipped = runnable_backends(("torch", "openvino", "openvino-bf16"))
-    latencies = backend_latencies(models, backends, profile.bench_size, (1,), args.repeats, 2, args.threads)
+    timing = BenchmarkSettings(size=profile.bench_size, batches=(1,), repeats=args.repeats, warmup=2, backends=backends,
+                               threads=args.threads)
+    latencies = backend_latencies(models, timing)
     for row in rows:
         row["parameters"] = count_parameters(models[row["recipe"]])
         row["latency_b1_ms"] = {b: f["1"]["median"] for b, f in latencies[row["recipe"]]["latency_ms"].items()}

@@ -26,10 +26,11 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from raagr2_monai.bundle.pruned import write_pruned_bundle
+from raagr2_monai.bundle import write_pruned_bundle
 from raagr2_monai.data import generate, inference_cases
 from raagr2_monai.deploy import Segmenter, export_bundle
 from raagr2_monai.deploy.segment import format_timing, median_timing
+from raagr2_monai.generator.generate import write_bundle
 from raagr2_monai.networks import get_network
 from raagr2_monai.pruning import prune
 
@@ -50,7 +51,9 @@ def make_bundle(root: Path, variant: str, ratio: float, round_to: Optional[int],
     result = prune(network, "depgraph", ratio, round_to=round_to)
     with torch.no_grad():  # fresh outputs start below the threshold (HEAD_PRIOR): the maps would all be background,
         network.head.bias.zero_()  # and the backends' agreement would say nothing
-    write_pruned_bundle(root, network.eval(), result)
+    source = root.with_name(f"{root.name}-source")  # the configs a pruned bundle takes over
+    write_bundle(str(source), variant, "Apache-2.0\n")
+    write_pruned_bundle(root, network.eval(), result, source)
     export_bundle(root, "onnx,openvino")
     return root
 

@@ -3,9 +3,9 @@
 :func:`~.measure.benchmark_models` measures any set of networks in one run and states every figure also as a ratio
 against the baseline measured in that same run (:mod:`.memory` measures the peak memory); :mod:`.scoring_time` times
 the scoring of one subject, global against lesion-wise metrics (``raagr2 benchmark_metrics``);
-:func:`~.benchmark_cli.run_benchmark` builds the networks from variant names and bundle folders
-(``raagr2 benchmark``, :func:`~.benchmark_cli.benchmark_command`); :func:`~.render.render` writes the result as a
-table, CSV or JSON;
+:func:`~.benchmark_cli.run_benchmark` builds the networks from variant names and bundle folders and measures them
+as a :class:`~.benchmark_settings.BenchmarkSettings` says (``raagr2 benchmark``,
+:func:`~.benchmark_cli.benchmark_command`); :func:`~.render.render` writes the result as a table, CSV or JSON;
 :mod:`.training` measures the training throughput on a device (slices per second, achieved FLOP/s and its share of
 the GPU's peak, peak memory of a step; ``raagr2 benchmark --throughput``).
 
@@ -44,13 +44,15 @@ environment (device, CPU model, torch threads, versions), the settings and the d
 
 from .benchmark_cli import benchmark_command, run_benchmark
 from .scoring_time import lesion_study, render_scoring, scoring_command, time_scoring
-from .backend_latency import add_backend_latencies, backend_latencies, check_backends, check_runnable, runnable_backends
+from .backend_latency import add_backend_latencies, backend_latencies
+from .benchmark_settings import BenchmarkSettings, check_backends, check_runnable, runnable_backends
 from .measure import BASELINE, FLOP_COUNTER, META_KEY, TIMER, benchmark_models, check_settings, structure_groups
 from .render import FORMATS, check_format, model_rows, render
 from .training import PEAK_TFLOPS, render_throughput, throughput_grid, training_throughput
 
 __all__ = [
     "BASELINE",
+    "BenchmarkSettings",
     "FLOP_COUNTER",
     "FORMATS",
     "PEAK_TFLOPS",

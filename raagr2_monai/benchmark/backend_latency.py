@@ -9,90 +9,26 @@ from __future__ import annotations
 
 import copy
 import tempfile
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
 
-from raagr2_monai.deploy import (
-    BACKENDS,
-    OnnxRuntimeBackend,
-    OpenVINOBackend,
-    TorchBackend,
-    check_backend,
-    cpu_bf16,
-    cpu_name,
-    export_network,
-    exported_precision,
-)
+from raagr2_monai.deploy import OnnxRuntimeBackend, OpenVINOBackend, TorchBackend, cpu_bf16, cpu_name, export_network
 from raagr2_monai.utils import retain_freed_memory
 
+from .benchmark_settings import BenchmarkSettings, check_runnable, runnable_backends, split_backend
 from .measure import BASELINE, META_KEY, latency
 
-__all__ = ["add_backend_latencies", "backend_latencies", "check_backends", "check_runnable", "runnable_backends"]
+__all__ = ["add_backend_latencies", "backend_latencies"]
 
 _FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
 
 
-def _parts(name: str) -> Tuple[str, str]:
-    backend, _, precision = name.partition("-")
-    return backend, precision or "fp32"
-
-
-def check_backends(backends: Sequence[str]) -> Tuple[str, ...]:
-    """The backends to measure, torch first (the reference of every speed-up), each once.
-
-    A backend computing in another precision than fp32 is named ``<backend>-<precision>``: ``openvino-bf16``
-    (:func:`raagr2_monai.deploy.exported_precision`).
-
-    Raises:
-        ValueError: an unknown backend or precision.
-    """
-    for name in backends:
-        backend, precision = _parts(name)
-        check_backend(backend)
-        if precision not in ("fp32", "bf16") or (backend == "torch" and precision != "fp32"):
-            raise ValueError(
-                f"Unknown benchmark backend {name!r}: a backend computes in fp32 (its name alone), or OpenVINO in "
-                "bf16 ('openvino-bf16')."
-            )
-    ordered = ["torch"] + [b for b in BACKENDS if b != "torch" and b in backends]
-    return tuple(ordered + [b for b in dict.fromkeys(backends) if b not in ordered])
-
-
-def runnable_backends(backends: Sequence[str]) -> Tuple[Tuple[str, ...], Dict[str, str]]:
-    """The backends of :func:`check_backends` this CPU can run, and why each other one is left out.
-
-    Returns:
-        ``(backends, {name: reason})``: ``openvino-bf16`` is left out on a CPU without a bfloat16 unit.
-    """
-    runnable, skipped = [], {}
-    for name in check_backends(backends):
-        try:
-            if name != "torch":
-                exported_precision(*_parts(name))
-        except ValueError as err:
-            skipped[name] = str(err)
-            continue
-        runnable.append(name)
-    return tuple(runnable), skipped
-
-
-def check_runnable(backends: Sequence[str]) -> Tuple[str, ...]:
-    """:func:`check_backends`, refusing a backend this CPU cannot run (``openvino-bf16`` without a bfloat16 unit).
-
-    Raises:
-        ValueError: an unknown backend or precision, or one this CPU cannot compute in.
-    """
-    chosen, unrunnable = runnable_backends(backends)
-    if unrunnable:
-        raise ValueError(" ".join(unrunnable.values()))
-    return chosen
-
-
 def _runner(model: nn.Module, name: str, folder: Path, threads: Optional[int]) -> nn.Module:
-    backend, precision = _parts(name)
+    backend, precision = split_backend(name)
     if backend == "torch":
         return TorchBackend(model.cpu().eval(), threads=threads)
     written = export_network(model, folder, formats=_FORMAT[backend])
@@ -102,26 +38,18 @@ def _runner(model: nn.Module, name: str, folder: Path, threads: Optional[int]) -
 
 
 def backend_latencies(
-    models: Mapping[str, nn.Module],
-    backends: Sequence[str],
-    size: int,
-    batches: Sequence[int],
-    repeats: int,
-    warmup: int,
-    threads: Optional[int] = None,
-    baseline: str = BASELINE,
+    models: Mapping[str, nn.Module], settings: BenchmarkSettings, baseline: str = BASELINE
 ) -> Dict[str, Dict[str, Any]]:
     """Latency of every model behind every backend, on the CPU, one model and backend after another.
 
     Args:
         models: model name -> network; must include ``baseline``.
-        backends: among ``torch``, ``onnxruntime``, ``openvino``, ``openvino-bf16`` (:func:`check_backends`);
-            ``torch`` is always measured.
-        size: in-plane input size (a multiple of 16).
-        batches: batch sizes.
-        repeats: timed runs per figure; ``warmup``: untimed runs before them.
-        threads: intra-op CPU threads of every backend (``None``: each runtime's default). The torch backend sets
-            ``torch.set_num_threads`` for the process; the previous count is restored at the end.
+        settings: what to measure, as read (:meth:`BenchmarkSettings.check`, or built with sequences): its
+            ``backends``, among ``torch``, ``onnxruntime``, ``openvino``, ``openvino-bf16``
+            (:func:`~.benchmark_settings.check_backends`; ``torch`` is always measured); ``size``, the in-plane input
+            size; ``batches``, the batch sizes; ``repeats`` timed runs per figure after ``warmup`` untimed ones;
+            ``threads``, the intra-op CPU threads of every backend (``None``: each runtime's default; the torch
+            backend sets ``torch.set_num_threads`` for the process, and the previous count is restored at the end).
         baseline: the reference model's name.
 
     Returns:
@@ -131,8 +59,16 @@ def backend_latencies(
     Raises:
         ValueError: an unknown backend, a precision the CPU cannot compute in, or no ``baseline`` among the models.
         raagr2_monai.deploy.ExportParityError: an exported model differs from eager PyTorch.
+
+    Example::
+
+        >>> from raagr2_monai.networks import get_network
+        >>> rows = backend_latencies({"baseline": get_network("baseline")},
+        ...                          BenchmarkSettings(size=32, batches=(1,), repeats=1, warmup=0))
+        >>> list(rows["baseline"]["latency_ms"]), rows["baseline"]["speedup_vs_baseline_torch"]["torch"]["1"]
+        (['torch'], 1.0)
     """
-    chosen = check_runnable(backends)
+    chosen = check_runnable(settings.backends or ())
     if baseline not in models:
         raise ValueError(f"backend_latencies needs the reference model {baseline!r} among the models.")
     torch_threads = torch.get_num_threads()
@@ -144,11 +80,11 @@ def backend_latencies(
             for name, model in models.items():
                 figures: Dict[str, Dict[str, Any]] = {}
                 for backend in chosen:
-                    runner = _runner(model, backend, Path(tmp) / name / backend, threads)
-                    channels = runner.in_channels
+                    runner = _runner(model, backend, Path(tmp) / name / backend, settings.threads)
+                    shape = (runner.in_channels, settings.size, settings.size)
                     figures[backend] = {
-                        str(b): latency(runner, (b, channels, size, size), warmup, repeats, torch.device("cpu"))
-                        for b in batches
+                        str(b): latency(runner, (b, *shape), settings.warmup, settings.repeats, torch.device("cpu"))
+                        for b in settings.batches
                     }
                 rows[name] = {"latency_ms": figures}
     finally:
@@ -163,16 +99,9 @@ def backend_latencies(
 
 
 def add_backend_latencies(
-    result: Dict[str, Any],
-    models: Mapping[str, nn.Module],
-    backends: Sequence[str],
-    size: int,
-    batches: Sequence[int],
-    repeats: int,
-    warmup: int,
-    threads: Optional[int] = None,
+    result: Dict[str, Any], models: Mapping[str, nn.Module], settings: BenchmarkSettings
 ) -> None:
-    """Time ``models`` behind ``backends`` (:func:`backend_latencies`) and add the figures to a
+    """Time ``models`` behind the ``settings``' backends (:func:`backend_latencies`) and add the figures to a
     :func:`~raagr2_monai.benchmark.benchmark_models` result, in place: each row gets ``backends``, and
     ``_meta["backends"]`` says what was measured and how.
 
@@ -182,7 +111,8 @@ def add_backend_latencies(
     Args:
         result: the result to complete; it has a row for every model.
         models: model name -> network; must include ``baseline``, the reference of the speed-ups.
-        backends, size, batches, repeats, warmup, threads: as in :func:`backend_latencies`.
+        settings: its ``backends``, ``size``, ``batches``, ``repeats``, ``warmup`` and ``threads``, as in
+            :func:`backend_latencies`.
 
     A backend this CPU cannot run (``openvino-bf16`` without a bfloat16 unit) is left out, and
     ``_meta["backends"]["skipped"]`` says why; ``_meta["backends"]["cpu"]`` names the CPU.
@@ -191,12 +121,11 @@ def add_backend_latencies(
         ValueError: an unknown backend, or no ``baseline`` among the models.
         raagr2_monai.deploy.ExportParityError: an exported model differs from eager PyTorch.
     """
-    chosen, skipped = runnable_backends(backends)
+    chosen, skipped = runnable_backends(settings.backends or ())
     groups: Dict[str, List[str]] = {}
     for name in models:
         groups.setdefault(result[name]["timed_as"], []).append(name)
-    timed = backend_latencies({first: models[first] for first in groups}, chosen, size, batches, repeats, warmup,
-                              threads)
+    timed = backend_latencies({first: models[first] for first in groups}, replace(settings, backends=chosen))
     for first, names in groups.items():
         for name in names:
             result[name]["backends"] = copy.deepcopy(timed[first])
@@ -205,8 +134,8 @@ def add_backend_latencies(
         "skipped": skipped,
         "cpu": cpu_name(),
         "cpu_bf16": cpu_bf16(),
-        "batches": [int(b) for b in batches],
-        "threads": threads,
+        "batches": [int(b) for b in settings.batches],
+        "threads": settings.threads,
         "method": "each model exported (raagr2_monai.deploy.export_network, parity-checked in fp32) and timed on the "
         "CPU like latency_ms, a row timed as another (timed_as) with that model's figures, in one run with the baseline's "
         "eager PyTorch; speed-up = the baseline's eager PyTorch median / this median, same batch",

@@ -20,7 +20,7 @@ from typing import Any, Callable, Dict, Sequence, Tuple
 import numpy as np
 import torch
 
-from raagr2_monai.metrics import LESIONWISE_PRESETS, brats_metrics, lesionwise_metrics
+from raagr2_monai.metrics import LESIONWISE_PRESETS, LesionwiseSettings, brats_metrics, lesionwise_metrics
 from raagr2_monai.utils import environment
 
 from .measure import TIMER
@@ -142,13 +142,13 @@ def time_scoring(
         raise ValueError(f"Unknown lesion-wise preset {preset!r}; valid: {', '.join(LESIONWISE_PRESETS)}.")
     pred, label = lesion_study(lesions, shape)
     spacing = (1.0, 1.0, 1.0)
-    options = LESIONWISE_PRESETS[preset]
-    bipartite = LESIONWISE_PRESETS["brats-evaluation-gli"]
-    scores = lesionwise_metrics(pred, label, spacing, **options)
+    settings = LesionwiseSettings(**LESIONWISE_PRESETS[preset])
+    bipartite = LesionwiseSettings(**LESIONWISE_PRESETS["brats-evaluation-gli"])
+    scores = lesionwise_metrics(pred, label, spacing, settings)
     calls = {
         "global": lambda: brats_metrics(pred, label, spacing),
-        "lesionwise": lambda: lesionwise_metrics(pred, label, spacing, **options),
-        "lesionwise_bipartite": lambda: lesionwise_metrics(pred, label, spacing, **bipartite),
+        "lesionwise": lambda: lesionwise_metrics(pred, label, spacing, settings),
+        "lesionwise_bipartite": lambda: lesionwise_metrics(pred, label, spacing, bipartite),
     }
     return {
         "shape": list(label.shape[2:]),

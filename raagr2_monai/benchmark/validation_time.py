@@ -18,7 +18,7 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
-from raagr2_monai.bundle.generate import write_bundle
+from raagr2_monai.generator.generate import write_bundle
 from raagr2_monai.data.chains import check_roi_size
 from raagr2_monai.networks import load_weights
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 from monai.bundle import ConfigParser
 from torch import nn
 
 from raagr2_monai.networks import load_weights, missing_weights
 
-__all__ = ["build_bundle_network", "bundle_name", "check_bundle", "is_bundle", "load_bundle_network"]
+__all__ = ["build_bundle_network", "bundle_name", "check_bundle", "is_bundle", "load_bundle_network", "load_teacher"]
 
 PathLike = Union[str, os.PathLike]
 
@@ -120,3 +120,14 @@ def load_bundle_network(bundle_dir: PathLike, require_weights: bool = False) -> 
     elif require_weights:
         raise missing_weights(weights, setting=None)
     return network
+
+
+def load_teacher(bundle_dir: Optional[PathLike], device: Any = None) -> Optional[nn.Module]:
+    """A trained bundle's network on ``device``, the teacher of knowledge distillation; ``None`` without a bundle.
+
+    Raises:
+        FileNotFoundError: the bundle or its ``models/model.pt`` is missing (see :func:`load_bundle_network`).
+    """
+    if bundle_dir is None:
+        return None
+    return load_bundle_network(bundle_dir, require_weights=True).to(device)

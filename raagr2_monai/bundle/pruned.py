@@ -9,6 +9,7 @@ Every file is written to a temporary name, then renamed.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from ignite.engine import Engine
 from torch import nn
 
 from raagr2_monai.handlers import PruneHandler
-from raagr2_monai.networks import load_weights, variant_of
+from raagr2_monai.networks import VARIANTS, Variant, check_weights, load_weights, variant_of
 from raagr2_monai.pruning import (
     PruneResult,
     check_method,
@@ -34,12 +35,14 @@ from raagr2_monai.pruning import (
 )
 from raagr2_monai.utils import atomic_save, atomic_write_json, atomic_write_text, to_jsonable, unwrap
 
-from .configs import VARIANTS, Variant, bundle_configs, config_files
-from .docs import pruned_bundle_readme
+from .readme import pruned_bundle_readme
+from .records import run_settings
 
 __all__ = [
     "check_prune_settings",
+    "pruned_bundle_dir",
     "prepare_output_dir",
+    "pruning_run_settings",
     "run_pruning",
     "pruned_network_def",
     "write_pruned_bundle",
@@ -62,11 +65,14 @@ def check_prune_settings(
     from_scratch: Any = False,
     round_to: Any = None,
     source_method: Optional[str] = None,
+    source_ckpt: Optional[PathLike] = None,
 ) -> None:
     """Refuse bad pruning settings before any data is loaded (the first step of ``prune.json``'s ``initialize``).
 
     ``source_method`` is how the bundle's own network was pruned (``None``: a base bundle). A DepGraph-pruned
     network can be pruned again by DepGraph (iterative pruning, each step fine-tuned); masks are not stacked.
+    ``source_ckpt``, the trained weights to prune, must exist unless ``from_scratch``: without them there is nothing
+    to prune, said before anything is read or written.
 
     Raises:
         ValueError: for an unknown method or scope, a ratio outside (0, 1), a negative or non-integer
@@ -74,6 +80,7 @@ def check_prune_settings(
             untrained pruned network is what the thesis's "SNIP without fine-tuning" row measured), or a ``round_to``
             other than null or an integer >= 1, or one given to a mask method; a pruned bundle pruned again by another
             method than DepGraph, or one pruned by a mask method.
+        FileNotFoundError: ``source_ckpt`` given, not ``from_scratch``, and missing.
 
     Example::
 
@@ -98,6 +105,8 @@ def check_prune_settings(
             "from_scratch prunes the untrained network and then trains it: set finetune_epochs to the number of "
             "training epochs (> 0)."
         )
+    if source_ckpt is not None and not from_scratch:
+        check_weights(source_ckpt, "source_ckpt")
 
 
 def prepare_output_dir(output_dir: PathLike, overwrite: bool = False) -> Path:
@@ -128,13 +137,23 @@ def prepare_output_dir(output_dir: PathLike, overwrite: bool = False) -> Path:
     return Path(output_dir)
 
 
-def run_pruning(trainer: Engine, evaluator: Engine, handler: PruneHandler, finetune_epochs: int) -> PruneHandler:
-    """Prune and fine-tune (``trainer.run()``, the handler prunes at start), or with ``finetune_epochs`` 0 prune
-    (and recalibrate BatchNorm, if the handler is set to) and validate once, which saves the model to ``ckpt_dir``.
+def run_pruning(
+    trainer: Engine,
+    evaluator: Engine,
+    handler: PruneHandler,
+    finetune_epochs: int,
+    source_ckpt: Optional[PathLike] = None,
+    from_scratch: bool = False,
+) -> PruneHandler:
+    """Load the trained weights to prune (``source_ckpt``, unless ``from_scratch``), then prune and fine-tune
+    (``trainer.run()``, the handler prunes at start), or with ``finetune_epochs`` 0 prune (and recalibrate
+    BatchNorm, if the handler is set to) and validate once, which saves the model to ``ckpt_dir``.
 
     Returns:
         ``handler``, holding the pruning's ``result`` and ``report``.
     """
+    if source_ckpt is not None and not from_scratch:
+        load_weights(unwrap(trainer.network), str(source_ckpt), setting="source_ckpt")
     if finetune_epochs > 0:
         trainer.run()
     else:
@@ -143,6 +162,31 @@ def run_pruning(trainer: Engine, evaluator: Engine, handler: PruneHandler, finet
     if handler.result is None:
         raise RuntimeError("The trainer ran without pruning: attach the PruneHandler to it (train#handlers).")
     return handler
+
+
+def pruned_bundle_dir(bundle_root: PathLike, method: str, ratio: float) -> str:
+    """Where a pruning run writes its bundle by default: ``<bundle_root>/pruned/<method>-<percent>``.
+
+    Example::
+
+        >>> pruned_bundle_dir("bundles/baseline", "depgraph", 0.2)
+        'bundles/baseline/pruned/depgraph-20'
+    """
+    return f"{bundle_root}/pruned/{method}-{round(ratio * 100)}"
+
+
+def pruning_run_settings(settings: Mapping[str, Any], datasets: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """A pruning run's record (:func:`raagr2_monai.bundle.run_settings`), without the settings that did not apply:
+    ``snip_size`` but for SNIP, ``distill_weight`` without a ``teacher_bundle``, ``source_ckpt`` ``from_scratch``."""
+    recorded = run_settings(settings, datasets)
+    for key, applies in (
+        ("snip_size", recorded.get("method") == "snip"),
+        ("distill_weight", recorded.get("teacher_bundle") is not None),
+        ("source_ckpt", not recorded.get("from_scratch")),
+    ):
+        if key in recorded and not applies:
+            recorded[key] = None
+    return recorded
 
 
 def pruned_network_def(variant: str, method: str, in_channels: int = 4, out_channels: int = 3) -> Dict[str, Any]:
@@ -159,11 +203,38 @@ def pruned_network_def(variant: str, method: str, in_channels: int = 4, out_chan
     return {"_target_": VARIANTS[variant].network, "in_channels": in_channels, "out_channels": out_channels}
 
 
+#: The config files a pruned bundle takes from its source (``prune.json`` only where it can be pruned again).
+_CONFIGS = ("metadata", "train", "evaluate", "inference", "multi_gpu_train", "prune")
+
+
+def _source_configs(source_bundle: PathLike) -> Dict[str, Any]:
+    """The source bundle's configs (name -> parsed JSON) and its ``logging.conf`` (``"logging"`` -> text), read before
+    anything is written, so that an unreadable source leaves no half-written bundle."""
+    folder = Path(source_bundle) / "configs"
+    configs: Dict[str, Any] = {}
+    for name in _CONFIGS:
+        path = folder / f"{name}.json"
+        try:
+            configs[name] = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{path}: cannot read the source bundle's config ({error}).") from None
+    try:
+        configs["logging"] = (folder / "logging.conf").read_text()
+    except OSError as error:
+        raise ValueError(f"{folder / 'logging.conf'}: cannot read the source bundle's config ({error}).") from None
+    return configs
+
+
 def _pruned_configs(
-    variant: Variant, report: Mapping[str, Any], in_channels: int, out_channels: int, source_name: Optional[str]
+    source: Mapping[str, Any], variant: Variant, report: Mapping[str, Any], network_def: Mapping[str, Any],
+    source_name: Optional[str],
 ) -> Dict[str, str]:
+    """The pruned bundle's ``configs/`` files: the source bundle's (:func:`_source_configs`; the pruning run never
+    needs the generator that wrote them), with ``network_def`` replaced and the metadata describing the pruning."""
+    configs = copy.deepcopy({name: source[name] for name in _CONFIGS})
+    for name in ("train", "inference"):
+        configs[name]["network_def"] = dict(network_def)
     method = report["method"]
-    configs = bundle_configs(variant, pruned_network_def(variant.name, method, in_channels, out_channels))
     if method == "depgraph":
         configs["prune"].update(method="depgraph", source_method="depgraph")
     else:
@@ -188,15 +259,15 @@ def _pruned_configs(
     meta["pruning"] = dict(report)
     if report.get("val_mean_dice") is not None:
         meta["eval_metrics"] = {"val_mean_dice": report["val_mean_dice"]}
-    return config_files(configs)
+    files = {f"configs/{name}.json": json.dumps(config, indent=4) + "\n" for name, config in configs.items()}
+    files["configs/logging.conf"] = source["logging"]
+    return files
 
 
-def _source_pruning(source_bundle: Optional[PathLike]) -> Optional[Dict[str, Any]]:
+def _source_pruning(source_bundle: PathLike) -> Optional[Dict[str, Any]]:
     """What pruned the source bundle, when it is itself DepGraph-pruned (iterative pruning): its ``name``, its
     ``history`` (which the new step's history extends: each step's channel indices refer to the network the earlier
     steps left) and its ``steps`` (the earlier steps' reports, oldest first); ``None`` for a base bundle."""
-    if source_bundle is None:
-        return None
     root = Path(source_bundle)
     history_file = root / "models" / "pruning_history.json"
     if not history_file.is_file():
@@ -211,10 +282,10 @@ def write_pruned_bundle(
     output_dir: PathLike,
     network: nn.Module,
     result: PruneResult,
+    source_bundle: PathLike,
     report: Optional[Mapping[str, Any]] = None,
     best_ckpt: Optional[PathLike] = None,
     evaluator: Optional[Engine] = None,
-    source_bundle: Optional[PathLike] = None,
     settings: Optional[Mapping[str, Any]] = None,
     flops_size: int = 192,
 ) -> Path:
@@ -229,7 +300,8 @@ def write_pruned_bundle(
         best_ckpt: the best fine-tuned checkpoint (``CheckpointSaver``'s ``model.pt``); loaded into ``network``
             when it exists, else ``network``'s current weights are saved.
         evaluator: the validation engine; its best ``val_mean_dice`` is recorded.
-        source_bundle: the bundle that was pruned; its ``LICENSE`` is copied and its path recorded.
+        source_bundle: the bundle that was pruned: its configs become the pruned bundle's (``network_def``
+            replaced), its ``LICENSE`` is copied and its path recorded.
         settings: the run's settings (fine-tuning epochs, learning rate, ...), recorded in the report.
         flops_size: see ``report``.
 
@@ -242,11 +314,12 @@ def write_pruned_bundle(
     Example::
 
         result = prune(net, "depgraph", 0.2)
-        write_pruned_bundle("bundles/baseline/pruned/depgraph-20", net, result)
+        write_pruned_bundle("bundles/baseline/pruned/depgraph-20", net, result, "bundles/baseline")
     """
     out = Path(output_dir)
     model = unwrap(network)
     variant = VARIANTS[variant_of(model)]
+    source = _source_configs(source_bundle)
     if best_ckpt is not None and os.path.isfile(best_ckpt):
         load_weights(model, str(best_ckpt))
         tuned = (settings or {}).get("epochs") != 0
@@ -269,8 +342,7 @@ def write_pruned_bundle(
         report["val_mean_dice"] = float(evaluator.state.best_metric)
     if settings is not None:
         report["settings"] = to_jsonable(dict(settings))
-    if source_bundle is not None:
-        report["source_bundle"] = str(Path(source_bundle).resolve())
+    report["source_bundle"] = str(Path(source_bundle).resolve())
 
     earlier = _source_pruning(source_bundle)
     if earlier is not None:
@@ -294,14 +366,14 @@ def write_pruned_bundle(
         report["model_sparse_bytes"] = os.path.getsize(models / "model_sparse.pt")
     report["state_dict_bytes"] = serialized_nbytes(state)
 
-    files = _pruned_configs(variant, report, int(model.in_channels), int(model.out_channels),
-                            earlier["name"] if earlier is not None else None)
+    network_def = pruned_network_def(variant.name, result.method, int(model.in_channels), int(model.out_channels))
+    files = _pruned_configs(source, variant, report, network_def, earlier["name"] if earlier else None)
     files["docs/README.md"] = pruned_bundle_readme(variant, report, out)
     for rel, text in files.items():
         atomic_write_text(str(out / rel), text)
     atomic_write_json(out / "pruning.json", report, indent=4)
-    license_file = Path(source_bundle) / "LICENSE" if source_bundle is not None else None
-    if license_file is not None and license_file.is_file():
+    license_file = Path(source_bundle) / "LICENSE"
+    if license_file.is_file():
         atomic_write_text(str(out / "LICENSE"), license_file.read_text())
     logger.info("Wrote the pruned bundle %s", out)
     return out

@@ -110,14 +110,14 @@ def datalist(
 
 
 def bundles(root: str = "bundles", variants: str = "", license_file: str = "LICENSE") -> str:
-    """(Re)write the configs, docs and LICENSE of the bundles from ``raagr2_monai.bundle.configs``.
+    """(Re)write the configs, docs and LICENSE of the bundles from ``raagr2_monai.generator.configs``.
 
     Args:
         root: the folder holding one bundle per variant.
         variants: comma-separated variants (default: all four).
         license_file: the license copied into each bundle.
     """
-    from ..bundle.generate import write_bundles
+    from ..generator.generate import write_bundles
 
     names = [v for v in str(variants).split(",") if v] or None
     written = write_bundles(root, names, license_file)
@@ -153,12 +153,14 @@ def benchmark(
             the device's peak (``peak_tflops``, or the known peak of the GPU) and the step's peak memory, with
             ``precision`` (``auto``, ``bf16``, ``fp16``, ``fp32``), ``channels_last`` and ``compile`` (torch.compile).
     """
-    from ..benchmark import benchmark_command
+    from ..benchmark import BenchmarkSettings, benchmark_command
 
-    return benchmark_command(
-        variants, bundles, size, batch, repeats, warmup, format, output, device, memory, train, backends, threads,
-        throughput, train_batch, precision, channels_last, compile, peak_tflops,
+    settings = BenchmarkSettings(
+        size=size, batches=batch, repeats=repeats, warmup=warmup, device=device, measure_memory=memory,
+        train_step=train, backends=backends, threads=threads, throughput=throughput, train_batches=train_batch,
+        precision=precision, channels_last=channels_last, compile=compile, peak_tflops=peak_tflops,
     )
+    return benchmark_command(variants, bundles, settings, format, output)
 
 
 def benchmark_metrics(lesions: int = 20, shape: str | tuple = (240, 240, 155), repeats: int = 5) -> str:

@@ -33,6 +33,7 @@ from .transforms import CASE_KEY, IMAGE_KEY, LABEL_KEY, PRED_KEY
 
 __all__ = [
     "check_roi_size",
+    "negated_switch",
     "preprocessing_spec",
     "train_spec",
     "validation_spec",
@@ -82,16 +83,29 @@ def _compose(transforms: List[Dict[str, Any]]) -> Dict[str, Any]:
     return {"_target_": "Compose", "transforms": transforms}
 
 
+def negated_switch(compact: str) -> Dict[str, str]:
+    """The config id a chain built with the switch ``compact`` (a reference, ``"@compact"``) also needs: its negation,
+    ``not_<name>``, which disables the compact path's transforms where the switch is off.
+
+    Example::
+
+        >>> negated_switch("@compact")
+        {'not_compact': "$not raagr2_monai.utils.as_flag(@compact, 'compact')"}
+    """
+    name = compact[1:]
+    # as_flag: the command line passes `--compact false` as the text 'false'
+    return {f"not_{name}": f"$not raagr2_monai.utils.as_flag({compact}, {name!r})"}
+
+
 def _switched(transform: Dict[str, Any], compact: Compact, on: bool) -> List[Dict[str, Any]]:
     """``transform`` where it belongs to the ``compact`` path (``on``) or to the float32 one (not ``on``): kept or left
-    out for a bool; for a reference, kept with ``_disabled_`` bound to it, so that the one config id chooses."""
+    out for a bool; for a reference, kept with ``_disabled_`` bound to it (MONAI reads "true" and "false" there as
+    booleans) or to its negation (:func:`negated_switch`), so that the one config id chooses."""
     if isinstance(compact, bool):
         return [transform] if compact == on else []
     if not compact.startswith("@"):
         raise ValueError(f"compact must be a bool or a config reference such as '@compact', got {compact!r}.")
-    # as_flag: the command line passes `--compact false` as the text 'false'
-    flag = f"raagr2_monai.utils.as_flag({compact}, {compact[1:]!r})"
-    return [{**transform, "_disabled_": f"$not {flag}" if on else f"${flag}"}]
+    return [{**transform, "_disabled_": f"@not_{compact[1:]}" if on else compact}]
 
 
 def preprocessing_spec(with_label: bool = True, compact: Compact = False) -> Dict[str, Any]:
@@ -148,7 +162,7 @@ def preprocessing_spec(with_label: bool = True, compact: Compact = False) -> Dic
         {"_target_": f"{_CACHE}.CompactStudyd", "image_key": IMAGE_KEY, "label_key": label_key}, compact, on=True
     )
     transforms += _switched(
-        {"_target_": "EnsureTyped", "keys": IMAGE_KEY, "dtype": "$torch.float32"}, compact, on=False
+        {"_target_": "EnsureTyped", "keys": IMAGE_KEY, "dtype": "float32"}, compact, on=False
     )
     if with_label:
         transforms += _switched(
@@ -205,7 +219,7 @@ def train_spec(compact: Compact = False) -> Dict[str, Any]:
         {"_target_": "RandFlipd", "keys": keys, "prob": 0.5, "spatial_axis": 1},
         {"_target_": "RandScaleIntensityd", "keys": IMAGE_KEY, "factors": 0.1, "prob": 1.0},
         {"_target_": "RandShiftIntensityd", "keys": IMAGE_KEY, "offsets": 0.1, "prob": 1.0},
-        {"_target_": "EnsureTyped", "keys": keys, "dtype": "$torch.float32", "track_meta": False},
+        {"_target_": "EnsureTyped", "keys": keys, "dtype": "float32", "track_meta": False},
     ]
     return spec
 
@@ -269,7 +283,7 @@ def writeback_spec(
     """
     transforms: List[Dict[str, Any]] = [
         # a network's output may arrive as a plain tensor; Invertd only takes the image's history onto a MetaTensor
-        {"_target_": "EnsureTyped", "keys": PRED_KEY, "track_meta": True, "device": "cpu", "dtype": "$torch.float32"},
+        {"_target_": "EnsureTyped", "keys": PRED_KEY, "track_meta": True, "device": "cpu", "dtype": "float32"},
         {
             "_target_": "Invertd",
             "keys": PRED_KEY,
@@ -286,7 +300,7 @@ def writeback_spec(
             "_target_": f"{_TRANSFORMS}.RegionsToLabelMapd",
             "keys": PRED_KEY,
             "threshold": "@threshold",
-            "convention": "$None if @output_labels == 'input' else @output_labels" if output_labels else None,
+            "convention": "@output_labels" if output_labels else None,
         },
         {"_target_": f"{_TRANSFORMS}.CaseNameToMetad", "keys": PRED_KEY, "case_key": CASE_KEY},
         {
@@ -295,7 +309,7 @@ def writeback_spec(
             "output_dir": output_dir,
             "output_postfix": "@output_postfix",
             "output_ext": ".nii.gz",
-            "output_dtype": "$numpy.uint8",
+            "output_dtype": "uint8",
             "resample": False,
             "separate_folder": False,
             "print_log": True,

@@ -24,6 +24,7 @@ def load_split(
     split: SplitLike = DEFAULT_SPLIT,
     check: bool = False,
     label_convention: str = "auto",
+    limit: Optional[int] = None,
 ) -> List[dict]:
     """One section of the data, for bundle configs.
 
@@ -43,6 +44,7 @@ def load_split(
             ``raagr2 datalist`` instead).
         label_convention: ``"auto"`` (each entry's own, from the layout or the datalist) or the convention every
             entry gets.
+        limit: the first so many entries only (``None``: all), e.g. a training's ``val_cases``.
 
     Returns:
         The section's entries.
@@ -74,9 +76,10 @@ def load_split(
             entry.setdefault("label_convention", DEFAULT_CONVENTION)
             if label_convention != "auto":
                 entry["label_convention"] = label_convention
-        return entries
-    folder = resolve_dataset_dir(dataset_dir)
-    return build_datalist(folder, seed, split, check=check, label_convention=label_convention)[section]
+    else:
+        folder = resolve_dataset_dir(dataset_dir)
+        entries = build_datalist(folder, seed, split, check=check, label_convention=label_convention)[section]
+    return entries if limit is None else entries[:limit]
 
 
 def _dataset_path(dataset_dir: Optional[str]) -> Tuple[str, bool]:

@@ -58,8 +58,9 @@ CONVENTION_KEY = "label_convention"
 
 
 def _convention(d: Mapping[Hashable, Any], forced: str | None, key: str) -> str | None:
-    """The label convention of one case: the one forced by the transform's setting, else the case's own."""
-    return forced if forced is not None else d.get(key)
+    """The label convention of one case: the one forced by the transform's setting, else (``None`` or ``"input"``,
+    the configs' word for it) the case's own."""
+    return forced if forced not in (None, "input") else d.get(key)
 
 
 class ConvertToBraTSRegionsd(MapTransform):
@@ -109,7 +110,7 @@ class RegionsToLabelMapd(MapTransform):
     Args:
         keys: keys of the (3, *spatial) region tensors.
         threshold: a channel counts where its value is at or above this.
-        convention: the convention to write every case in; ``None`` = each case's own (the input's).
+        convention: the convention to write every case in; ``None`` or ``"input"`` = each case's own.
         convention_key: where a case names its convention.
         allow_missing_keys: don't raise when a key is missing.
 

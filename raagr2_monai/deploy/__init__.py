@@ -17,6 +17,7 @@ from .backends import (
     cpu_bf16,
     cpu_name,
     exported_precision,
+    inference_network,
     load_backend,
 )
 from .export_cli import export_command
@@ -49,6 +50,7 @@ __all__ = [
     "cpu_name",
     "exported_precision",
     "load_backend",
+    "inference_network",
     "export_command",
     "FORMATS",
     "DEFAULT_OPSET",

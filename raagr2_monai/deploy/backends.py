@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from raagr2_monai.utils import check_precision, unwrap
+from raagr2_monai.bundle import checked
+from raagr2_monai.utils import DeviceLike, check_precision, prepare_network, unwrap
 
 from .record import check_against_bundle, read_record
 from .source import read_bundle
@@ -38,6 +39,7 @@ __all__ = [
     "cpu_name",
     "exported_precision",
     "load_backend",
+    "inference_network",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -386,3 +388,36 @@ def load_backend(
                else OpenVINOBackend(artifact, threads, precision))
     check_against_bundle(artifact, runtime.record, bundle, runtime.in_channels, runtime.out_channels)
     return runtime
+
+
+def inference_network(
+    network: nn.Module,
+    backend: str = "torch",
+    bundle_dir: Optional[PathLike] = None,
+    device: DeviceLike = None,
+    channels_last: Optional[bool] = None,
+    threads: Optional[int] = None,
+    precision: Optional[str] = "auto",
+) -> nn.Module:
+    """What an inference config's evaluator runs (its ``network``): the bundle's own network where ``backend`` is
+    ``torch``, else its exported model behind that runtime.
+
+    Args:
+        network: the config's ``network_def``, used by the ``torch`` backend: prepared for ``device`` and
+            ``channels_last`` (:func:`raagr2_monai.utils.prepare_network`), with ``threads`` intra-op threads
+            (process-wide) when given.
+        backend: ``torch``, ``onnxruntime`` or ``openvino``.
+        bundle_dir: the bundle, whose exported model another backend loads (:func:`load_backend`, through
+            :func:`raagr2_monai.bundle.checked`: a missing or mismatched export ends a command-line run in one line).
+        device, channels_last: for ``torch``.
+        threads: intra-op CPU threads; ``None`` keeps the runtime's default.
+        precision: what an exported backend computes in (:func:`exported_precision`).
+
+    Returns:
+        The module the evaluator calls.
+    """
+    if backend == "torch":
+        if threads:
+            torch.set_num_threads(int(threads))
+        return prepare_network(network, device, channels_last)
+    return checked(load_backend, bundle_dir, backend, threads, precision=precision)

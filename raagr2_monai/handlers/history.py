@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from ignite.engine import Engine, Events
 
-from raagr2_monai.utils import atomic_write_json
+from raagr2_monai.utils import DeviceLike, atomic_write_json, is_cuda
 
 __all__ = ["EpochHistory", "CURVES", "LossReader", "iteration_loss", "log_every", "output_loss"]
 
@@ -80,12 +80,14 @@ def iteration_loss(output: Any) -> float:
     return float(loss)
 
 
-def log_every(every: int) -> Callable[[Any, int], bool]:
+def log_every(every: Optional[int] = None, device: DeviceLike = None) -> Callable[[Any, int], bool]:
     """An Ignite event filter: true at every ``every``-th iteration. As MONAI's ``StatsHandler(iteration_log=...)``
     it logs (and reads the loss back from the device) at those iterations only.
 
     Args:
-        every: the interval, in iterations (1: every iteration).
+        every: the interval, in iterations (1: every iteration); ``None``: 20 on CUDA, where reading the loss makes
+            the host wait for the GPU, else 1.
+        device: the training device, for ``every`` ``None``.
 
     Returns:
         ``filter(engine, iteration) -> bool``.
@@ -94,7 +96,11 @@ def log_every(every: int) -> Callable[[Any, int], bool]:
 
         >>> [i for i in range(1, 11) if log_every(4)(None, i)]
         [4, 8]
+        >>> [i for i in range(1, 4) if log_every(None, "cpu")(None, i)]
+        [1, 2, 3]
     """
+    if every is None:
+        every = 20 if is_cuda(device) else 1
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise ValueError(f"log_every needs a whole number of iterations >= 1; got {every!r}.")
     return lambda engine, iteration: iteration % every == 0

@@ -22,7 +22,7 @@ A region's lesions are its connected components. Following the BraTS 2023 lesion
 5. **Counts.** TP = detected lesions, FN = missed lesions, FP = unmatched predicted components; precision
    TP / (TP + FP), recall TP / (TP + FN), F1 2 TP / (2 TP + FP + FN), each NaN when its denominator is 0.
 
-Defaults, and where each comes from:
+The seven settings travel together as a :class:`LesionwiseSettings`. Its defaults, and where each comes from:
 
 - ``connectivity=None`` = full connectivity (26 in 3D): ``cc3d.connected_components(..., connectivity=26)`` in the
   2023 code; ``cc3d``'s default in ``panoptica``'s ``ConnectedComponentsInstanceApproximator``.
@@ -66,6 +66,7 @@ __all__ = [
     "LESIONWISE_PRESETS",
     "MATCHINGS",
     "LesionwiseResult",
+    "LesionwiseSettings",
     "gt_lesions",
     "lesionwise_region",
     "lesionwise_metrics",
@@ -80,7 +81,8 @@ LESIONWISE_COLUMNS: tuple[str, ...] = tuple(
 #: The ways of matching predicted components to ground-truth lesions.
 MATCHINGS: tuple[str, ...] = ("dilated_overlap", "bipartite")
 #: Parameter sets of the official evaluations: BraTS 2023 per challenge (``get_LesionWiseResults`` in
-#: ``rachitsaluja/BraTS-2023-Metrics``), and the matching of ``brats-evaluation`` 0.0.10's ``config_gli.yaml``.
+#: ``rachitsaluja/BraTS-2023-Metrics``), and the matching of ``brats-evaluation`` 0.0.10's ``config_gli.yaml``; a
+#: preset's settings are ``LesionwiseSettings(**LESIONWISE_PRESETS[name])``.
 LESIONWISE_PRESETS: dict[str, dict[str, Any]] = {
     "brats2023-gli": {"gt_dilation": 3, "min_lesion_volume": 50.0, "matching": "dilated_overlap"},
     "brats2023-ssa": {"gt_dilation": 3, "min_lesion_volume": 50.0, "matching": "dilated_overlap"},
@@ -132,6 +134,54 @@ class LesionwiseResult:
             ``{stat: float}`` for each of :data:`LESIONWISE_STATS`, e.g. for a CSV row.
         """
         return {stat: float(getattr(self, stat)) for stat in LESIONWISE_STATS}
+
+
+@dataclass(frozen=True)
+class LesionwiseSettings:
+    """How lesions are found, matched and scored (see the module docstring), passed whole to
+    :func:`lesionwise_region` and :func:`lesionwise_metrics`; the defaults are the BraTS 2023 GLI evaluation's.
+
+    Attributes:
+        connectivity: of the lesions, as a ``scipy.ndimage.generate_binary_structure`` rank; None = full (26 in 3D).
+        gt_dilation: dilation iterations merging nearby label components into one lesion and widening its region
+            of interest for ``"dilated_overlap"``; 0 = none.
+        dilation_connectivity: rank of the dilation's structuring element.
+        min_lesion_volume: lesions of at most this volume (mm^3) are ignored.
+        matching: ``"dilated_overlap"`` or ``"bipartite"`` (:data:`MATCHINGS`).
+        convention: ``"brats"`` or ``"thesis"``: HD95 pooling, the empty case and the default ``max_hd95``.
+        max_hd95: HD95 of a missed or false-positive lesion; None = the convention's (373 for ``"brats"``).
+
+    Example:
+        >>> settings = LesionwiseSettings(**LESIONWISE_PRESETS["brats2023-met"])
+        >>> settings.gt_dilation, settings.min_lesion_volume, settings.check().name
+        (1, 2.0, 'brats')
+    """
+
+    connectivity: int | None = None
+    gt_dilation: int = 3
+    dilation_connectivity: int = 2
+    min_lesion_volume: float = 50.0
+    matching: str = "dilated_overlap"
+    convention: str | Convention = "brats"
+    max_hd95: float | None = None
+
+    def check(self) -> Convention:
+        """Check the settings before anything is scored; the connectivities, whose range depends on the masks'
+        dimensions, are checked with the masks.
+
+        Returns:
+            The scoring convention (:func:`~.conventions.get_convention`).
+
+        Raises:
+            ValueError: an unknown ``matching`` or convention, a negative ``min_lesion_volume`` or ``gt_dilation``.
+        """
+        if self.matching not in MATCHINGS:
+            raise ValueError(f"Unknown lesion matching {self.matching!r}; choose one of {list(MATCHINGS)}.")
+        if self.min_lesion_volume < 0:
+            raise ValueError(f"min_lesion_volume must be >= 0, got {self.min_lesion_volume}.")
+        if self.gt_dilation < 0:
+            raise ValueError(f"gt_dilation must be >= 0, got {self.gt_dilation}.")
+        return get_convention(self.convention)
 
 
 def _structure(ndim: int, connectivity: int | None, name: str) -> np.ndarray:
@@ -228,14 +278,7 @@ def lesionwise_region(
     pred: np.ndarray | torch.Tensor,
     label: np.ndarray | torch.Tensor,
     spacing: Sequence[float] | None = None,
-    *,
-    connectivity: int | None = None,
-    gt_dilation: int = 3,
-    dilation_connectivity: int = 2,
-    min_lesion_volume: float = 50.0,
-    matching: str = "dilated_overlap",
-    convention: str | Convention = "brats",
-    max_hd95: float | None = None,
+    settings: LesionwiseSettings = LesionwiseSettings(),
 ) -> LesionwiseResult:
     """Lesion-wise scores of one region (one binary mask pair of one subject); see the module docstring.
 
@@ -243,47 +286,37 @@ def lesionwise_region(
         pred: binary prediction mask (*spatial), numpy or torch.
         label: binary label mask of the same shape.
         spacing: voxel size per spatial dimension (mm); None = 1. Scales HD95 and the lesion volumes.
-        connectivity: of the lesions, as a ``scipy.ndimage.generate_binary_structure`` rank; None = full (26 in 3D).
-        gt_dilation: dilation iterations merging nearby label components into one lesion and widening its region
-            of interest for ``"dilated_overlap"``; 0 = none.
-        dilation_connectivity: rank of the dilation's structuring element.
-        min_lesion_volume: lesions of at most this volume (mm^3) are ignored.
-        matching: ``"dilated_overlap"`` or ``"bipartite"``.
-        convention: ``"brats"`` or ``"thesis"``: HD95 pooling, the empty case and the default ``max_hd95``.
-        max_hd95: HD95 of a missed or false-positive lesion; None = the convention's (373 for ``"brats"``).
+        settings: how lesions are found, matched and scored (:class:`LesionwiseSettings`).
 
     Returns:
         a :class:`LesionwiseResult`.
 
     Raises:
-        ValueError: on mismatched shapes, non-binary input, a bad ``spacing``, connectivity, ``gt_dilation``,
-            ``min_lesion_volume``, ``matching`` or convention.
+        ValueError: on mismatched shapes, non-binary input, a bad ``spacing``, or bad settings
+            (:meth:`LesionwiseSettings.check`, a connectivity out of range).
 
     Example:
         >>> y = np.zeros((1, 20), bool); y[0, 2:6] = True; y[0, 14:18] = True  # two lesions
         >>> p = np.zeros_like(y); p[0, 2:6] = True; p[0, 9] = True  # one found, one missed, one false positive
-        >>> r = lesionwise_region(p, y, gt_dilation=0, min_lesion_volume=0)
+        >>> r = lesionwise_region(p, y, settings=LesionwiseSettings(gt_dilation=0, min_lesion_volume=0))
         >>> r.tp, r.fn, r.fp, r.dice, r.hd95, round(r.f1, 4)  # Dice (1 + 0 + 0) / 3, HD95 (0 + 373 + 373) / 3
         (1, 1, 1, 0.3333333333333333, 248.66666666666666, 0.5)
     """
+    rules = settings.check()
     p = as_mask(pred, "pred")
     g = as_mask(label, "label")
     if p.shape != g.shape:
         raise ValueError(f"pred shape {p.shape} and label shape {g.shape} must be equal.")
     steps = check_spacing(spacing, p.ndim)
-    if matching not in MATCHINGS:
-        raise ValueError(f"Unknown lesion matching {matching!r}; choose one of {list(MATCHINGS)}.")
-    if min_lesion_volume < 0:
-        raise ValueError(f"min_lesion_volume must be >= 0, got {min_lesion_volume}.")
-    rules = get_convention(convention)
-    miss = float(max_hd95) if max_hd95 is not None else rules.miss_value(p.shape, spacing)
+    miss = rules.miss_value(p.shape, spacing) if settings.max_hd95 is None else float(settings.max_hd95)
     if p.any() or g.any():
         # the foreground's box grown by the dilation's reach gives the same lesions and scores as the whole volume
-        box = bounding_box(p | g, pad=gt_dilation + 1)
+        box = bounding_box(p | g, pad=settings.gt_dilation + 1)
         p, g = p[box], g[box]
 
-    components, n_pred = label_components(p, structure=_structure(p.ndim, connectivity, "connectivity"))
-    lesions, rois, n_lesions = gt_lesions(g, connectivity, gt_dilation, dilation_connectivity)
+    components, n_pred = label_components(p, structure=_structure(p.ndim, settings.connectivity, "connectivity"))
+    lesions, rois, n_lesions = gt_lesions(g, settings.connectivity, settings.gt_dilation,
+                                          settings.dilation_connectivity)
     # everything below works on the foreground voxels' flat indices, not on whole volumes
     pred_at = np.flatnonzero(components)
     label_at = np.flatnonzero(lesions)
@@ -292,12 +325,12 @@ def lesionwise_region(
     pred_voxels = np.bincount(component_of_pred, minlength=n_pred + 1)
     lesion_voxels = np.bincount(lesion_of_label, minlength=n_lesions + 1)[1:]
     lesion_volume = lesion_voxels * float(np.prod(steps))
-    scored = lesion_volume > min_lesion_volume
+    scored = lesion_volume > settings.min_lesion_volume
 
     lesion_at_pred = lesions.ravel()[pred_at]
     overlap = lesion_at_pred > 0
     k_overlap, j_overlap, n_overlap = _pairs(lesion_at_pred[overlap], component_of_pred[overlap], n_pred)
-    if matching == "dilated_overlap":
+    if settings.matching == "dilated_overlap":
         roi_at_pred = rois.ravel()[pred_at]
         touching = roi_at_pred > 0
         k_match, j_match, _ = _pairs(roi_at_pred[touching], component_of_pred[touching], n_pred)
@@ -352,14 +385,7 @@ def lesionwise_metrics(
     pred: np.ndarray | torch.Tensor,
     label: np.ndarray | torch.Tensor,
     spacing: Sequence[float] | None = None,
-    *,
-    connectivity: int | None = None,
-    gt_dilation: int = 3,
-    dilation_connectivity: int = 2,
-    min_lesion_volume: float = 50.0,
-    matching: str = "dilated_overlap",
-    convention: str | Convention = "brats",
-    max_hd95: float | None = None,
+    settings: LesionwiseSettings = LesionwiseSettings(),
 ) -> dict[str, np.ndarray]:
     """Per-subject lesion-wise statistics for the regions TC, WT, ET and the subregions NCR, ED.
 
@@ -367,8 +393,7 @@ def lesionwise_metrics(
         pred: binarised prediction (B, 3, *spatial), channels TC, WT, ET (bool or 0/1, numpy or torch).
         label: binary label of the same shape.
         spacing: voxel size per spatial dimension (mm), shared by the batch; None = 1.
-        connectivity, gt_dilation, dilation_connectivity, min_lesion_volume, matching, convention, max_hd95: as
-            :func:`lesionwise_region`; a preset is ``**LESIONWISE_PRESETS[name]``.
+        settings: as :func:`lesionwise_region`; a preset is ``LesionwiseSettings(**LESIONWISE_PRESETS[name])``.
 
     Returns:
         the :data:`LESIONWISE_COLUMNS` ``lesion_<stat>_<region>``, each a float64 numpy array of shape (B,).
@@ -378,7 +403,7 @@ def lesionwise_metrics(
 
     Example:
         >>> y = np.zeros((1, 3, 1, 20), bool); y[:, :, 0, 2:6] = True; y[:, :2, 0, 14:18] = True
-        >>> m = lesionwise_metrics(y, y, gt_dilation=0, min_lesion_volume=0)
+        >>> m = lesionwise_metrics(y, y, settings=LesionwiseSettings(gt_dilation=0, min_lesion_volume=0))
         >>> m["lesion_tp_WT"].tolist(), m["lesion_tp_ET"].tolist(), m["lesion_dice_TC"].tolist()
         ([2.0], [1.0], [1.0])
         >>> m["lesion_dice_NCR"].tolist()  # NCR = TC - ET is the lesion at 14:18 only
@@ -387,18 +412,9 @@ def lesionwise_metrics(
         [nan]
     """
     p, g = scored_regions(pred, label)
-    options = dict(
-        connectivity=connectivity,
-        gt_dilation=gt_dilation,
-        dilation_connectivity=dilation_connectivity,
-        min_lesion_volume=min_lesion_volume,
-        matching=matching,
-        convention=convention,
-        max_hd95=max_hd95,
-    )
     out = {column: np.empty(p.shape[0], dtype=np.float64) for column in LESIONWISE_COLUMNS}
     for b in range(p.shape[0]):
         for c, name in enumerate(SCORED_REGIONS):
-            for stat, value in lesionwise_region(p[b, c], g[b, c], spacing, **options).stats().items():
+            for stat, value in lesionwise_region(p[b, c], g[b, c], spacing, settings).stats().items():
                 out[f"lesion_{stat}_{name}"][b] = value
     return out

@@ -19,7 +19,7 @@ from raagr2_monai.data.labels import labelmap_to_regions
 
 from .conventions import Convention
 from .functional import METRIC_COLUMNS, brats_metrics, mean_iou, pooled_dice
-from .lesionwise import LESIONWISE_COLUMNS, LESIONWISE_PRESETS, lesionwise_metrics
+from .lesionwise import LESIONWISE_COLUMNS, LESIONWISE_PRESETS, LesionwiseSettings, lesionwise_metrics
 from .masks import on_cpu
 
 __all__ = ["SUBJECT_COLUMNS", "lesionwise_options", "score_subject"]
@@ -29,8 +29,9 @@ SUBJECT_COLUMNS: tuple[str, ...] = (*METRIC_COLUMNS, *LESIONWISE_COLUMNS)
 
 
 def lesionwise_options(lesionwise: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """The keyword arguments of :func:`~.lesionwise.lesionwise_metrics` for a preset name (see
-    :data:`~.lesionwise.LESIONWISE_PRESETS`) or a mapping of them; ``None`` = no lesion-wise metrics.
+    """The lesion-wise options (fields of :class:`~.lesionwise.LesionwiseSettings`) of a preset name (see
+    :data:`~.lesionwise.LESIONWISE_PRESETS`) or a mapping of them, as an evaluation records them; ``None`` = no
+    lesion-wise metrics.
 
     Raises:
         ValueError: an unknown preset name.
@@ -104,8 +105,9 @@ def score_subject(
     if options is None:
         row.update(dict.fromkeys(LESIONWISE_COLUMNS, math.nan))
     else:
-        options.setdefault("convention", convention)
-        row.update({k: float(v[0]) for k, v in lesionwise_metrics(pred_regions, true_regions, spacing, **options).items()})
+        settings = LesionwiseSettings(**{"convention": convention, **options})
+        scores = lesionwise_metrics(pred_regions, true_regions, spacing, settings)
+        row.update({k: float(v[0]) for k, v in scores.items()})
     row["thesis_pooled_dice"] = (
         float(pooled_dice(on_cpu(prob)[None], true_regions.float())) if prob is not None else math.nan
     )

@@ -24,8 +24,11 @@ from .raagr2net import (
 from .weights import CheckpointMismatchError, check_weights, load_weights, missing_weights
 from .registry import NETWORKS, get_network, variant_of
 from .stats import count_flops, count_parameters, parameters_per_part, state_dict_mb
+from .variants import VARIANTS, Variant
 
 __all__ = [
+    "Variant",
+    "VARIANTS",
     "AttentionGate",
     "DepthwiseKernel",
     "ReASPP3",

@@ -15,12 +15,12 @@
 - :mod:`.evaluation_figures`: each family's best model (chosen on validation) beside the baseline on a test subject,
   and the per-subject distributions of their scores;
 - :mod:`.markdown`: ``report.md``, and :func:`~.markdown.write_report`, which writes it with the tables, charts and
-  figures.
+  figures from a finished study's :class:`~.markdown.ReportInputs`.
 
 Example::
 
     rows = collect_rows(root, state, models, benchmark)
-    write_report(root, rows, state, benchmark, dataset_dir, tracking_uri, test_entries)
+    write_report(ReportInputs(root, rows, state, benchmark, dataset_dir, tracking_uri, test_entries))
 """
 
 from .charts import CHART_NAMES, region_dice_figure, training_curves_figure, training_groups, write_charts
@@ -33,7 +33,7 @@ from .evaluation_figures import (
     write_evaluation_figures,
 )
 from .deployment import DEPLOYMENT_GOAL, DeploymentGoal, deployment_checks, deployment_lines
-from .markdown import quality_cell, render_markdown, write_report
+from .markdown import ReportInputs, quality_cell, render_markdown, write_report
 from .paired import (
     PAIRED_HEADER,
     PAIRED_MARGIN,
@@ -139,6 +139,7 @@ __all__ = [
     "paired_cell",
     "paired_difference_figure",
     "paired_notes",
+    "ReportInputs",
     "quality_cell",
     "render_markdown",
     "write_report",

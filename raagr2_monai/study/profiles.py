@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple, Union
 
-from raagr2_monai.bundle.configs import VARIANTS
+from raagr2_monai.networks import VARIANTS
 from raagr2_monai.data.split import DEFAULT_SPLIT, build_datalist, parse_split, split_cases
 from raagr2_monai.data.synthetic import case_grade, case_id
 from raagr2_monai.networks import NETWORKS

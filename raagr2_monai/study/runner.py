@@ -16,6 +16,7 @@ import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -24,7 +25,7 @@ import torch
 from raagr2_monai.benchmark.memory import peak_rss_mb, reset_peak_rss
 from raagr2_monai.data.synthetic import ensure_synthetic
 from raagr2_monai.handlers import MLflowEpochLogger, attach_progress_bar
-from raagr2_monai.report import collect_rows, record_mlflow_runs, write_report
+from raagr2_monai.report import ReportInputs, collect_rows, record_mlflow_runs, write_report
 from raagr2_monai.utils import is_cuda, is_terminal, resolve_device, usable_cpus
 
 from .estimate import plan_study
@@ -42,14 +43,36 @@ __all__ = ["Study", "run_study", "study_tasks", "synthetic_folder"]  # the last 
 PathLike = Union[str, os.PathLike]
 
 
-def _run_in_worker(steps: StudySteps, task: _Task, threads: int, notices: Tuple[Notice, ...], tracking_uri: str,
-                   run_id: Optional[str], bar_position: int, device: str) -> Tuple[Dict[str, Any], Dict[str, int]]:
+@dataclass(frozen=True)
+class StepRun:
+    """Where a study step reports while it runs, in this process or a worker's (pickled with the step).
+
+    Attributes:
+        tracking_uri: the study's MLflow tracking URI.
+        run_id: the MLflow child run of the model a training or pruning makes, which gets its curves live; ``None``
+            for an evaluation.
+        bar_position: the terminal line of the step's progress bar.
+        device: the device whose peak memory is measured (:func:`_peak_memory`).
+
+    Example::
+
+        _perform(steps, task, StepRun("sqlite:///results/quick/mlruns.db", run_id, 0, "cpu"))
+    """
+
+    tracking_uri: str
+    run_id: Optional[str]
+    bar_position: int
+    device: str
+
+
+def _run_in_worker(steps: StudySteps, task: _Task, threads: int, notices: Tuple[Notice, ...], run: StepRun
+                   ) -> Tuple[Dict[str, Any], Dict[str, int]]:
     """Run ``task`` in a worker process with ``threads`` torch threads; returns its outputs and the notices it
     silenced (the parent counts them in its summary line)."""
     torch.set_num_threads(threads)
     silenced = Silenced(notices)
     with silenced:
-        outputs = _perform(steps, task, tracking_uri, run_id, bar_position, device)
+        outputs = _perform(steps, task, run)
     return outputs, dict(silenced.counts)
 
 
@@ -72,16 +95,15 @@ def _peak_memory(device: str) -> Iterator[Dict[str, Any]]:
         figures["peak_device_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 1e6
 
 
-def _perform(steps: StudySteps, task: _Task, tracking_uri: str, run_id: Optional[str], bar_position: int,
-             device: str = "cpu") -> Dict[str, Any]:
-    """Run ``task`` on ``device``, with its peak memory added to its outputs; a training or pruning (``run_id``: its
-    MLflow child run) logs its curves to that run, live, and draws its progress bar on terminal line
-    ``bar_position``."""
-    hooks: Tuple[TrainerHook, ...] = () if run_id is None else (
-        lambda trainer, history: MLflowEpochLogger(history, tracking_uri, run_id).attach(trainer),
-        lambda trainer, history: attach_progress_bar(trainer, task.step, position=bar_position),
+def _perform(steps: StudySteps, task: _Task, run: StepRun) -> Dict[str, Any]:
+    """Run ``task`` on ``run.device``, with its peak memory added to its outputs; a training or pruning
+    (``run.run_id``: its MLflow child run) logs its curves to that run, live, and draws its progress bar on terminal
+    line ``run.bar_position``."""
+    hooks: Tuple[TrainerHook, ...] = () if run.run_id is None else (
+        lambda trainer, history: MLflowEpochLogger(history, run.tracking_uri, run.run_id).attach(trainer),
+        lambda trainer, history: attach_progress_bar(trainer, task.step, position=run.bar_position),
     )
-    with trainer_hooks(*hooks), _peak_memory(device) as memory:
+    with trainer_hooks(*hooks), _peak_memory(run.device) as memory:
         outputs = getattr(steps, task.action)(task.spec)
     return {**outputs, **memory}
 
@@ -241,8 +263,8 @@ class Study:
         benchmark = json.loads(benchmark_json.read_text())
         rows = collect_rows(self.root, self.state.data, self.models, benchmark)
         record_mlflow_runs(rows, self.tracker.log_results(rows))
-        report = write_report(self.root, rows, self.state.data, benchmark, self.dataset_dir, self.tracking_uri,
-                              self.steps.test_entries())
+        report = write_report(ReportInputs(self.root, rows, self.state.data, benchmark, self.dataset_dir,
+                                           self.tracking_uri, self.steps.test_entries()))
         self.tracker.finish(rows, report, benchmark_json)
         return report
 
@@ -307,7 +329,8 @@ class Study:
         """Run ``task`` in this process."""
         start = self._begin(task.step)
         with ExitStack() as stack:
-            outputs = _perform(self.steps, task, self.tracking_uri, self._open_run(task, stack), 0, str(self._device))
+            outputs = _perform(self.steps, task, StepRun(self.tracking_uri, self._open_run(task, stack), 0,
+                                                         str(self._device)))
         self._finish(task.step, outputs, start)
 
     def _run_parallel(self, tasks: Sequence[_Task]) -> None:
@@ -334,7 +357,7 @@ class Study:
                     run_id = self._open_run(task, stack)
                     position = free_positions.pop(0)
                     future = pool.submit(_run_in_worker, self.steps, task, threads, self._silenced.notices,
-                                         self.tracking_uri, run_id, position, str(self._device))
+                                         StepRun(self.tracking_uri, run_id, position, str(self._device)))
                     running[future] = (task, stack, start, position)
                 if not running:
                     if error is None:

@@ -20,9 +20,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from monai.bundle import ConfigParser, ConfigWorkflow
 
-from raagr2_monai.benchmark import add_backend_latencies, benchmark_models
+from raagr2_monai.benchmark import BenchmarkSettings, add_backend_latencies, benchmark_models
 from raagr2_monai.bundle import load_bundle_network
-from raagr2_monai.bundle.generate import write_bundle
+from raagr2_monai.generator.generate import write_bundle
 from raagr2_monai.data import fill_cache, load_split
 from raagr2_monai.handlers import EpochHistory
 from raagr2_monai.networks import count_flops, load_weights
@@ -337,8 +337,9 @@ class StudySteps:
             "measured in the benchmark, not the wall time of the study's training"
         )
         if p.bench_backends:
-            add_backend_latencies(result, models, ("torch", *p.bench_backends), p.bench_size, (1,),
-                                  p.bench_backend_repeats, p.bench_warmup)
+            latency = BenchmarkSettings(size=p.bench_size, batches=(1,), repeats=p.bench_backend_repeats,
+                                        warmup=p.bench_warmup, backends=("torch", *p.bench_backends))
+            add_backend_latencies(result, models, latency)
         path = self.root / "benchmark.json"
         atomic_write_text(str(path), json.dumps(result, indent=2))
         return {"benchmark_json": self._rel(path)}

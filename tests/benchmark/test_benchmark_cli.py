@@ -2,12 +2,14 @@
 on bad input, and the command line writing CSV."""
 
 import csv
+from dataclasses import replace
 
 import fire
 import pytest
 
 from raagr2_monai.benchmark import (
     META_KEY,
+    BenchmarkSettings,
     backend_latencies,
     benchmark_command,
     benchmark_models,
@@ -25,11 +27,13 @@ from raagr2_monai.pruning import prune, to_sparse_state_dict
 
 from .conftest import make_bundle
 
+#: one timed run of each figure at 32x32, without memory and training step
+QUICK = BenchmarkSettings(size=32, batches=1, repeats=1, warmup=0, measure_memory=False, train_step=False)
+
 
 def test_bundle_folder_with_weights(tmp_path):
     tiny = make_bundle(tmp_path / "tiny", state=get_network("depthwise").state_dict())
-    result = run_benchmark(bundles=str(tiny), size=32, batches=1, repeats=1, warmup=0, measure_memory=False,
-                           train_step=False)
+    result = run_benchmark(bundles=str(tiny), settings=QUICK)
     assert list(result) == ["baseline", "tiny", META_KEY]
     assert result["tiny"]["params"] == 5_046_155
     assert result["tiny"]["weights"] == str(tiny / "models" / "model.pt")
@@ -43,8 +47,7 @@ def test_pruned_bundle_inside_a_bundle_reports_its_sparse_file(tmp_path):
     packed = to_sparse_state_dict(masked.state_dict())
     child = make_bundle(parent / "pruned" / "magnitude-30", state=masked.state_dict(), sparse=packed)
     assert bundle_name(child) == "depthwise/pruned/magnitude-30"
-    result = run_benchmark(variants="baseline", bundles=f"{parent},{child}", size=32, batches=1, repeats=1,
-                           warmup=0, measure_memory=False, train_step=False)
+    result = run_benchmark(variants="baseline", bundles=f"{parent},{child}", settings=QUICK)
     assert list(result) == ["baseline", "depthwise", "depthwise/pruned/magnitude-30", META_KEY]
     row = result["depthwise/pruned/magnitude-30"]
     assert row["size_sparse_mb"] == (child / "models" / "model_sparse.pt").stat().st_size / 1e6 < row["size_mb"]
@@ -94,8 +97,7 @@ def test_cli_writes_csv(tmp_path):
 
 @pytest.mark.slow
 def test_backends_are_timed_against_the_baseline_torch_eager_of_the_same_run():
-    result = run_benchmark("depthwise", size=32, batches=1, repeats=1, warmup=0, measure_memory=False,
-                           train_step=False, backends="onnxruntime", threads=1)
+    result = run_benchmark("depthwise", settings=replace(QUICK, backends="onnxruntime", threads=1))
     assert result[META_KEY]["backends"]["backends"] == ["torch", "onnxruntime"]
     for name in ("baseline", "depthwise"):
         figures = result[name]["backends"]
@@ -128,7 +130,8 @@ def test_bf16_is_left_out_on_a_cpu_without_a_bfloat16_unit(monkeypatch):
     assert chosen == ("torch", "openvino")
     assert list(skipped) == ["openvino-bf16"] and "bfloat16 unit" in skipped["openvino-bf16"]
     with pytest.raises(ValueError, match="bfloat16 unit"):  # asked for directly, it is refused
-        backend_latencies({"baseline": get_network("baseline")}, ["openvino-bf16"], 32, (1,), 1, 0)
+        backend_latencies({"baseline": get_network("baseline")},
+                          BenchmarkSettings(size=32, batches=(1,), repeats=1, warmup=0, backends=["openvino-bf16"]))
     monkeypatch.setattr(deploy_backends, "cpu_bf16", lambda: True)
     assert runnable_backends(["openvino-bf16"]) == (("torch", "openvino-bf16"), {})
 
@@ -136,8 +139,7 @@ def test_bf16_is_left_out_on_a_cpu_without_a_bfloat16_unit(monkeypatch):
 @pytest.mark.slow
 @pytest.mark.skipif(not cpu_bf16(), reason="this CPU has no bfloat16 unit")
 def test_openvino_bf16_is_timed_and_the_cpu_recorded():
-    result = run_benchmark("depthwise", size=32, batches=1, repeats=1, warmup=0, measure_memory=False,
-                           train_step=False, backends="openvino-bf16,openvino", threads=1)
+    result = run_benchmark("depthwise", settings=replace(QUICK, backends="openvino-bf16,openvino", threads=1))
     meta = result[META_KEY]["backends"]
     assert meta["backends"] == ["torch", "openvino", "openvino-bf16"]
     assert meta["cpu"] == cpu_name() and meta["cpu_bf16"] is True and meta["skipped"] == {}
@@ -146,9 +148,9 @@ def test_openvino_bf16_is_timed_and_the_cpu_recorded():
 
 def test_unknown_backend_and_bad_threads_are_refused_before_measuring():
     with pytest.raises(ValueError, match="tensorrt"):
-        run_benchmark("depthwise", size=32, batches=1, repeats=1, backends="tensorrt")
+        run_benchmark("depthwise", settings=replace(QUICK, backends="tensorrt"))
     with pytest.raises(ValueError, match="threads"):
-        run_benchmark("depthwise", size=32, batches=1, repeats=1, backends="torch", threads=0)
+        run_benchmark("depthwise", settings=replace(QUICK, backends="torch", threads=0))
 
 
 def test_progress_bar_counts_the_models_measured_on_a_terminal_only(monkeypatch):
@@ -159,14 +161,13 @@ def test_progress_bar_counts_the_models_measured_on_a_terminal_only(monkeypatch)
         def isatty(self) -> bool:
             return True
 
-    settings = dict(size=32, batches=1, repeats=1, warmup=0, measure_memory=False, train_step=False)
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
-    result = run_benchmark("depthwise", **settings)
+    result = run_benchmark("depthwise", settings=QUICK)
     # the baseline added as the reference is measured too: two models
     assert "benchmark:" in terminal.getvalue() and "/2 [" in terminal.getvalue() and "/3" not in terminal.getvalue()
     assert [name for name in result if name != META_KEY] == ["baseline", "depthwise"]
     log = io.StringIO()
     monkeypatch.setattr(sys, "stderr", log)
-    run_benchmark("depthwise", **settings)
+    run_benchmark("depthwise", settings=QUICK)
     assert log.getvalue() == ""

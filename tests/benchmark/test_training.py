@@ -8,7 +8,7 @@ import io
 import pytest
 import torch
 
-from raagr2_monai.benchmark import META_KEY, render, run_benchmark
+from raagr2_monai.benchmark import META_KEY, BenchmarkSettings, render, run_benchmark
 from raagr2_monai.benchmark.training import (
     check_channels_last,
     check_compile,
@@ -137,9 +137,9 @@ def test_peak_table_knows_gpus_by_name():
 
 
 def test_benchmark_command_adds_throughput_to_every_row():
-    result = run_benchmark("depthwise", size=32, batches=1, repeats=1, warmup=0, measure_memory=False,
-                           train_step=False, throughput=True, train_batches="1,2", precision="bf16",
-                           channels_last="true")
+    settings = BenchmarkSettings(size=32, batches=1, repeats=1, warmup=0, measure_memory=False, train_step=False,
+                                 throughput=True, train_batches="1,2", precision="bf16", channels_last="true")
+    result = run_benchmark("depthwise", settings=settings)
     settings = result[META_KEY]["throughput"]
     assert settings["batches"] == [1, 2] and settings["precision"] == "bf16" and settings["channels_last"] is True
     for name in ("baseline", "depthwise"):
@@ -161,4 +161,4 @@ def test_benchmark_command_refuses_throughput_settings_before_measuring():
                              ({"compile": "turbo"}, "compile must be true, false or a torch.compile backend"),
                              ({"peak_tflops": -1}, "peak_tflops must be a positive number")):
         with pytest.raises(ValueError, match=message):
-            run_benchmark("depthwise", size=32, batches=1, throughput=True, **setting)
+            run_benchmark("depthwise", settings=BenchmarkSettings(size=32, batches=1, throughput=True, **setting))

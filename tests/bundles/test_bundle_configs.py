@@ -6,8 +6,8 @@ import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
 
-from raagr2_monai.bundle.configs import VARIANTS
-from raagr2_monai.bundle.generate import SCHEMA_PATH, expected_files
+from raagr2_monai.networks import VARIANTS
+from raagr2_monai.generator.generate import SCHEMA_PATH, expected_files
 from raagr2_monai.handlers import BraTSMetricsWriter, OverlayWriter
 from raagr2_monai.networks import get_network
 
@@ -116,7 +116,7 @@ def test_write_overlays_switches_the_overlay_writer_off(tmp_path):
     """``write_overlays`` false (a bool, or the text the command line passes) leaves the OverlayWriter out of the
     evaluator's handlers, so no ``overlays`` folder is made; the metrics writer stays."""
     evaluate = load("depthwise", "evaluate")
-    assert evaluate["write_overlays"] is True and evaluate["run_settings#write_overlays"] == "@write_overlays"
+    assert evaluate["write_overlays"] is True and evaluate["run_settings#settings#write_overlays"] == "@write_overlays"
     for flag, expected in ((True, 1), (False, 0), ("false", 0), ("true", 1)):
         parser = ConfigParser(load("depthwise", "train"))
         parser.update(evaluate)
@@ -162,7 +162,7 @@ def test_every_dotted_path_in_the_configs_resolves_from_a_bare_import():
         for text in _strings(json.loads(config.read_text())):
             found = re.findall(r"raagr2_monai(?:\.[A-Za-z_]\w*)+", text)
             (expressions if text.startswith("$") else targets).update(found)
-    assert any(".deploy." in p for p in expressions) and any(".handlers." in p for p in targets)
+    assert any(".bundle." in p for p in expressions) and any(".deploy." in p for p in targets)
     script = (
         "import functools, pydoc, sys, raagr2_monai\n"
         "split = sys.argv.index('--')\n"

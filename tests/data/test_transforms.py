@@ -210,11 +210,13 @@ def test_compact_val_transforms_match(tmp_path):
 
 @pytest.mark.parametrize(("value", "compact"), [(True, True), ("true", True), (False, False), ("false", False)])
 def test_compact_switched_by_one_config_id(value, compact):
-    """With ``compact="@compact"`` both endings are in the spec and that id chooses (the command line passes text)."""
-    from raagr2_monai.data.chains import build, train_spec, validation_spec
+    """With ``compact="@compact"`` both endings are in the spec and that id (with its negation, which the config
+    defines beside it) chooses (the command line passes text)."""
+    from raagr2_monai.data.chains import build, negated_switch, train_spec, validation_spec
 
-    train = build(train_spec("@compact"), roi_size=[32, 32], tumour_fraction=0.5, num_samples=2, compact=value)
-    validation = build(validation_spec("@compact"), roi_size=[32, 32], compact=value)
+    switch = {"compact": value, **negated_switch("@compact")}
+    train = build(train_spec("@compact"), roi_size=[32, 32], tumour_fraction=0.5, num_samples=2, **switch)
+    validation = build(validation_spec("@compact"), roi_size=[32, 32], **switch)
     for chain in (train, validation):
         names = [type(t).__name__ for t in chain.transforms]
         assert ("CompactStudyd" in names) == ("ExpandStudyd" in names) == compact

@@ -11,7 +11,7 @@ import torch
 from monai.bundle import ConfigParser, ConfigWorkflow, ckpt_export, verify_net_in_out
 
 from raagr2_monai.networks import load_weights
-from raagr2_monai.bundle.generate import expected_files
+from raagr2_monai.generator.generate import expected_files
 from raagr2_monai.data.synthetic import generate
 from raagr2_monai.networks import count_parameters, get_network
 from raagr2_monai.pruning import MaskSet, from_sparse_state_dict, load_pruned
@@ -249,3 +249,52 @@ def test_a_mask_pruned_bundle_is_not_pruned_again(bundle, dataset):
         _prune(first, dataset, method="magnitude")
     assert "pruned by depgraph; only a DepGraph-pruned network is pruned again" in str(raised.value.__cause__)
     assert not (first / "pruned").exists()
+
+
+def test_a_pruned_bundle_takes_its_configs_from_the_source_bundle_on_disk(bundle, tmp_path):
+    """The pruning run writes its bundle from the source's files, never from the generator: a setting edited in the
+    source bundle carries over, only ``network_def`` (and, for masks, the handler and prune.json) differ."""
+    from raagr2_monai.bundle import write_pruned_bundle
+    from raagr2_monai.pruning import prune
+
+    train_file = bundle / "configs" / "train.json"
+    edited = json.loads(train_file.read_text())
+    edited["learning_rate"] = 0.0042
+    train_file.write_text(json.dumps(edited, indent=4))
+    source = {name: json.loads((bundle / "configs" / f"{name}.json").read_text())
+              for name in ("train", "inference", "evaluate", "multi_gpu_train", "prune")}
+
+    torch.manual_seed(0)
+    net = get_network(VARIANT)
+    out = write_pruned_bundle(tmp_path / "dg", net, prune(net, "depgraph", 0.2), bundle)
+    written = {name: json.loads((out / "configs" / f"{name}.json").read_text()) for name in source}
+    assert written["train"]["learning_rate"] == 0.0042
+    for name in ("train", "inference"):
+        assert written[name]["network_def"]["_target_"] == "raagr2_monai.pruning.build_pruned_network"
+        assert {k: v for k, v in written[name].items() if k != "network_def"} == \
+            {k: v for k, v in source[name].items() if k != "network_def"}
+    assert written["evaluate"] == source["evaluate"] and written["multi_gpu_train"] == source["multi_gpu_train"]
+    assert written["prune"] == {**source["prune"], "method": "depgraph", "source_method": "depgraph"}
+    assert (out / "configs" / "logging.conf").read_text() == (bundle / "configs" / "logging.conf").read_text()
+    meta = json.loads((out / "configs" / "metadata.json").read_text())
+    assert meta["name"] == "Depthwise Shared RAAGR2-Net, depgraph-pruned 20 %"
+
+    torch.manual_seed(0)
+    net = get_network(VARIANT)
+    out = write_pruned_bundle(tmp_path / "mag", net, prune(net, "magnitude", 0.2), bundle)
+    train = json.loads((out / "configs" / "train.json").read_text())
+    assert train["network_def"] == source["train"]["network_def"]  # masks keep the variant's own class
+    assert train["train"]["handlers"][0]["_target_"] == "raagr2_monai.handlers.MaskHandler"
+    assert train["train"]["handlers"][1:] == source["train"]["train"]["handlers"]
+    assert not (out / "configs" / "prune.json").exists()
+
+
+def test_a_source_bundle_without_configs_is_named(bundle, tmp_path):
+    from raagr2_monai.bundle import write_pruned_bundle
+    from raagr2_monai.pruning import prune
+
+    (bundle / "configs" / "evaluate.json").unlink()
+    net = get_network(VARIANT)
+    with pytest.raises(ValueError, match=r"evaluate\.json: cannot read the source bundle's config"):
+        write_pruned_bundle(tmp_path / "dg", net, prune(net, "depgraph", 0.2), bundle)
+    assert not (tmp_path / "dg").exists()  # nothing written before the source was read

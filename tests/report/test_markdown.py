@@ -8,7 +8,14 @@ import shutil
 from matplotlib.image import imread
 
 from raagr2_monai.constants import SCORED_REGIONS
-from raagr2_monai.report import CHART_NAMES, best_per_family, collect_rows, record_mlflow_runs, write_report
+from raagr2_monai.report import (
+    CHART_NAMES,
+    ReportInputs,
+    best_per_family,
+    collect_rows,
+    record_mlflow_runs,
+    write_report,
+)
 
 from .conftest import MODELS
 
@@ -23,7 +30,8 @@ def test_report_tables_and_charts(finished, subjects):
     root, state, benchmark = finished
     rows = collect_rows(root, state, MODELS, benchmark)
     record_mlflow_runs(rows, {"baseline": "b" * 32, "magnitude-20": "m" * 32, "magnitude-20-ft": "f" * 32})
-    path = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////study/mlruns.db", subjects)
+    path = write_report(
+        ReportInputs(root, rows, state, benchmark, "/data/synthetic", "sqlite:////study/mlruns.db", subjects))
     text = path.read_text()
     assert path == root / "report.md"
     assert "Data: `/data/synthetic` (built-in synthetic set); split by patient, seed 3; every model evaluated on the " \
@@ -70,7 +78,8 @@ def test_report_tables_and_charts(finished, subjects):
 def test_lesionwise_table_shows_the_summary_means(finished, subjects):
     root, state, benchmark = finished
     rows = collect_rows(root, state, MODELS, benchmark)
-    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    inputs = ReportInputs(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects)
+    text = write_report(inputs).read_text()
     assert "## Lesion-wise scores on the test subjects" in text
     assert "| model | lesion Dice TC | lesion Dice WT | lesion Dice ET | lesion HD95 TC | lesion HD95 WT | " \
         "lesion HD95 ET | lesion F1 TC | lesion F1 WT | lesion F1 ET |" in text
@@ -83,7 +92,8 @@ def test_lesionwise_table_shows_the_summary_means(finished, subjects):
 def test_best_model_figures_are_pngs_shown_in_the_report(finished, subjects):
     root, state, benchmark = finished
     rows = collect_rows(root, state, MODELS, benchmark)
-    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    inputs = ReportInputs(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects)
+    text = write_report(inputs).read_text()
     sizes = {}
     for name in ("best_models_subject", "best_models_distributions"):
         png = root / "charts" / f"{name}.png"
@@ -105,7 +115,8 @@ def test_best_of_a_family_is_chosen_on_validation_not_on_test(finished, subjects
     # the test subjects prefer magnitude-20-ft (the only mean test Dice), the validation subjects magnitude-20
     (best,) = best_per_family(rows)
     assert (best.family, best.model, best.basis, best.score) == ("magnitude", "magnitude-20", "validation", 0.45)
-    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    inputs = ReportInputs(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects)
+    text = write_report(inputs).read_text()
     assert "| magnitude pruning | `magnitude-20` | best validation mean Dice | 0.4500 |" in text
     assert "chosen on the mean test Dice" not in text
 
@@ -114,7 +125,8 @@ def test_best_of_a_family_is_chosen_on_validation_not_on_test(finished, subjects
         row["validation"]["val_mean_dice"] = None
     (best,) = best_per_family(rows)
     assert (best.model, best.basis) == ("magnitude-20-ft", "test")
-    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    inputs = ReportInputs(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects)
+    text = write_report(inputs).read_text()
     assert "| magnitude pruning | `magnitude-20-ft` | **mean test Dice** | 0.6250 |" in text
     assert "No magnitude pruning model has a validation score: `magnitude-20-ft` was chosen on the mean test " \
         "Dice" in text
@@ -125,7 +137,8 @@ def test_rows_identical_on_every_subject_are_flagged_and_explained(finished, sub
     # magnitude-20 (pruned, not fine-tuned) now gives the baseline's scores on every subject
     shutil.copy(root / "eval/baseline/metrics_per_subject.csv", root / "eval/magnitude-20/metrics_per_subject.csv")
     rows = collect_rows(root, state, MODELS, benchmark)
-    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    inputs = ReportInputs(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects)
+    text = write_report(inputs).read_text()
     assert _line(text, "| RAAGR2-Net (baseline) (`baseline`) ‡ | 0.5000 ± 0.7941 |")
     assert _line(text, "| Magnitude 20 % (`magnitude-20`) ‡ |")
     assert "‡" not in _line(text, "| Magnitude 20 % + FT (`magnitude-20-ft`)")
@@ -140,6 +153,23 @@ def test_rows_identical_on_every_subject_are_flagged_and_explained(finished, sub
     # rows that miss the tumour everywhere are identical for a reason that says nothing of the pruning
     for row in rows[:2]:
         row["quality"].update({f"dice_{region}": 0.0 for region in SCORED_REGIONS})
-    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    inputs = ReportInputs(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects)
+    text = write_report(inputs).read_text()
     assert "- `baseline` and `magnitude-20` are identical on every subject: none of them overlaps the tumour on any " \
         "subject" in text
+
+
+def test_report_inputs_render_the_sections_in_order(finished, subjects):
+    root, state, benchmark = finished
+    rows = collect_rows(root, state, MODELS, benchmark)
+    inputs = ReportInputs(str(root), rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects)
+    assert (inputs.cases, inputs.window, inputs.largest_batch) == (["c1", "c2"], 32, 4)
+    assert inputs.relative(root / "charts" / "a.png") == "charts/a.png"
+    text = write_report(inputs).read_text()
+    assert text.startswith("# RAAGR2-Net compression study: profile `") and text.endswith("finished steps\n")
+    # no backend timed: no deployment section between Tables 2 and 3
+    assert [line for line in text.splitlines() if line.startswith("## ")] == [
+        "## Table 1: quality on the test subjects", "## Lesion-wise scores on the test subjects",
+        "## Table 2: size and cost", "## Table 3: reductions against the baseline",
+        "## Training", "## Each family's best model on the test subjects", "## Where each row comes from",
+        "## Charts", "## The thesis's published figures (not produced by this code)", "## Files"]

@@ -14,6 +14,7 @@ from raagr2_monai.report import (
     PAIRED_HEADER,
     PAIRED_KEYS,
     PAIRED_MARGIN,
+    ReportInputs,
     collect_rows,
     paired_cell,
     paired_difference,
@@ -139,7 +140,8 @@ def test_a_missing_subject_reaches_the_tables_and_is_flagged_in_the_report(finis
     tuned = rows[2]["quality"]
     assert (tuned["paired_n"], tuned["paired_dice_ci"], tuned["paired_unmatched"]) == (1, None, ["c1"])
     assert tuned["paired_dice_diff"] == pytest.approx(0.125)  # c2 alone: 0.6875 - 0.5625
-    text = write_report(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects).read_text()
+    inputs = ReportInputs(root, rows, state, benchmark, "/data/synthetic", "sqlite:////s.db", subjects)
+    text = write_report(inputs).read_text()
 
     header = next(line for line in text.splitlines() if line.startswith("| model | Dice TC"))
     cells = [c.strip() for c in header.strip("|").split("|")]

@@ -268,15 +268,13 @@ def test_bundles_resolve_and_check_the_device_through_one_function():
         assert "'nccl'" not in text, path
         config = json.loads(text)
         if "device" in config:
-            assert "raagr2_monai.utils.resolve_device(" in config["device"], path
+            assert config["device"]["_target_"] == "raagr2_monai.utils.resolve_device", path
         if path.name in ("train.json", "inference.json"):
-            # the precision setting (amp_precision) joins use_amp as the configs take it up
-            assert config["use_amp"] in (
-                "$raagr2_monai.utils.use_amp(@device, @amp)",
-                "$raagr2_monai.utils.use_amp(@device, @amp, @amp_precision)",
-            ), path
+            assert config["use_amp"] == {"_target_": "raagr2_monai.utils.use_amp", "device": "@device", "amp": "@amp",
+                                         "precision": "@amp_precision"}, path
             checks = config.get("checks", config.get("initialize"))
-            assert checks[0] == "$raagr2_monai.bundle.checked(raagr2_monai.utils.resolve_device, @device)", path
+            assert checks[0] == {"_target_": "raagr2_monai.bundle.checked", "check": "raagr2_monai.utils.resolve_device",
+                                 "device": "@device"}, path
 
 
 def test_package_decides_the_device_in_one_module():

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .common import _FILL_CACHES, _NETWORK
-from .variants import Variant
+from .common import _FILL_CACHES, _NETWORK, _check, _setup
+from raagr2_monai.networks import Variant
 
 __all__ = ["multi_gpu_config"]
 
@@ -19,13 +19,13 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
     for the others before it leaves the process group (:func:`raagr2_monai.bundle.end_distributed`).
     """
     return {
-        "local_rank": "$int(os.environ.get('LOCAL_RANK', 0))",
+        "local_rank": {"_target_": "raagr2_monai.bundle.local_rank"},
         # this process's GPU (the one of its LOCAL_RANK) when there are GPUs, else the CPU
-        "device": "$raagr2_monai.utils.resolve_device(None, @local_rank)",
+        "device": {"_target_": "raagr2_monai.utils.resolve_device", "index": "@local_rank"},
         "network": {
             "_target_": "torch.nn.parallel.DistributedDataParallel",
-            "module": f"${_NETWORK}",
-            "device_ids": "$raagr2_monai.utils.ddp_device_ids(@device)",
+            "module": dict(_NETWORK),
+            "device_ids": {"_target_": "raagr2_monai.utils.ddp_device_ids", "device": "@device"},
         },
         "train#sampler": {
             "_target_": "DistributedSampler",
@@ -43,17 +43,14 @@ def multi_gpu_config(variant: Variant) -> Dict[str, Any]:
         },
         "validate#dataloader#sampler": "@validate#sampler",
         "initialize": [
-            "$import torch.distributed as dist",
             # checked: a GPU the machine lacks ends every rank in one line, before the group waits for the others
-            "$raagr2_monai.bundle.checked(raagr2_monai.bundle.start_distributed, @device, @local_rank)",
+            _check("raagr2_monai.bundle.start_distributed", device="@device", local_rank="@local_rank"),
             "@checks",
-            "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_rank_share, @validate#datalist, "
-            "dist.get_world_size())",
-            "$monai.utils.set_determinism(seed=@seed)",
-            "$raagr2_monai.utils.configure_backends(@device, @deterministic)",
-            "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed) if dist.get_rank() == 0 else None",
+            _check("raagr2_monai.bundle.check_rank_share", entries="@validate#datalist"),
+            # run.json on rank 0 only
+            *_setup("@output_dir"),
         ],
         "run": [*_FILL_CACHES, "$@validate#early_stop.set_trainer(@train#trainer)", "$@train#trainer.run()"],
-        "finalize": ["$raagr2_monai.bundle.end_distributed()"],
+        "finalize": [{"_target_": "raagr2_monai.bundle.end_distributed"}],
         "training": "$@run",
     }

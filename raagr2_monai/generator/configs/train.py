@@ -4,13 +4,30 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-from raagr2_monai.data.chains import train_spec, validation_postprocessing_spec, validation_spec
+from raagr2_monai.data.chains import negated_switch, train_spec, validation_postprocessing_spec, validation_spec
 from raagr2_monai.data.split import DEFAULT_SPLIT
+from raagr2_monai.networks import Variant
 
-from .common import _AMP, _CHECKS, _FILL_CACHES, _INFERER, _common, _train_handlers
-from .variants import Variant
+from .common import (
+    _AMP,
+    _CHECKS,
+    _FILL_CACHES,
+    _INFERER,
+    _check,
+    _common,
+    _for_rank,
+    _from_metrics,
+    _setup,
+    _split,
+    _train_handlers,
+)
 
 __all__ = ["train_config"]
+
+
+def _from_engine(*keys: str) -> Dict[str, Any]:
+    """A metric's ``output_transform``: ``keys`` of the engine's output batch (MONAI's ``from_engine``)."""
+    return {"_target_": "monai.handlers.from_engine", "keys": list(keys)}
 
 
 def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
@@ -34,8 +51,9 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
             # files and the preprocessing settings) and read from there by every training, pruning and validation;
             # compact false caches float32 images and region channels instead. Default: $RAAGR2_CACHE_DIR, else the
             # bundle's cache/ folder
-            "cache_dir": "$raagr2_monai.data.default_cache_dir(@bundle_root)",
+            "cache_dir": {"_target_": "raagr2_monai.data.default_cache_dir", "bundle_root": "@bundle_root"},
             "compact": True,
+            **negated_switch("@compact"),
             "num_samples": 4,
             "tumour_fraction": 0.5,
             "early_stop_patience": 10,
@@ -46,17 +64,17 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
             "group_sparsity": 0.0,
             # cuDNN picks its fastest kernels (not bit-for-bit reproducible on a GPU); true: deterministic ones
             "deterministic": False,
-            # the loss logged every so many iterations (reading it waits for the GPU)
-            "log_every": "$20 if raagr2_monai.utils.is_cuda(@device) else 1",
+            # the loss logged every so many iterations (reading it waits for the GPU); null: 20 on CUDA, else 1
+            "log_every": None,
             "experiment_name": "raagr2_monai",
-            "run_name": "$@variant + '-train-' + time.strftime('%Y%m%d-%H%M%S')",
-            "tracking_uri": "$monai.utils.path_to_sqlite_uri(@output_dir + '/mlruns.db')",
+            "run_name": {"_target_": "raagr2_monai.bundle.run_name", "parts": ["@variant", "train"]},
+            "tracking_uri": {"_target_": "raagr2_monai.bundle.tracking_uri", "folder": "@output_dir"},
             "loss": {"_target_": "raagr2_monai.losses.RAAGR2Loss", "lambda_bce": 0.5},
             "optimizer": {
                 "_target_": "torch.optim.Adam",
                 "params": "$@network.parameters()",
                 "lr": "@learning_rate",
-                "fused": "$raagr2_monai.utils.is_cuda(@device)",
+                "fused": "@cuda",
             },
             "lr_schedule": "plateau",
             "lr_scheduler": {
@@ -68,10 +86,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "patience": 3,
             },
             "train": {
-                "datalist": (
-                    "$raagr2_monai.data.load_split(@dataset_dir, 'training', @datalist, @seed, @split, "
-                    "label_convention=@label_convention)"
-                ),
+                "datalist": _split("training"),
                 "preprocessing": train_spec("@compact"),
                 "dataset": {
                     "_target_": "raagr2_monai.data.StudyCacheDataset",
@@ -85,7 +100,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                     "batch_size": "$max(1, @batch_size // @num_samples)",
                     "shuffle": True,
                     "num_workers": "@num_workers",
-                    "pin_memory": "$raagr2_monai.utils.is_cuda(@device)",
+                    "pin_memory": "@cuda",
                 },
                 "inferer": {"_target_": "SimpleInferer"},
                 "handlers": _train_handlers("$@output_dir + '/last.pt'"),
@@ -98,17 +113,14 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                     "loss_function": "@loss",
                     "optimizer": "@optimizer",
                     "inferer": "@train#inferer",
-                    "train_handlers": "$raagr2_monai.bundle.handlers_for_rank(@train#handlers)",
-                    "non_blocking": "$raagr2_monai.utils.is_cuda(@device)",
+                    "train_handlers": _for_rank("@train#handlers"),
+                    "non_blocking": "@cuda",
                     "optim_set_to_none": True,
                     **_AMP,
                 },
             },
             "validate": {
-                "datalist": (
-                    "$raagr2_monai.data.load_split(@dataset_dir, 'validation', @datalist, @seed, @split, "
-                    "label_convention=@label_convention)[:@val_cases]"
-                ),
+                "datalist": {**_split("validation"), "limit": "@val_cases"},
                 "preprocessing": validation_spec("@compact"),
                 "dataset": {
                     "_target_": "raagr2_monai.data.StudyCacheDataset",
@@ -128,13 +140,13 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                 "key_metric": {
                     "val_mean_dice": {
                         "_target_": "raagr2_monai.handlers.BraTSMeanDice",
-                        "output_transform": "$monai.handlers.from_engine(['pred', 'label'])",
+                        "output_transform": _from_engine("pred", "label"),
                     }
                 },
                 "additional_metrics": {
                     f"val_dice_{region}": {
                         "_target_": "raagr2_monai.handlers.BraTSMeanDice",
-                        "output_transform": f"$monai.handlers.from_engine(['pred_{region}', 'label_{region}'])",
+                        "output_transform": _from_engine(f"pred_{region}", f"label_{region}"),
                     }
                     for region in ("tc", "wt", "et")
                 },
@@ -143,7 +155,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                     "_target_": "EarlyStopHandler",
                     "patience": "@early_stop_patience",
                     "min_delta": "@early_stop_min_delta",
-                    "score_function": "$lambda engine: engine.state.metrics['val_mean_dice']",
+                    "score_function": _from_metrics("val_mean_dice"),
                     "epoch_level": True,
                 },
                 "handlers": [
@@ -153,7 +165,7 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                         "lr_scheduler": "@lr_scheduler",
                         "print_lr": True,
                         "epoch_level": True,
-                        "step_transform": "$lambda engine: engine.state.metrics['val_mean_dice']",
+                        "step_transform": _from_metrics("val_mean_dice"),
                     },
                     "@validate#early_stop",
                     {"_target_": "StatsHandler", "iteration_log": False},
@@ -174,63 +186,64 @@ def train_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None)
                     "postprocessing": "@validate#postprocessing",
                     "key_val_metric": "@validate#key_metric",
                     "additional_metrics": "@validate#additional_metrics",
-                    "val_handlers": "$raagr2_monai.bundle.handlers_for_rank(@validate#handlers)",
+                    "val_handlers": _for_rank("@validate#handlers"),
                     **_AMP,
                 },
             },
+            # what the run records (run.json, MLflow parameters), with the studies each dataset held and the split only
+            # where no datalist chose them
             "run_settings": {
-                "variant": "@variant",
-                "dataset_dir": "@dataset_dir",
-                "datalist": "@datalist",
-                "split": "$None if @datalist else @split",
-                # what ran, also when MONAI Label replaces the data and the epochs
-                "epochs": "@train#trainer#max_epochs",
-                "training_cases": "$len(@train#dataset#data)",
-                "validation_cases": "$len(@validate#dataset#data)",
-                "val_interval": "@val_interval",
-                "batch_size": "@batch_size",
-                "learning_rate": "@learning_rate",
-                "lr_schedule": "@lr_schedule",
-                "roi_size": "@roi_size",
-                "compact": "@compact",
-                "cache_dir": "@cache_dir",
-                "validation_roi_size": "@validate#inferer#roi_size",
-                "whole_slice": "@whole_slice",
-                "skip_empty": "@skip_empty",
-                "sw_batch_size": "@sw_batch_size",
-                "overlap": "@overlap",
-                "blend_mode": "@blend_mode",
-                "threshold": "@threshold",
-                "device": "$str(@device)",
-                "amp": "@use_amp",
-                "amp_precision": "@amp_precision",
-                "channels_last": "@channels_last",
-                "deterministic": "@deterministic",
-                "group_sparsity": "@group_sparsity",
+                "_target_": "raagr2_monai.bundle.run_settings",
+                "datasets": {"training": "@train#dataset", "validation": "@validate#dataset"},
+                "settings": {
+                    "variant": "@variant",
+                    "dataset_dir": "@dataset_dir",
+                    "datalist": "@datalist",
+                    "split": "@split",
+                    # what ran, also when MONAI Label replaces the epochs
+                    "epochs": "@train#trainer#max_epochs",
+                    "val_interval": "@val_interval",
+                    "batch_size": "@batch_size",
+                    "learning_rate": "@learning_rate",
+                    "lr_schedule": "@lr_schedule",
+                    "roi_size": "@roi_size",
+                    "compact": "@compact",
+                    "cache_dir": "@cache_dir",
+                    "validation_roi_size": "@validate#inferer#roi_size",
+                    "whole_slice": "@whole_slice",
+                    "skip_empty": "@skip_empty",
+                    "sw_batch_size": "@sw_batch_size",
+                    "overlap": "@overlap",
+                    "blend_mode": "@blend_mode",
+                    "threshold": "@threshold",
+                    "device": "@device",
+                    "amp": "@use_amp",
+                    "amp_precision": "@amp_precision",
+                    "channels_last": "@channels_last",
+                    "deterministic": "@deterministic",
+                    "group_sparsity": "@group_sparsity",
+                },
             },
             # the settings' checks, run first: a list of their own, so that evaluate.json can add to them and
             # multi_gpu_train.json, which sets up the process group before them, can reuse them
             "checks": [
                 *_CHECKS,
-                (
-                    "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_validation_settings, @val_interval, "
-                    "@val_cases)"
-                ),
+                _check("raagr2_monai.bundle.check_validation_settings", val_interval="@val_interval",
+                       val_cases="@val_cases"),
             ],
-            "initialize": [
-                "@checks",
-                "$monai.utils.set_determinism(seed=@seed)",
-                "$raagr2_monai.utils.configure_backends(@device, @deterministic)",
-                "$raagr2_monai.bundle.record_run(@output_dir, @run_settings, @seed)",
-            ],
+            "initialize": ["@checks", *_setup("@output_dir")],
             "run": [
                 *_FILL_CACHES,
                 "$@validate#early_stop.set_trainer(@train#trainer)",
                 "$@train#trainer.run()",
-                (
-                    "$raagr2_monai.bundle.complete_mlflow_run(@tracking_uri, @experiment_name, @run_name, "
-                    "[@ckpt_path], @run_settings)"
-                ),
+                {
+                    "_target_": "raagr2_monai.bundle.complete_mlflow_run",
+                    "tracking_uri": "@tracking_uri",
+                    "experiment_name": "@experiment_name",
+                    "run_name": "@run_name",
+                    "paths": ["@ckpt_path"],
+                    "settings": "@run_settings",
+                },
             ],
             # `monai.bundle run training` runs `initialize`, then this, then `finalize`
             "training": "$@run",

@@ -18,7 +18,7 @@ from .metadata import BUNDLE_VERSION, REQUIRED_VERSIONS, metadata
 from .multi_gpu import multi_gpu_config
 from .prune import prune_config
 from .train import train_config
-from .variants import VARIANTS, Variant
+from raagr2_monai.networks import VARIANTS, Variant
 
 __all__ = [
     "Variant",

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .common import _FILL_CACHES, _train_handlers
+from raagr2_monai.networks import Variant
+
+from .common import _FILL_CACHES, _check, _setup, _train_handlers
 from .train import train_config
-from .variants import Variant
 
 __all__ = ["prune_config"]
 
@@ -42,20 +43,18 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
         # pruned network also learns from, with this share of the loss; null: the plain loss
         "teacher_bundle": None,
         "distill_weight": 0.5,
-        "teacher": (
-            "$None if @teacher_bundle is None else "
-            "raagr2_monai.bundle.load_bundle_network(@teacher_bundle, require_weights=True).to(@device)"
-        ),
+        "teacher": {"_target_": "raagr2_monai.bundle.load_teacher", "bundle_dir": "@teacher_bundle", "device": "@device"},
         "overwrite": False,
         # how this bundle's own network was pruned: null in a base bundle; a DepGraph-pruned bundle says depgraph and
         # can be pruned again by DepGraph (iterative pruning, the steps' histories composed into the new bundle's)
         "source_method": None,
         "source_ckpt": "$@bundle_root + '/models/model.pt'",
-        "output_dir": "$@bundle_root + '/pruned/' + @method + '-' + str(round(@ratio * 100))",
+        "output_dir": {"_target_": "raagr2_monai.bundle.pruned_bundle_dir", "bundle_root": "@bundle_root",
+                       "method": "@method", "ratio": "@ratio"},
         "ckpt_dir": "$@output_dir + '/models'",
         "run_dir": "$@output_dir + '/runs/prune'",
-        "tracking_uri": "$monai.utils.path_to_sqlite_uri(@run_dir + '/mlruns.db')",
-        "run_name": "$@variant + '-prune-' + @method + '-' + time.strftime('%Y%m%d-%H%M%S')",
+        "tracking_uri": {"_target_": "raagr2_monai.bundle.tracking_uri", "folder": "@run_dir"},
+        "run_name": {"_target_": "raagr2_monai.bundle.run_name", "parts": ["@variant", "prune", "@method"]},
         "prune_handler": {
             "_target_": "raagr2_monai.handlers.PruneHandler",
             "method": "@method",
@@ -69,47 +68,60 @@ def prune_config(variant: Variant) -> Dict[str, Any]:
             "round_to": "@round_to",
         },
         "train#handlers": ["@prune_handler", *_train_handlers("$@run_dir + '/last.pt'")],
-        "train#trainer#loss_function": (
-            "$@loss if @teacher is None else raagr2_monai.losses.DistillationLoss(@loss, @teacher, @network, "
-            "@distill_weight)"
-        ),
+        "train#trainer#loss_function": {
+            "_target_": "raagr2_monai.losses.distilled_loss",
+            "loss": "@loss",
+            "teacher": "@teacher",
+            "student": "@network",
+            "weight": "@distill_weight",
+        },
         # a trainer needs at least one epoch; with finetune_epochs 0 it is built (its loader feeds SNIP) but not run
         "train#trainer#max_epochs": "$max(1, @finetune_epochs)",
-        "run_settings#epochs": "@finetune_epochs",
-        "run_settings#method": "@method",
-        "run_settings#ratio": "@ratio",
-        "run_settings#scope": "@scope",
-        "run_settings#snip_size": "$@snip_size if @method == 'snip' else None",
-        "run_settings#round_to": "@round_to",
-        "run_settings#from_scratch": "@from_scratch",
-        "run_settings#teacher_bundle": "@teacher_bundle",
-        "run_settings#distill_weight": "$None if @teacher_bundle is None else @distill_weight",
-        "run_settings#source_ckpt": "$None if @from_scratch else @source_ckpt",
-        "run_settings#output_dir": "@output_dir",
+        # recorded as far as they apply (snip_size for SNIP, distill_weight with a teacher, source_ckpt unless
+        # from_scratch)
+        "run_settings#_target_": "raagr2_monai.bundle.pruning_run_settings",
+        "run_settings#settings#epochs": "@finetune_epochs",
+        "run_settings#settings#method": "@method",
+        "run_settings#settings#ratio": "@ratio",
+        "run_settings#settings#scope": "@scope",
+        "run_settings#settings#snip_size": "@snip_size",
+        "run_settings#settings#round_to": "@round_to",
+        "run_settings#settings#from_scratch": "@from_scratch",
+        "run_settings#settings#teacher_bundle": "@teacher_bundle",
+        "run_settings#settings#distill_weight": "@distill_weight",
+        "run_settings#settings#source_ckpt": "@source_ckpt",
+        "run_settings#settings#output_dir": "@output_dir",
         "initialize": [
-            (
-                "$raagr2_monai.bundle.checked(raagr2_monai.bundle.check_prune_settings, "
-                "@method, @ratio, @scope, @finetune_epochs, @from_scratch, @round_to, @source_method)"
-            ),
-            # without trained weights there is nothing to prune: say so before anything is read or written
-            (
-                "$None if @from_scratch else "
-                "raagr2_monai.bundle.checked(raagr2_monai.networks.check_weights, @source_ckpt, 'source_ckpt')"
+            # and the trained weights to prune: without them there is nothing to prune, said before anything is
+            # read or written
+            _check(
+                "raagr2_monai.bundle.check_prune_settings",
+                method="@method",
+                ratio="@ratio",
+                scope="@scope",
+                finetune_epochs="@finetune_epochs",
+                from_scratch="@from_scratch",
+                round_to="@round_to",
+                source_method="@source_method",
+                source_ckpt="@source_ckpt",
             ),
             "@checks",
-            "$raagr2_monai.bundle.prepare_output_dir(@output_dir, @overwrite)",
-            "$monai.utils.set_determinism(seed=@seed)",
-            "$raagr2_monai.utils.configure_backends(@device, @deterministic)",
-            "$raagr2_monai.bundle.record_run(@run_dir, @run_settings, @seed)",
+            {"_target_": "raagr2_monai.bundle.prepare_output_dir", "output_dir": "@output_dir",
+             "overwrite": "@overwrite"},
+            *_setup("@run_dir"),
         ],
         "run": [
-            (
-                "$None if @from_scratch else "
-                "raagr2_monai.bundle.load_weights(@network, @source_ckpt, setting='source_ckpt')"
-            ),
             *_FILL_CACHES,
             "$@validate#early_stop.set_trainer(@train#trainer)",
-            "$raagr2_monai.bundle.run_pruning(@train#trainer, @validate#evaluator, @prune_handler, @finetune_epochs)",
+            {
+                "_target_": "raagr2_monai.bundle.run_pruning",
+                "trainer": "@train#trainer",
+                "evaluator": "@validate#evaluator",
+                "handler": "@prune_handler",
+                "finetune_epochs": "@finetune_epochs",
+                "source_ckpt": "@source_ckpt",
+                "from_scratch": "@from_scratch",
+            },
             (
                 "$raagr2_monai.bundle.write_pruned_bundle(@output_dir, @network, @prune_handler.result, "
                 "report=@prune_handler.report, best_ckpt=@ckpt_path, evaluator=@validate#evaluator, "

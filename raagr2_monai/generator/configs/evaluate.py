@@ -6,8 +6,8 @@ from typing import Any, Dict
 
 from raagr2_monai.data.chains import writeback_spec
 
-from .common import _CHECKS, _weights_check
-from .variants import Variant
+from .common import _CHECKS, _split, _weights_check
+from raagr2_monai.networks import Variant
 
 __all__ = ["evaluate_config"]
 
@@ -35,10 +35,7 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         "compact": False,
         # the label maps of an evaluation computed with the kernels every run of it picks
         "deterministic": True,
-        "validate#datalist": (
-            "$raagr2_monai.data.load_split(@dataset_dir, @eval_section, @datalist, @seed, @split, "
-            "label_convention=@label_convention)"
-        ),
+        "validate#datalist": _split("@eval_section"),
         "validate#postprocessing": writeback_spec(
             "@validate#preprocessing", keep_probabilities=True, output_dir="@prediction_dir", output_labels=False
         ),
@@ -64,10 +61,10 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
                 "convention": "@metric_convention",
             },
         ],
-        "run_settings#eval_section": "@eval_section",
-        "run_settings#metric_convention": "@metric_convention",
-        "run_settings#lesionwise": "@lesionwise",
-        "run_settings#write_overlays": "@write_overlays",
+        "run_settings#settings#eval_section": "@eval_section",
+        "run_settings#settings#metric_convention": "@metric_convention",
+        "run_settings#settings#lesionwise": "@lesionwise",
+        "run_settings#settings#write_overlays": "@write_overlays",
         # weights that are not there stop the run before any data is read, with one line naming the setting; none is
         # asked for with the loader replaced (stand-in networks)
         "checks": [

@@ -6,8 +6,8 @@ from typing import Any, Dict, Optional
 
 from raagr2_monai.data.chains import preprocessing_spec, writeback_spec
 
-from .common import _AMP, _CHECKS, _INFERER, _NETWORK, _common, _weights_check
-from .variants import Variant
+from .common import _AMP, _CHECKS, _INFERER, _check, _common, _weights_check
+from raagr2_monai.networks import Variant
 
 __all__ = ["inference_config"]
 
@@ -34,11 +34,24 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
             # "auto" is bf16 on CPUs with a bfloat16 unit (AVX512-BF16, AMX), else fp32
             "backend": "torch",
             "threads": None,
-            "network": f"${_NETWORK} if @backend == 'torch' "
-            "else raagr2_monai.bundle.checked(raagr2_monai.deploy.load_backend, @bundle_root, @backend, @threads, "
-            "precision=@amp_precision)",
+            "network": {
+                "_target_": "raagr2_monai.deploy.inference_network",
+                "network": "@network_def",
+                "backend": "@backend",
+                "bundle_dir": "@bundle_root",
+                "device": "@device",
+                "channels_last": "@channels_last",
+                "threads": "@threads",
+                "precision": "@amp_precision",
+            },
             "datalist_section": "testing",
-            "data": "$raagr2_monai.data.inference_cases(@dataset_dir, @datalist, @datalist_section, @label_convention)",
+            "data": {
+                "_target_": "raagr2_monai.data.inference_cases",
+                "dataset_dir": "@dataset_dir",
+                "datalist": "@datalist",
+                "section": "@datalist_section",
+                "label_convention": "@label_convention",
+            },
             "output_postfix": "pred",
             # the label values written: "input" (each case's own convention) or brats2021, brats2023, msd
             "output_labels": "input",
@@ -74,8 +87,7 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
             },
             "initialize": [
                 *_CHECKS,
-                "$raagr2_monai.bundle.checked(raagr2_monai.deploy.check_backend, @backend)",
-                "$torch.set_num_threads(int(@threads)) if @threads and @backend == 'torch' else None",
+                _check("raagr2_monai.deploy.check_backend", backend="@backend"),
                 # the weights each WeightsLoader will load must exist, said before any study is read; none is asked
                 # for with an exported backend or with the handlers replaced (stand-in networks)
                 _weights_check("@handlers"),

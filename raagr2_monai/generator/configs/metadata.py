@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .variants import Variant
+from raagr2_monai.networks import Variant
 
 __all__ = ["BUNDLE_VERSION", "REQUIRED_VERSIONS", "metadata"]
 
@@ -26,7 +26,7 @@ REQUIRED_VERSIONS: Dict[str, str] = {
 
 def metadata(variant: Variant) -> Dict[str, Any]:
     """``configs/metadata.json`` in the model zoo's schema (kept offline in
-    ``raagr2_monai/bundle/metadata_schema.json``)."""
+    ``raagr2_monai/generator/metadata_schema.json``)."""
     import raagr2_monai
 
     spatial = ["16*n", "16*n"]

@@ -1,4 +1,4 @@
-"""Write the four bundles from :mod:`raagr2_monai.bundle.configs` (``raagr2 bundles``)."""
+"""Write the four bundles from :mod:`raagr2_monai.generator.configs` (``raagr2 bundles``)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from .metadata import metadata
 from .multi_gpu import multi_gpu_config
 from .prune import prune_config
 from .train import train_config
-from .variants import Variant
+from raagr2_monai.networks import Variant
 
 __all__ = ["LOGGING_CONF", "config_files", "bundle_configs", "bundle_files"]
 
