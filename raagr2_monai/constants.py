@@ -22,6 +22,7 @@ __all__ = [
     "SCORED_REGIONS",
     "GRADES",
     "SECTIONS",
+    "MONTE_CARLO_SAMPLE",
 ]
 
 #: Modality file suffixes in the network's input channel order (as MONAI's BraTS bundle: T1ce, T1, T2, FLAIR).
@@ -91,3 +92,7 @@ SCORED_REGIONS: Tuple[str, ...] = REGIONS + tuple(s for s in SUBREGIONS if s not
 GRADES: Tuple[str, ...] = ("HGG", "LGG")
 #: The sections of a datalist.
 SECTIONS: Tuple[str, ...] = ("training", "validation", "testing", "unlabelled")
+
+#: The metadata key of a prediction that is one Monte-Carlo dropout sample of a network in training mode (MONAI
+#: Label's epistemic scoring): the write-back keeps it as probabilities instead of a label map.
+MONTE_CARLO_SAMPLE = "monte_carlo_sample"

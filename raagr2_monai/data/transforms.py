@@ -22,7 +22,7 @@ from monai.config import KeysCollection
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, MapTransform, Spacingd
 
-from raagr2_monai.constants import DEFAULT_CONVENTION
+from raagr2_monai.constants import DEFAULT_CONVENTION, MONTE_CARLO_SAMPLE
 
 from .labels import labelmap_to_regions, nest_regions, regions_to_labelmap
 from .validation import (
@@ -107,6 +107,10 @@ class RegionsToLabelMapd(MapTransform):
     """Dictionary transform: TC / WT / ET -> uint8 label map (:func:`regions_to_labelmap`), written in the case's
     label convention (``d["label_convention"]``; BraTS 2018-2021's 0 / 1 / 2 / 4 when absent) or the one given.
 
+    A prediction marked as one Monte-Carlo dropout sample (``meta[MONTE_CARLO_SAMPLE]``, see
+    :class:`raagr2_monai.deploy.BrainSliceInferer`) is left as it is, probabilities: MONAI Label's epistemic scoring
+    averages such samples into an entropy, which a label map (values up to 4) would make meaningless.
+
     Args:
         keys: keys of the (3, *spatial) region tensors.
         threshold: a channel counts where its value is at or above this.
@@ -139,6 +143,8 @@ class RegionsToLabelMapd(MapTransform):
         d = dict(data)
         convention = _convention(d, self.convention, self.convention_key)
         for key in self.key_iterator(d):
+            if getattr(d[key], "meta", {}).get(MONTE_CARLO_SAMPLE):
+                continue
             d[key] = regions_to_labelmap(d[key], self.threshold, convention)
         return d
 

@@ -19,13 +19,17 @@ cost about four overlapping windows per slice and MONAI's per-window bookkeeping
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
+from torch import nn
 from monai.data import MetaTensor
 from monai.inferers import SliceInferer
 from monai.utils import convert_to_dst_type
 
+from raagr2_monai.constants import MONTE_CARLO_SAMPLE
+from raagr2_monai.networks import SampledProbabilities, batchnorm_in_eval, check_uncertainty
 from raagr2_monai.utils import as_flag, retain_freed_memory
 
 __all__ = ["BrainSliceInferer", "SkipEmptyWindows"]
@@ -99,7 +103,17 @@ class BrainSliceInferer(SliceInferer):
             one.
         sigmoid: apply the sigmoid to each network call's output, before windows are blended (the networks return
             logits); false: return the network's outputs as they are.
+        uncertainty: ``none``; or ``tta`` (the slices and their in-plane flips) or ``mc_dropout`` (the dropout
+            layers on): each network call becomes ``samples`` predictions whose probabilities are averaged
+            (:class:`~raagr2_monai.networks.SampledProbabilities`), so the output is the mean probability, from which
+            :func:`~raagr2_monai.metrics.entropy_map` gives the uncertainty. Needs ``sigmoid``.
+        samples: predictions per call for ``uncertainty`` (at least 2; at most 4 for ``tta``).
         kwargs: other arguments of ``SlidingWindowInferer``.
+
+    A network in training mode is being sampled by MONAI Label's epistemic scoring (every engine here evaluates in
+    evaluation mode): its BatchNorm layers then run on their running statistics, only dropout samples, and the
+    output is marked as such a sample (``meta[MONTE_CARLO_SAMPLE]``), so that the write-back leaves it as
+    probabilities, which the scoring averages into an entropy.
 
     Example::
 
@@ -119,11 +133,16 @@ class BrainSliceInferer(SliceInferer):
         skip_empty: Any = True,
         whole_slice: Any = False,
         sigmoid: Any = True,
+        uncertainty: str = "none",
+        samples: Any = 4,
         **kwargs: Any,
     ) -> None:
         self.skip_empty = as_flag(skip_empty, "skip_empty")
         self.whole_slice = as_flag(whole_slice, "whole_slice")
         self.sigmoid = as_flag(sigmoid, "sigmoid")
+        self.uncertainty, self.samples = check_uncertainty(uncertainty, samples)
+        if self.uncertainty != "none" and not self.sigmoid:
+            raise ValueError("uncertainty averages probabilities: it needs sigmoid true.")
         # an inference process runs pass after pass: its large freed activations are kept for the next one
         retain_freed_memory()
         super().__init__(
@@ -133,7 +152,17 @@ class BrainSliceInferer(SliceInferer):
         self.network_windows: Optional[int] = None
 
     def __call__(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if self.sigmoid:
+        sampled = isinstance(network, nn.Module) and network.training
+        with batchnorm_in_eval(network) if sampled else contextlib.nullcontext():
+            out = self._infer(inputs, network, *args, **kwargs)
+        if sampled and isinstance(out, MetaTensor):
+            out.meta[MONTE_CARLO_SAMPLE] = True
+        return out
+
+    def _infer(self, inputs: torch.Tensor, network: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if self.uncertainty != "none":
+            network = SampledProbabilities(network, self.uncertainty, self.samples)
+        elif self.sigmoid:
             network = _Sigmoid(network)
         if self.whole_slice:
             return self._whole_slices(inputs, network, *args, **kwargs)

@@ -21,8 +21,24 @@ from .masks import as_mask, bounding_box, check_spacing, on_cpu
 from .subject import SUBJECT_COLUMNS, lesionwise_options, score_subject
 from .surface import hd95, mask_border, surface_distances
 from .table import summarise, write_metrics_csv
+from .uncertainty import (
+    DEFAULT_MARGIN,
+    auroc,
+    binary_entropy,
+    entropy_map,
+    reliability,
+    spearman,
+    study_uncertainty,
+)
 
 __all__ = [
+    "DEFAULT_MARGIN",
+    "auroc",
+    "binary_entropy",
+    "entropy_map",
+    "reliability",
+    "spearman",
+    "study_uncertainty",
     "BRATS_HD95_PENALTY",
     "CONVENTIONS",
     "Convention",

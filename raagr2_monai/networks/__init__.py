@@ -23,10 +23,26 @@ from .raagr2net import (
 )
 from .weights import CheckpointMismatchError, check_weights, load_weights, missing_weights
 from .registry import NETWORKS, get_network, variant_of
+from .sampling import (
+    TTA_FLIPS,
+    UNCERTAINTY_MODES,
+    SampledProbabilities,
+    batchnorm_in_eval,
+    check_mc_dropout,
+    check_uncertainty,
+    dropout_layers,
+)
 from .stats import count_flops, count_parameters, parameters_per_part, state_dict_mb
 from .variants import VARIANTS, Variant
 
 __all__ = [
+    "UNCERTAINTY_MODES",
+    "TTA_FLIPS",
+    "SampledProbabilities",
+    "batchnorm_in_eval",
+    "check_mc_dropout",
+    "check_uncertainty",
+    "dropout_layers",
     "Variant",
     "VARIANTS",
     "AttentionGate",

@@ -156,10 +156,22 @@ class EncoderDecoderSharedRAAGR2Net(_SharedEncoderRAAGR2Net):
     The encoder is Depthwise Shared. Each decoder level of width ``C`` replaces the RRCNN block with a
     ``SharedReASPP3(2C -> C)`` that owns no kernel: it applies the kernel of the encoder stage whose input width is
     ``C`` to the gated skip and to the upsampled features, separately, before concatenating them. 6,606,701 parameters
-    at ``out_channels=5``; ``dropout`` is unused (there is no RRCNN block). Arguments as :class:`RAAGR2Net`.
+    at ``out_channels=5``. With no RRCNN block to hold it, ``dropout`` acts after each decoder block (the other
+    variants drop inside theirs): the same regularisation in training, and layers for Monte-Carlo dropout to sample
+    (:mod:`raagr2_monai.networks.sampling`). Arguments as :class:`RAAGR2Net`.
     """
 
     kernel_index = (0, 0, 0, 0)
+
+    def __init__(
+        self,
+        in_channels: int = 4,
+        out_channels: int = 3,
+        features: Sequence[int] = DEFAULT_FEATURES,
+        dropout: float = 0.2,
+    ) -> None:
+        super().__init__(in_channels, out_channels, features, dropout)
+        self.decoder_dropout = nn.Dropout(dropout)
 
     def _decoder_block(self, channels: int, dropout: float) -> nn.Module:
         return SharedReASPP3(2 * channels, channels, kernel_index=self.kernel_index, own_kernels=False)
@@ -175,5 +187,5 @@ class EncoderDecoderSharedRAAGR2Net(_SharedEncoderRAAGR2Net):
             d = up(h)
             # decoder level i has width features[-2 - i]: the input width of encoder stage len - 1 - i
             source = len(weights) - 1 - i
-            h = block([gate(d, skips[-2 - i]), d], weights[source], biases[source])
+            h = self.decoder_dropout(block([gate(d, skips[-2 - i]), d], weights[source], biases[source]))
         return h

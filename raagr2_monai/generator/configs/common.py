@@ -55,6 +55,8 @@ _INFERER = {
     "_target_": "raagr2_monai.deploy.BrainSliceInferer",
     "skip_empty": "@skip_empty",
     "whole_slice": "@whole_slice",
+    "uncertainty": "@uncertainty",
+    "samples": "@uncertainty_samples",
 }
 
 
@@ -124,6 +126,10 @@ def _common(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> D
         "overlap": 0.25,
         "blend_mode": "gaussian",
         "threshold": 0.5,
+        # several predictions per slice, averaged, for an uncertainty: "none", "tta" (in-plane flips, at most 4
+        # samples) or "mc_dropout" (dropout on, BatchNorm on its running statistics)
+        "uncertainty": "none",
+        "uncertainty_samples": 4,
         "num_workers": 0,
         # CUDA when available, else the CPU; `--device cpu|cuda|cuda:1` sets it (MONAI Label too, as a plain string)
         "device": {"_target_": "raagr2_monai.utils.resolve_device"},
