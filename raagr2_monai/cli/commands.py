@@ -217,7 +217,7 @@ def study(
 
     Args:
         profile: ``quick`` (CPU, built-in synthetic data, 10-20 minutes on two cores), ``full`` (GPU, real BraTS,
-            the thesis's schedule; needs ``--data_dir``), ``gpu`` (one GPU, about 15 minutes: the thesis's crops,
+            the thesis's schedule; needs ``--data_dir``), ``gpu`` (one GPU, about 16 minutes: the thesis's crops,
             batch and rows on a BraTS-size synthetic set of 60 studies, 21 of them test subjects) or ``tiny`` (a smoke
             run).
         data_dir: a BraTS folder (default: the built-in synthetic set).
@@ -247,9 +247,11 @@ def segment(
     ckpt_path: str | None = None, device: str | None = None, roi_size: int | str | tuple | None = None, repeat: int = 1,
     backend: str = "torch", threads: int | None = None, whole_slice: bool | None = None,
     sw_batch_size: int | None = None, skip_empty: bool | None = None, precision: str | None = None,
+    uncertainty: str | None = None, uncertainty_samples: int | None = None,
 ) -> str:
     """Segment every study of a folder (or a datalist's testing section) with a bundle; print, per study, the label map
-    written and the seconds of each stage (load, preprocess, network, invert, postprocess, write).
+    written and the seconds of each stage (load, preprocess, network, invert, postprocess, write; uncertainty), and
+    with ``--uncertainty`` the study's uncertainty score.
 
     Args:
         bundle: the bundle folder (a pruned bundle included).
@@ -270,12 +272,18 @@ def segment(
         precision: autocast on CUDA, ``auto`` (bf16 where the GPU has it, else fp16), ``bf16``, ``fp16`` or ``fp32``
             (default: the bundle's ``amp_precision``, as its evaluator uses); with ``--backend openvino`` what the CPU
             computes in (``auto``: bf16 on a CPU with a bfloat16 unit, else fp32; ``bf16`` or ``fp32``).
+        uncertainty: ``none``, ``tta`` (each slice and its in-plane flips) or ``mc_dropout`` (dropout on, BatchNorm on
+            its running statistics; torch backend only): the label map comes from the mean prediction, and each study
+            gets ``<case>_uncertainty.nii.gz`` (voxel-wise entropy, on its own grid) and a row of ``uncertainty.csv``
+            (default: the bundle's, ``none``).
+        uncertainty_samples: predictions per slice, at least 2 (at most 4 for ``tta``; default: the bundle's, 4).
     """
     from ..deploy.segment import SegmentSettings, segment_command
 
     settings = SegmentSettings(
         ckpt_path=ckpt_path, device=device, roi_size=roi_size, repeat=repeat, backend=backend, threads=threads,
         whole_slice=whole_slice, sw_batch_size=sw_batch_size, skip_empty=skip_empty, precision=precision,
+        uncertainty=uncertainty, uncertainty_samples=uncertainty_samples,
     )
     return segment_command(bundle, output_dir, dataset_dir, datalist, settings)
 

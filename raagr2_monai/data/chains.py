@@ -256,7 +256,7 @@ def validation_postprocessing_spec() -> Dict[str, Any]:
 
 def writeback_spec(
     preprocessing: str = "@preprocessing",
-    keep_probabilities: bool = False,
+    keep_probabilities: Union[bool, str] = False,
     output_dir: str = "@output_dir",
     output_labels: bool = True,
 ) -> Dict[str, Any]:
@@ -273,7 +273,9 @@ def writeback_spec(
     Args:
         preprocessing: reference to the chain that produced the network input.
         keep_probabilities: keep the inverted probabilities as ``pred_prob`` (evaluation's thesis-style pooled Dice
-            is computed on soft predictions).
+            is computed on soft predictions; an uncertainty map is computed from them on the input's grid); or a
+            reference to a boolean config id (``"@without_uncertainty"``) that leaves them out where it is true (the
+            copy's ``_disabled_``), so that nothing is copied where nothing reads them.
         output_dir: reference to the folder the label maps go to.
         output_labels: write in the convention ``@output_labels`` names (``"input"``: each case's own); when
             ``False``, always in each case's own (evaluation scores the map against the case's seg file).
@@ -293,7 +295,13 @@ def writeback_spec(
             "to_tensor": True,
         },
     ]
-    if keep_probabilities:
+    if isinstance(keep_probabilities, str):
+        if not keep_probabilities.startswith("@"):
+            raise ValueError(f"keep_probabilities must be a bool or a config reference such as '@without_uncertainty', "
+                             f"got {keep_probabilities!r}.")
+        transforms.append({"_target_": "CopyItemsd", "_disabled_": keep_probabilities, "keys": PRED_KEY,
+                           "names": "pred_prob"})
+    elif keep_probabilities:
         transforms.append({"_target_": "CopyItemsd", "keys": PRED_KEY, "names": "pred_prob"})
     transforms += [
         {

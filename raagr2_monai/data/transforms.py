@@ -43,6 +43,7 @@ __all__ = [
     "LoadBraTSd",
     "ConvertToBraTSRegionsd",
     "RegionsToLabelMapd",
+    "bernoulli_channels",
     "NestRegionsd",
     "CaseNameToMetad",
     "SpacingKeepPathsd",
@@ -103,13 +104,32 @@ class ConvertToBraTSRegionsd(MapTransform):
         return d
 
 
+def bernoulli_channels(probabilities: Any) -> Any:
+    """Region probabilities ``(C, *spatial)`` -> ``(2C, *spatial)``: the probabilities, then their complements, each
+    region's two outcomes as channels (a tensor keeps its type and metadata).
+
+    Example::
+
+        >>> bernoulli_channels(torch.tensor([[0.25], [1.0]])).flatten().tolist()
+        [0.25, 1.0, 0.75, 0.0]
+    """
+    if isinstance(probabilities, torch.Tensor):
+        return torch.cat([probabilities, 1 - probabilities], dim=0)
+    p = np.asarray(probabilities)
+    return np.concatenate([p, 1 - p], axis=0)
+
+
 class RegionsToLabelMapd(MapTransform):
     """Dictionary transform: TC / WT / ET -> uint8 label map (:func:`regions_to_labelmap`), written in the case's
     label convention (``d["label_convention"]``; BraTS 2018-2021's 0 / 1 / 2 / 4 when absent) or the one given.
 
     A prediction marked as one Monte-Carlo dropout sample (``meta[MONTE_CARLO_SAMPLE]``, see
-    :class:`raagr2_monai.deploy.BrainSliceInferer`) is left as it is, probabilities: MONAI Label's epistemic scoring
-    averages such samples into an entropy, which a label map (values up to 4) would make meaningless.
+    :class:`raagr2_monai.deploy.BrainSliceInferer`) stays probabilities, each region followed by its complement:
+    ``(TC, WT, ET, 1 - TC, 1 - WT, 1 - ET)`` (:func:`bernoulli_channels`). MONAI Label's epistemic scoring averages
+    such samples and sums ``-p ln p`` over the channels, which on these six channels is the sum of the three regions'
+    binary entropies (:func:`raagr2_monai.metrics.entropy_map` of the mean probability); on a label map (values up to
+    4) it would be meaningless, and on the three probabilities alone it would miss the ``1 - p`` terms (largest at
+    ``p = 1/e``, not at 0.5).
 
     Args:
         keys: keys of the (3, *spatial) region tensors.
@@ -144,6 +164,7 @@ class RegionsToLabelMapd(MapTransform):
         convention = _convention(d, self.convention, self.convention_key)
         for key in self.key_iterator(d):
             if getattr(d[key], "meta", {}).get(MONTE_CARLO_SAMPLE):
+                d[key] = bernoulli_channels(d[key])
                 continue
             d[key] = regions_to_labelmap(d[key], self.threshold, convention)
         return d

@@ -33,7 +33,7 @@ from .export import (
     export_network,
 )
 from .fingerprint import file_sha256, history_sha256, state_dict_sha256
-from .inferer import BrainSliceInferer, SkipEmptyWindows
+from .inferer import BrainSliceInferer, SkipEmptyWindows, check_sampled_network
 from .record import RECORD_FORMAT, ExportMismatchError, ExportRecord, check_against_bundle, read_record, record_path
 from .segment import Segmenter, SegmentSettings, StudyTiming, median_timing, segment_command
 from .source import BundleModel, ModelSource, read_bundle, source_of
@@ -63,6 +63,7 @@ __all__ = [
     "export_bundle",
     "BrainSliceInferer",
     "SkipEmptyWindows",
+    "check_sampled_network",
     "file_sha256",
     "state_dict_sha256",
     "history_sha256",

@@ -29,10 +29,42 @@ from monai.inferers import SliceInferer
 from monai.utils import convert_to_dst_type
 
 from raagr2_monai.constants import MONTE_CARLO_SAMPLE
-from raagr2_monai.networks import SampledProbabilities, batchnorm_in_eval, check_uncertainty
+from raagr2_monai.networks import SampledProbabilities, batchnorm_in_eval, check_mc_dropout, check_uncertainty
 from raagr2_monai.utils import as_flag, retain_freed_memory
 
-__all__ = ["BrainSliceInferer", "SkipEmptyWindows"]
+__all__ = ["BrainSliceInferer", "SkipEmptyWindows", "check_sampled_network"]
+
+
+def check_sampled_network(uncertainty: Any, network: Any = None, backend: str = "torch", model: Any = None) -> None:
+    """Refuse Monte-Carlo dropout where it cannot apply, before any study is read: behind an exported backend (ONNX
+    Runtime and OpenVINO run the graph without dropout) or on a network without dropout layers. Any other
+    uncertainty setting passes (:func:`~raagr2_monai.networks.check_uncertainty` checks the values themselves).
+
+    Args:
+        uncertainty: the uncertainty mode.
+        network: the torch network whose dropout layers ``mc_dropout`` switches on (an inference config's
+            ``network_def``); not looked at behind an exported backend.
+        backend: ``torch``, ``onnxruntime`` or ``openvino``.
+        model: what the message names (the bundle folder); ``None``: the network's class.
+
+    Raises:
+        ValueError: ``mc_dropout`` with an exported backend or a network without dropout, in one line naming the
+            model.
+
+    Example::
+
+        >>> check_sampled_network("tta", backend="openvino")  # flips apply to any backend
+        >>> check_sampled_network("mc_dropout", nn.Conv2d(1, 1, 1))
+        Traceback (most recent call last):
+        ...
+        ValueError: uncertainty mc_dropout needs dropout layers, and Conv2d has none (an exported model runs without dropout); use uncertainty tta instead.
+    """
+    if uncertainty != "mc_dropout":
+        return
+    if backend != "torch":
+        raise ValueError(f"uncertainty mc_dropout cannot run on the {backend} export of {model or 'the bundle'}: an "
+                         "exported model has no dropout layers; use uncertainty tta, or backend torch.")
+    check_mc_dropout(network, f"the network of {model} ({type(network).__name__})" if model else None)
 
 
 class SkipEmptyWindows:

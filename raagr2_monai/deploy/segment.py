@@ -2,6 +2,8 @@
 write-back (``configs/inference.json``), so the result is what ``monai.bundle run inferring`` writes.
 
 ``raagr2 segment`` uses it, with any inference backend; so do the benchmarks that report how long one study takes end to end.
+With an uncertainty setting (test-time flips or Monte-Carlo dropout) each study also gets its uncertainty map and score
+(:class:`~raagr2_monai.handlers.UncertaintyWriter`, as the inference workflow writes them).
 """
 
 from __future__ import annotations
@@ -19,28 +21,33 @@ from monai.transforms import Compose
 
 from raagr2_monai.data import check_data_source, inference_cases
 from raagr2_monai.data.chains import check_roi_size
-from raagr2_monai.networks import load_weights
+from raagr2_monai.handlers import UncertaintyWriter
+from raagr2_monai.networks import check_uncertainty, load_weights
 from raagr2_monai.utils import as_flag, autocast, check_precision, parse_sequence, progress_bar, resolve_device
 
 from .backends import check_backend, cpu_name, exported_precision
+from .inferer import check_sampled_network
 
 __all__ = ["Segmenter", "SegmentSettings", "StudyTiming", "STAGES", "median_timing", "format_timing", "segment_command"]
 
 PathLike = Union[str, os.PathLike]
 
-#: The stages of one study, in the order they run.
-STAGES = ("load", "preprocess", "network", "invert", "postprocess", "write")
+#: The stages of one study, in the order they run (``uncertainty``: the map and the score, with an uncertainty setting).
+STAGES = ("load", "preprocess", "network", "invert", "postprocess", "write", "uncertainty")
 #: Stage of each transform of the bundle's chains, by class name; anything else counts as ``preprocess``.
 _STAGES = {"LoadBraTSd": "load", "Invertd": "invert", "SaveImaged": "write"}
 
 
 @dataclass
 class StudyTiming:
-    """Where the time of one study went (seconds, ``time.perf_counter``)."""
+    """Where the time of one study went (seconds, ``time.perf_counter``); with an uncertainty setting, the study's
+    score (:func:`raagr2_monai.metrics.study_uncertainty`) and the map written."""
 
     case: str
     seconds: Dict[str, float] = field(default_factory=dict)
     output: Optional[str] = None
+    uncertainty: Optional[float] = None
+    uncertainty_map: Optional[str] = None
 
     @property
     def total(self) -> float:
@@ -84,10 +91,13 @@ class Segmenter:
             ``model.xml`` (``raagr2 export``; checked against the bundle's weights, so ``ckpt_path`` does not apply).
         threads: intra-op CPU threads of the backend (``None``: the runtime's default).
         overrides: other config ids to set (``roi_size``, ``overlap``, ``sw_batch_size``, ``threshold``,
-            ``whole_slice``, ``skip_empty``, ...).
+            ``whole_slice``, ``skip_empty``, ``uncertainty``, ``uncertainty_samples``, ...). With ``uncertainty``
+            ``tta`` or ``mc_dropout`` every study also gets ``<case>_uncertainty.nii.gz`` in ``output_dir``
+            (:attr:`uncertainty_writer`; :meth:`write_uncertainty_csv` writes the scores).
 
     Raises:
-        ValueError: a device this machine does not have.
+        ValueError: a device this machine does not have; a bad uncertainty setting, or ``mc_dropout`` behind an
+            exported backend or on a network without dropout layers (before the export is read).
         FileNotFoundError: the bundle or its weights do not exist.
         raagr2_monai.networks.CheckpointMismatchError: the weights do not fit the bundle's network.
 
@@ -123,9 +133,18 @@ class Segmenter:
             raise ValueError(f"ckpt_path applies to the torch backend only; {backend} runs the bundle's export.")
         parser["backend"] = backend
         parser["threads"] = threads
+        if ("uncertainty" in overrides or "uncertainty_samples" in overrides) and "without_uncertainty" not in parser:
+            raise ValueError(f"{config} has no uncertainty setting (written before there was one): write the bundle "
+                             "again to segment with an uncertainty.")
         for key, value in overrides.items():
             parser[key] = value
         check_backend(backend)
+        mode, samples = ("none", 1)
+        if "uncertainty" in parser:
+            mode, samples = check_uncertainty(parser.get_parsed_content("uncertainty"),
+                                              parser.get_parsed_content("uncertainty_samples"))
+        if backend != "torch":
+            check_sampled_network(mode, backend=backend, model=root)  # before the export is read
         if threads is not None and backend == "torch":
             torch.set_num_threads(int(threads))
         if precision is not None:
@@ -138,6 +157,8 @@ class Segmenter:
         self.device = resolve_device(parser.get_parsed_content("device"))
         self.amp = bool(parser.get_parsed_content("use_amp"))
         self.network = parser.get_parsed_content("network").eval()
+        if backend == "torch":
+            check_sampled_network(mode, self.network, backend, root)
         self.computes_in = self._computes_in(backend)
         weights = Path(ckpt_path) if ckpt_path is not None else root / "models" / "model.pt"
         if backend == "torch":
@@ -146,6 +167,8 @@ class Segmenter:
         self.inferer = parser.get_parsed_content("inferer")
         self.postprocessing: Compose = parser.get_parsed_content("postprocessing")
         self.weights = str(weights)
+        #: Writes each study's uncertainty map and keeps its score; ``None`` without an uncertainty setting.
+        self.uncertainty_writer = None if mode == "none" else UncertaintyWriter(output_dir, mode, samples)
 
     def _computes_in(self, backend: str) -> str:
         if backend != "torch":
@@ -159,7 +182,7 @@ class Segmenter:
 
         Returns:
             The timing of each stage (``load``, ``preprocess``, ``network``, ``invert``, ``postprocess``,
-            ``write``) and the written file.
+            ``write``; ``uncertainty`` with an uncertainty setting) and the written file (with the score and map).
         """
         timing = StudyTiming(case=str(entry.get("case", "")))
         data = _timed_compose(self.preprocessing, timing, "preprocess")(dict(entry))
@@ -173,7 +196,17 @@ class Segmenter:
         data = _timed_compose(self.postprocessing, timing, "postprocess")(data)
         meta = data["pred"].meta
         timing.output = str(meta.get("saved_to", "")) or None
+        if self.uncertainty_writer is not None:
+            start = time.perf_counter()
+            row = self.uncertainty_writer.write(data)
+            timing.add("uncertainty", time.perf_counter() - start)
+            timing.uncertainty, timing.uncertainty_map = row["score"], row["map"]
         return timing
+
+    def write_uncertainty_csv(self) -> Optional[Path]:
+        """Write ``uncertainty.csv`` in the output folder (case, mode, samples, score of every study segmented so
+        far), atomically; ``None`` without an uncertainty setting."""
+        return None if self.uncertainty_writer is None else self.uncertainty_writer.write_csv()
 
     def run(self, entries: Sequence[Mapping[str, Any]]) -> List[StudyTiming]:
         """Segment every study of ``entries``."""
@@ -200,11 +233,13 @@ def median_timing(runs: Sequence[StudyTiming]) -> StudyTiming:
         raise ValueError("median_timing needs at least one run.")
     stages = dict.fromkeys(stage for run in runs for stage in run.seconds)
     seconds = {stage: statistics.median(run.seconds.get(stage, 0.0) for run in runs) for stage in stages}
-    return StudyTiming(case=runs[0].case, seconds=seconds, output=runs[0].output)
+    return StudyTiming(case=runs[0].case, seconds=seconds, output=runs[0].output, uncertainty=runs[0].uncertainty,
+                       uncertainty_map=runs[0].uncertainty_map)
 
 
 def format_timing(timing: StudyTiming, runs: int = 1) -> str:
-    """One line for a study: its case, the file written, and the seconds of each stage (:data:`STAGES` order).
+    """One line for a study: its case, the file written, the seconds of each stage (:data:`STAGES` order), and its
+    uncertainty score and map where it has them.
 
     Args:
         timing: the study's timing (a median one for ``runs`` > 1).
@@ -217,11 +252,14 @@ def format_timing(timing: StudyTiming, runs: int = 1) -> str:
 
         >>> format_timing(StudyTiming("c", {"network": 1.5, "load": 0.25}, "out/c_pred.nii.gz"))
         'c: out/c_pred.nii.gz; load 0.250 s, network 1.500 s, total 1.750 s'
+        >>> format_timing(StudyTiming("c", {"network": 1.5}, "o/c_pred.nii.gz", 0.1234, "o/c_uncertainty.nii.gz"))
+        'c: o/c_pred.nii.gz; network 1.500 s, total 1.500 s; uncertainty 0.1234 (o/c_uncertainty.nii.gz)'
     """
     order = [s for s in STAGES if s in timing.seconds] + [s for s in timing.seconds if s not in STAGES]
     stages = ", ".join(f"{stage} {timing.seconds[stage]:.3f} s" for stage in order)
     median = f" (median of {runs} runs)" if runs > 1 else ""
-    return f"{timing.case}: {timing.output or 'nothing written'}; {stages}, total {timing.total:.3f} s{median}"
+    score = "" if timing.uncertainty is None else f"; uncertainty {timing.uncertainty:.4f} ({timing.uncertainty_map})"
+    return f"{timing.case}: {timing.output or 'nothing written'}; {stages}, total {timing.total:.3f} s{median}{score}"
 
 
 @dataclass(frozen=True)
@@ -246,6 +284,11 @@ class SegmentSettings:
             ``amp_precision``, else ``auto``: bfloat16 on GPUs of compute capability 8.0 and later, float16 before);
             the same as the evaluation's, for the same label map. Behind OpenVINO, what the CPU computes in
             (``auto``: bf16 on a CPU with a bfloat16 unit, else fp32); the summary says which.
+        uncertainty: ``none``, ``tta`` (the slices and their in-plane flips) or ``mc_dropout`` (the network's dropout
+            layers on, BatchNorm on its running statistics; the torch backend only): the label map then comes from
+            the mean of ``uncertainty_samples`` predictions, and each study gets ``<case>_uncertainty.nii.gz`` and a
+            row of ``uncertainty.csv`` (default: the bundle's, ``none``).
+        uncertainty_samples: predictions per slice, at least 2 (at most 4 for ``tta``; default: the bundle's, 4).
 
     Example::
 
@@ -263,17 +306,22 @@ class SegmentSettings:
     sw_batch_size: Optional[int] = None
     skip_empty: Any = None
     precision: Optional[str] = None
+    uncertainty: Optional[str] = None
+    uncertainty_samples: Any = None
 
-    def check(self) -> Dict[str, Any]:
+    def check(self, bundle: Optional[PathLike] = None) -> Dict[str, Any]:
         """Check every setting before anything is built.
+
+        Args:
+            bundle: the bundle the settings are for, named in the messages.
 
         Returns:
             The bundle config ids these settings override (``roi_size``, ``sw_batch_size``, ``whole_slice``,
-            ``skip_empty``), as the bundle takes them.
+            ``skip_empty``, ``uncertainty``, ``uncertainty_samples``), as the bundle takes them.
 
         Raises:
-            ValueError: a bad ``roi_size``, ``repeat``, ``threads``, ``sw_batch_size``, switch, precision, backend or
-                device.
+            ValueError: a bad ``roi_size``, ``repeat``, ``threads``, ``sw_batch_size``, switch, precision, backend,
+                device or uncertainty setting; ``mc_dropout`` behind an exported backend.
         """
         if isinstance(self.repeat, bool) or not isinstance(self.repeat, int) or self.repeat < 1:
             raise ValueError(f"repeat must be a whole number >= 1; got {self.repeat!r}.")
@@ -295,7 +343,20 @@ class SegmentSettings:
         for name, value in (("whole_slice", self.whole_slice), ("skip_empty", self.skip_empty)):
             if value is not None:
                 overrides[name] = as_flag(value, name)
+        overrides.update(self._uncertainty(bundle))
         return overrides
+
+    def _uncertainty(self, bundle: Optional[PathLike]) -> Dict[str, Any]:
+        """The uncertainty ids to override, checked; a count given alone must be one too (a whole number >= 2)."""
+        given: Dict[str, Any] = {}
+        samples = self.uncertainty_samples
+        if samples is not None:
+            given["uncertainty_samples"] = check_uncertainty("mc_dropout", samples)[1]
+        if self.uncertainty is not None:
+            given["uncertainty"] = check_uncertainty(self.uncertainty, 2 if samples is None else samples)[0]
+        if self.backend != "torch":
+            check_sampled_network(given.get("uncertainty"), backend=self.backend, model=bundle)
+        return given
 
 
 def segment_command(
@@ -314,7 +375,8 @@ def segment_command(
 
     Args:
         bundle: the bundle folder.
-        output_dir: where the label maps are written (``<case>_pred.nii.gz``).
+        output_dir: where the label maps are written (``<case>_pred.nii.gz``; with an uncertainty setting also
+            ``<case>_uncertainty.nii.gz`` and ``uncertainty.csv``).
         dataset_dir: a folder of studies, in any layout :func:`raagr2_monai.data.inference_cases` reads.
         datalist: a datalist JSON instead (its ``testing`` section).
         settings: how to run the bundle (:class:`SegmentSettings`).
@@ -336,7 +398,7 @@ def segment_command(
     """
     if (dataset_dir is None) == (datalist is None):
         raise ValueError("pass the studies as --dataset_dir DIR or as --datalist FILE (one of the two).")
-    overrides = settings.check()
+    overrides = settings.check(bundle)
     check_data_source(dataset_dir, datalist)
     entries = inference_cases(dataset_dir, datalist)
     if not entries:  # inference_cases refuses a folder without studies, not an empty datalist section
@@ -352,7 +414,10 @@ def segment_command(
             with bar.external_write_mode():  # the line goes above the bar, not through it
                 echo(format_timing(timing, settings.repeat))
             totals.append(timing.total)
+    scores = segmenter.write_uncertainty_csv()
+    writer = segmenter.uncertainty_writer
     return (
         f"segmented {len(entries)} {'study' if len(entries) == 1 else 'studies'} with {bundle} into {output_dir}; "
         f"median {statistics.median(totals):.3f} s per study; network in {segmenter.computes_in}"
+        + ("" if writer is None else f"; uncertainty {writer.mode} of {writer.samples} samples, scores in {scores}")
     )

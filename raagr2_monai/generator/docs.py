@@ -64,7 +64,7 @@ or `brats2021`, `brats2023`, `msd`).
 Any argument of any transform can be set from the command line by its config id, e.g. 1.5 mm voxels for inference:
 
 ```bash
-python -m monai.bundle run inferring --config_file bundles/{name}/configs/inference.json \
+python -m monai.bundle run inferring --config_file bundles/{name}/configs/inference.json \\
     --dataset_dir /data/new_cases --preprocessing#transforms#2#pixdim "[1.5,1.5,1.5]"
 ```
 
@@ -116,18 +116,67 @@ package in `.venv-monailabel`, apart from `.venv`. On one machine, CPU only (the
 make monailabel && . .venv-monailabel/bin/activate
 monailabel apps --download --name monaibundle --output apps
 mkdir -p apps/monaibundle/model && cp -r bundles/{name} apps/monaibundle/model/{name}
-CUDA_VISIBLE_DEVICES="" monailabel start_server --app apps/monaibundle --studies /data/studies \
+CUDA_VISIBLE_DEVICES="" monailabel start_server --app apps/monaibundle --studies /data/studies \\
     --conf models {name} --conf zoo_source ngc --conf sam2 false --host 127.0.0.1 --port 8000
 curl http://127.0.0.1:8000/info/
-curl -X POST "http://127.0.0.1:8000/infer/{name}?image=<study id>&output=image" \
+curl -X POST "http://127.0.0.1:8000/infer/{name}?image=<study id>&output=image" \\
     -F 'params={{"device":"cpu"}}' -o <study id>_pred.nii.gz
-curl -X POST "http://127.0.0.1:8000/train/{name}?run_sync=true" -H 'Content-Type: application/json' \
+curl -X POST "http://127.0.0.1:8000/train/{name}?run_sync=true" -H 'Content-Type: application/json' \\
     -d '{{"max_epochs":1,"device":"cpu"}}'
 ```
 
 `--conf models` names the folder copied into `model/`, so nothing is downloaded; MONAI Label reads `train.json` when
 the server starts (restart it after editing the config). Its `/info` shows the network's `dimension` as 2: the network
 runs on axial slices, the label map is 3D.
+
+Active learning: with `--conf epistemic_model {name}` the app scores every unlabelled study by Monte-Carlo dropout
+(`epistemic_simulation_size` samples, default 5; `epistemic_dropout`, default 0.2, the probability of every dropout
+layer). The bundle takes MONAI Label's `dropout` argument (`network_def`; the Encoder-Decoder Shared variant drops
+after each decoder block), keeps BatchNorm on its trained running statistics while the network runs in training mode,
+and returns each sample as the three region probabilities and their complements, so the `epistemic_entropy` MONAI
+Label stores is the voxel mean of the three regions' binary entropies of the mean prediction: in nats, between 0 and
+3 ln 2. A pruned bundle is scored the same way (its pruning keeps the dropout layers).
+
+```bash
+CUDA_VISIBLE_DEVICES="" monailabel start_server --app apps/monaibundle --studies /data/studies \\
+    --conf models {name} --conf epistemic_model {name} --conf epistemic_simulation_size 5 \\
+    --conf zoo_source ngc --conf sam2 false --host 127.0.0.1 --port 8000
+curl -X POST "http://127.0.0.1:8000/scoring/{name}?run_sync=true" -H 'Content-Type: application/json' \\
+    -d '{{"device":"cpu","max_workers":1}}'
+curl "http://127.0.0.1:8000/datastore/image/info?image=<study id>"   # its epistemic_entropy
+```
+
+`max_workers` 1 scores one study at a time: with more, MONAI Label 0.8.5 re-parses the bundle's one config in
+several threads at once, which fails now and then inside MONAI Label. The `monaibundle` app offers the `random` and
+`first` strategies only; read the scores from the datastore and label the highest first. The score is an average
+over the whole volume, mostly certain background, so it grows with the size of the predicted tumour; whether it
+points at the studies a model gets wrong is measured in the project's README (Uncertainty).
+
+## Uncertainty
+
+Inference and evaluation can predict each slice several times and average (`uncertainty`, default `none`):
+`tta` predicts the slice and its in-plane flips (`uncertainty_samples` of the 4: the slice, left-right, up-down, both),
+`mc_dropout` runs the network with its dropout layers on and BatchNorm on its running statistics
+(`uncertainty_samples` >= 2; the torch backend only: an exported network has no dropout). The label map then comes
+from the mean probabilities, and each study also gets `<case>_uncertainty.nii.gz` beside its label map, on the same
+grid (float32, the voxel-wise sum of the three regions' binary entropies of the mean probability, in nats, 0 to
+3 ln 2), and a row of `uncertainty.csv` (`case`, `mode`, `samples`, `score`: the map's mean over the voxels where
+some region's probability reaches 0.1, 0 for a confidently empty study). An unknown mode, fewer than 2 samples, more
+than 4 for `tta`, or `mc_dropout` on a network without dropout stops the run at `initialize`, in one line.
+
+```bash
+python -m monai.bundle run inferring --config_file bundles/{name}/configs/inference.json \\
+    --dataset_dir /data/new_cases --uncertainty tta --uncertainty_samples 4
+raagr2 segment bundles/{name} out/ --dataset_dir /data/new_cases --uncertainty mc_dropout --uncertainty_samples 8
+python -m monai.bundle run evaluating \\
+    --config_file "['bundles/{name}/configs/train.json','bundles/{name}/configs/evaluate.json']" --uncertainty tta
+```
+
+With an uncertainty, evaluation adds an `uncertainty` column to `metrics_per_subject.csv` and measures whether the
+score predicts failure (a subject whose mean Dice over TC, WT and ET is below `failure_dice`, 0.8): Spearman's
+correlation of score and mean Dice (negative is useful), the AUROC of the score for finding the failures, and voxel
+calibration (expected calibration error over all voxels and over the voxels near tumour), in
+`failure_prediction.json`, in rows of `metrics_summary.csv`, and as a reliability diagram, `reliability.png`.
 
 ## Pruning
 

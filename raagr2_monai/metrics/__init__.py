@@ -20,13 +20,16 @@ from .lesionwise import (
 from .masks import as_mask, bounding_box, check_spacing, on_cpu
 from .subject import SUBJECT_COLUMNS, lesionwise_options, score_subject
 from .surface import hd95, mask_border, surface_distances
-from .table import summarise, write_metrics_csv
+from .table import subject_mean_dice, summarise, write_metrics_csv
 from .uncertainty import (
     DEFAULT_MARGIN,
     auroc,
     binary_entropy,
     entropy_map,
+    failure_prediction,
     reliability,
+    reliability_counts,
+    reliability_from_counts,
     spearman,
     study_uncertainty,
 )
@@ -36,7 +39,10 @@ __all__ = [
     "auroc",
     "binary_entropy",
     "entropy_map",
+    "failure_prediction",
     "reliability",
+    "reliability_counts",
+    "reliability_from_counts",
     "spearman",
     "study_uncertainty",
     "BRATS_HD95_PENALTY",
@@ -68,6 +74,7 @@ __all__ = [
     "hd95",
     "mask_border",
     "surface_distances",
+    "subject_mean_dice",
     "summarise",
     "write_metrics_csv",
 ]

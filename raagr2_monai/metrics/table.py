@@ -14,9 +14,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from raagr2_monai.constants import REGIONS
 from raagr2_monai.utils import atomic_write_text
 
-__all__ = ["summarise", "write_metrics_csv"]
+__all__ = ["subject_mean_dice", "summarise", "write_metrics_csv"]
+
+
+def subject_mean_dice(scores: Mapping[str, Any]) -> float:
+    """A subject's mean Dice over TC, WT and ET (numbers, or the CSV's text), its NaN, empty or missing regions left
+    out (NaN when all are): the score of the report's mean Dice and of failure prediction.
+
+    Example::
+
+        >>> subject_mean_dice({"dice_TC": 0.5, "dice_WT": "0.7", "dice_ET": ""})
+        0.6
+    """
+    values = [float(scores[f"dice_{r}"]) for r in REGIONS if scores.get(f"dice_{r}") not in (None, "")]
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 def summarise(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:

@@ -10,14 +10,17 @@ flips or Monte-Carlo dropout), per voxel and per study:
   large certain background does not dilute it; 0 where no voxel reaches ``margin``.
 
 And whether that number ranks the studies by their quality: :func:`spearman` (rank correlation with Dice; a useful
-score correlates negatively), :func:`auroc` (finding the studies below a Dice threshold), and the voxel-level
-:func:`reliability` of the probabilities themselves (confidence against accuracy, expected calibration error).
+score correlates negatively), :func:`auroc` (finding the studies below a Dice threshold), both at once for an
+evaluation's subjects in :func:`failure_prediction`, and the voxel-level :func:`reliability` of the probabilities
+themselves (confidence against accuracy, expected calibration error). Over many studies the reliability is pooled
+from each study's bin sums (:func:`reliability_counts`, added up, then :func:`reliability_from_counts`), so that no
+volume is held beyond its own scoring.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -29,7 +32,10 @@ __all__ = [
     "study_uncertainty",
     "spearman",
     "auroc",
+    "failure_prediction",
     "reliability",
+    "reliability_counts",
+    "reliability_from_counts",
 ]
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
@@ -68,11 +74,17 @@ def entropy_map(probabilities: ArrayLike) -> np.ndarray:
         2.0794
     """
     p = _numpy(probabilities)
-    if p.ndim < 2:
-        raise ValueError(f"entropy_map needs (channels, *spatial) probabilities; got shape {list(p.shape)}.")
-    if not np.isfinite(p).all() or p.min(initial=0.0) < 0 or p.max(initial=0.0) > 1:
-        raise ValueError("entropy_map needs probabilities in [0, 1]; got values outside it or NaN.")
+    _check_probabilities(p, "entropy_map")
     return binary_entropy(p).sum(axis=0)
+
+
+def _check_probabilities(p: np.ndarray, what: str) -> None:
+    if p.ndim < 2:
+        raise ValueError(f"{what} needs (channels, *spatial) probabilities; got shape {list(p.shape)}.")
+    # NaN fails both comparisons, so that min and max (one pass each) also find it
+    low, high = p.min(initial=0.0), p.max(initial=0.0)
+    if not (low >= 0 and high <= 1):
+        raise ValueError(f"{what} needs probabilities in [0, 1]; got values outside it or NaN.")
 
 
 def study_uncertainty(probabilities: ArrayLike, margin: float = DEFAULT_MARGIN) -> float:
@@ -86,9 +98,10 @@ def study_uncertainty(probabilities: ArrayLike, margin: float = DEFAULT_MARGIN) 
         1.124
     """
     p = _numpy(probabilities)
-    entropy = entropy_map(p)
+    _check_probabilities(p, "study_uncertainty")
     region = p.max(axis=0) >= margin
-    return float(entropy[region].mean()) if region.any() else 0.0
+    # the entropy of the region's voxels only: a BraTS volume is mostly certain background
+    return float(binary_entropy(p[:, region]).sum(axis=0).mean()) if region.any() else 0.0
 
 
 def _ranks(values: np.ndarray) -> np.ndarray:
@@ -143,10 +156,138 @@ def auroc(scores: Sequence[float], positives: Sequence[bool]) -> float:
     return float((greater + 0.5 * ties) / (len(pos) * len(neg)))
 
 
-def reliability(probabilities: ArrayLike, labels: ArrayLike, bins: int = 10) -> Dict[str, object]:
+def failure_prediction(scores: Sequence[float], dices: Sequence[float], failure_dice: float) -> Dict[str, Any]:
+    """How well a per-study uncertainty score predicts failure on an evaluation's subjects: its Spearman correlation
+    with the subjects' Dice (a useful score correlates negatively) and its AUROC for finding the subjects whose Dice
+    is below ``failure_dice``. Subjects whose score or Dice is NaN are left out of both.
+
+    Args:
+        scores: each subject's uncertainty (:func:`study_uncertainty`).
+        dices: the same subjects' Dice, e.g. their mean over TC, WT and ET
+            (:func:`~raagr2_monai.metrics.table.subject_mean_dice`).
+        failure_dice: a subject below this Dice counts as a failure.
+
+    Returns:
+        ``{"subjects": n scored, "failure_dice", "failures": n below it, "spearman", "auroc"}``; ``spearman`` is NaN
+        with fewer than 3 subjects or a constant side, ``auroc`` NaN unless both failures and successes are there.
+
+    Raises:
+        ValueError: ``scores`` and ``dices`` differ in length.
+
+    Example::
+
+        >>> figures = failure_prediction([0.9, 0.7, 0.2, 0.1], [0.4, 0.6, 0.85, 0.9], failure_dice=0.8)
+        >>> figures["spearman"], figures["auroc"], figures["failures"]  # the score ranks the subjects perfectly
+        (-1.0, 1.0, 2)
+    """
+    s, d = np.asarray(scores, dtype=np.float64), np.asarray(dices, dtype=np.float64)
+    if s.shape != d.shape:
+        raise ValueError(f"failure_prediction needs one Dice per score; got {s.size} scores and {d.size} Dice.")
+    keep = np.isfinite(s) & np.isfinite(d)
+    s, d = s[keep], d[keep]
+    below = d < float(failure_dice)
+    return {"subjects": int(s.size), "failure_dice": float(failure_dice), "failures": int(below.sum()),
+            "spearman": spearman(s, d), "auroc": auroc(s, below)}
+
+
+def _edges(bins: int) -> np.ndarray:
+    if isinstance(bins, bool) or int(bins) != bins or bins < 1:
+        raise ValueError(f"reliability needs a whole number of bins >= 1; got {bins!r}.")
+    return np.linspace(0.5, 1.0, int(bins) + 1)
+
+
+def reliability_counts(probabilities: ArrayLike, labels: ArrayLike, bins: int = 10,
+                       mask: Optional[ArrayLike] = None) -> np.ndarray:
+    """One study's reliability sums per confidence bin, to be added up over studies: each voxel and channel's
+    confidence (``max(p, 1 - p)``) in ``bins`` equal-width bins from 0.5 to 1, and whether its thresholded prediction
+    (``p >= 0.5``) matches the label.
+
+    Args:
+        probabilities: ``(C, *spatial)`` mean probabilities.
+        labels: ``(C, *spatial)`` binary targets (the TC, WT, ET regions).
+        bins: the number of bins.
+        mask: ``(*spatial)`` voxels to count (every channel of them); ``None`` counts all.
+
+    Returns:
+        ``(bins, 3)`` float64: per bin the number of voxel-channels, their summed confidence and their number
+        predicted right (:func:`reliability_from_counts` turns a sum of these into the reliability).
+
+    Raises:
+        ValueError: labels or mask of another shape, or a bad bin count.
+
+    Example::
+
+        >>> reliability_counts(np.array([[0.9, 0.2, 0.6]]), np.array([[1, 1, 0]]), bins=2).round(4).tolist()
+        [[1.0, 0.6, 0.0], [2.0, 1.7, 1.0]]
+    """
+    edges = _edges(bins)
+    p, y = _numpy(probabilities), _numpy(labels)
+    if p.shape != y.shape:
+        raise ValueError(f"reliability needs labels of the probabilities' shape; got {list(p.shape)} and "
+                         f"{list(y.shape)}.")
+    if mask is not None:
+        keep = _numpy(mask) > 0.5
+        if keep.shape != p.shape[1:]:
+            raise ValueError(f"reliability needs a mask of the probabilities' spatial shape {list(p.shape[1:])}; got "
+                             f"{list(keep.shape)}.")
+        p, y = p[:, keep], y[:, keep]
+    p, truth = p.ravel(), y.ravel() > 0.5
+    confidence = np.maximum(p, 1 - p)
+    correct = (p >= 0.5) == truth
+    size = len(edges) - 1
+    # most voxels of a volume are confident background, in the last bin: only the others are binned one by one
+    # (digitize's right-closed bins, as a binary search against float32 edges: no float64 copy of a volume)
+    rest = confidence <= edges[-2].astype(p.dtype)
+    index = np.searchsorted(edges[1:-1].astype(p.dtype), confidence[rest], side="left")
+    counts = np.stack([np.bincount(index, minlength=size).astype(np.float64),
+                       np.bincount(index, weights=confidence[rest], minlength=size),
+                       np.bincount(index[correct[rest]], minlength=size).astype(np.float64)], axis=1)
+    counts[-1] += [p.size - index.size, confidence.sum(dtype=np.float64) - counts[:, 1].sum(),
+                   np.count_nonzero(correct) - counts[:, 2].sum()]
+    return counts
+
+
+def reliability_from_counts(counts: ArrayLike) -> Dict[str, Any]:
+    """The reliability of summed :func:`reliability_counts` (one study's, or several added up).
+
+    Args:
+        counts: ``(bins, 3)``: per bin the voxel-channels, their summed confidence and their number right.
+
+    Returns:
+        ``{"ece": expected calibration error (the voxel-weighted mean |accuracy - confidence|; NaN with no voxel),
+        "voxels": voxel-channels counted, "bins": [{"low", "high", "count", "confidence", "accuracy"}, ...]}``;
+        empty bins have NaN confidence and accuracy.
+
+    Raises:
+        ValueError: not ``(bins, 3)``.
+
+    Example::
+
+        >>> result = reliability_from_counts([[1.0, 0.6, 0.0], [2.0, 1.7, 1.0]])
+        >>> round(result["ece"], 4), result["bins"][1]["accuracy"]  # (1 x 0.6 + 2 x 0.35) / 3
+        (0.4333, 0.5)
+    """
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim != 2 or c.shape[1] != 3 or c.shape[0] < 1:
+        raise ValueError(f"reliability_from_counts needs (bins, 3) sums; got shape {list(c.shape)}.")
+    edges = _edges(c.shape[0])
+    total = float(c[:, 0].sum())
+    table: List[Dict[str, float]] = []
+    ece = 0.0
+    for b, (count, confidence_sum, correct_sum) in enumerate(c):
+        conf = confidence_sum / count if count else math.nan
+        acc = correct_sum / count if count else math.nan
+        if count:
+            ece += count / total * abs(acc - conf)
+        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(count),
+                      "confidence": float(conf), "accuracy": float(acc)})
+    return {"ece": float(ece) if total else math.nan, "voxels": int(total), "bins": table}
+
+
+def reliability(probabilities: ArrayLike, labels: ArrayLike, bins: int = 10) -> Dict[str, Any]:
     """How far the voxel probabilities can be taken at their word: each voxel and channel's confidence
     (``max(p, 1 - p)``) against whether its thresholded prediction is right, in ``bins`` equal-width confidence bins
-    from 0.5 to 1.
+    from 0.5 to 1 (:func:`reliability_counts` then :func:`reliability_from_counts`).
 
     Args:
         probabilities: ``(C, *spatial)`` mean probabilities.
@@ -154,8 +295,8 @@ def reliability(probabilities: ArrayLike, labels: ArrayLike, bins: int = 10) -> 
         bins: the number of bins.
 
     Returns:
-        ``{"ece": expected calibration error (the voxel-weighted mean |accuracy - confidence|), "bins": [{"low",
-        "high", "count", "confidence", "accuracy"}, ...]}``; empty bins have NaN confidence and accuracy.
+        ``{"ece": expected calibration error (the voxel-weighted mean |accuracy - confidence|), "voxels", "bins":
+        [{"low", "high", "count", "confidence", "accuracy"}, ...]}``; empty bins have NaN confidence and accuracy.
 
     Example::
 
@@ -163,23 +304,7 @@ def reliability(probabilities: ArrayLike, labels: ArrayLike, bins: int = 10) -> 
         >>> round(result["ece"], 4)  # bins at 0.9 (accuracy 1) and 0.6 (accuracy 0.5): (2 * 0.1 + 2 * 0.1) / 4
         0.1
     """
-    p = _numpy(probabilities).ravel()
-    y = _numpy(labels).ravel() > 0.5
-    if p.shape != y.shape:
+    p, y = _numpy(probabilities), _numpy(labels)
+    if p.size != y.size:
         raise ValueError(f"reliability needs labels of the probabilities' shape; got {p.size} and {y.size} values.")
-    confidence = np.maximum(p, 1 - p)
-    correct = (p >= 0.5) == y
-    edges = np.linspace(0.5, 1.0, bins + 1)
-    index = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    table: List[Dict[str, float]] = []
-    ece = 0.0
-    for b in range(bins):
-        members = index == b
-        count = int(members.sum())
-        conf = float(confidence[members].mean()) if count else math.nan
-        acc = float(correct[members].mean()) if count else math.nan
-        if count:
-            ece += count / max(p.size, 1) * abs(acc - conf)
-        table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": count, "confidence": conf,
-                      "accuracy": acc})
-    return {"ece": float(ece), "bins": table}
+    return reliability_from_counts(reliability_counts(p.reshape(1, -1), y.reshape(1, -1), bins))

@@ -31,6 +31,7 @@ from .sampling import (
     check_mc_dropout,
     check_uncertainty,
     dropout_layers,
+    without_uncertainty,
 )
 from .stats import count_flops, count_parameters, parameters_per_part, state_dict_mb
 from .variants import VARIANTS, Variant
@@ -43,6 +44,7 @@ __all__ = [
     "check_mc_dropout",
     "check_uncertainty",
     "dropout_layers",
+    "without_uncertainty",
     "Variant",
     "VARIANTS",
     "AttentionGate",

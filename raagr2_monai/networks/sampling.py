@@ -11,7 +11,8 @@ uncertainty map follows (:mod:`raagr2_monai.metrics.uncertainty`).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+import threading
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ __all__ = [
     "UNCERTAINTY_MODES",
     "TTA_FLIPS",
     "check_uncertainty",
+    "without_uncertainty",
     "dropout_layers",
     "check_mc_dropout",
     "batchnorm_in_eval",
@@ -70,6 +72,27 @@ def check_uncertainty(mode: Any, samples: Any) -> Tuple[str, int]:
     return mode, count
 
 
+def without_uncertainty(mode: Any) -> bool:
+    """Whether an uncertainty setting is ``none``: one prediction, and nothing of uncertainty computed or written (a
+    config's ``_disabled_`` reads it, so the parts that only uncertainty needs are left out).
+
+    Args:
+        mode: one of :data:`UNCERTAINTY_MODES`.
+
+    Returns:
+        ``True`` for ``none``.
+
+    Raises:
+        ValueError: an unknown mode, in one line.
+
+    Example::
+
+        >>> without_uncertainty("none"), without_uncertainty("tta")
+        (True, False)
+    """
+    return check_uncertainty(mode, 2)[0] == "none"
+
+
 def dropout_layers(network: Any) -> List[nn.Module]:
     """The dropout layers of ``network`` that drop something (``p > 0``); none for what is not a ``torch.nn.Module``
     (an exported model behind ONNX Runtime or OpenVINO)."""
@@ -91,6 +114,11 @@ def check_mc_dropout(network: Any, name: Optional[str] = None) -> None:
                          "without dropout); use uncertainty tta instead.")
 
 
+#: Networks inside :func:`batchnorm_in_eval` (by ``id``): how many callers, and the layers switched by the first.
+_IN_EVAL: Dict[int, Tuple[int, List[nn.Module]]] = {}
+_IN_EVAL_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def batchnorm_in_eval(network: Any) -> Iterator[None]:
     """Run a network that is in training mode with every BatchNorm on its running statistics (dropout stays on).
@@ -98,6 +126,10 @@ def batchnorm_in_eval(network: Any) -> Iterator[None]:
     MONAI Label's epistemic scoring samples a bundle's inference network by putting it in training mode; without
     this, each sample would also normalise by the statistics of its own batch of slices, which is not the trained
     network. Restores the layers' modes on exit; does nothing to a network in evaluation mode.
+
+    Safe for threads sharing one network (the scoring runs two studies at a time on one cached network by
+    default): the first caller to enter switches the layers, the last to leave switches them back, so no caller's
+    pass runs with BatchNorm in training mode because another's ended.
 
     Example::
 
@@ -108,15 +140,27 @@ def batchnorm_in_eval(network: Any) -> Iterator[None]:
         >>> net[0].training
         True
     """
-    layers = [m for m in network.modules() if isinstance(m, _BatchNorm) and m.training] \
-        if isinstance(network, nn.Module) else []
-    for layer in layers:
-        layer.eval()
+    if not isinstance(network, nn.Module):
+        yield
+        return
+    key = id(network)
+    with _IN_EVAL_LOCK:
+        callers, layers = _IN_EVAL.get(key, (0, []))
+        if not callers:
+            layers = [m for m in network.modules() if isinstance(m, _BatchNorm) and m.training]
+            for layer in layers:
+                layer.eval()
+        _IN_EVAL[key] = (callers + 1, layers)
     try:
         yield
     finally:
-        for layer in layers:
-            layer.train()
+        with _IN_EVAL_LOCK:
+            callers, layers = _IN_EVAL.pop(key)
+            if callers > 1:
+                _IN_EVAL[key] = (callers - 1, layers)
+            else:
+                for layer in layers:
+                    layer.train()
 
 
 class SampledProbabilities(nn.Module):

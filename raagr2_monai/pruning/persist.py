@@ -102,6 +102,7 @@ def build_pruned_network(
     history: Union[PathLike, History],
     in_channels: int = 4,
     out_channels: int = 3,
+    dropout: float = 0.2,
 ) -> nn.Module:
     """Build a network with the pruned structure; its weights are loaded afterwards (e.g. by MONAI's CheckpointLoader).
 
@@ -110,6 +111,8 @@ def build_pruned_network(
         history: a history file from :func:`save_pruned`, or the history list itself.
         in_channels: input channels of the base network.
         out_channels: output channels of the base network.
+        dropout: dropout probability of the base network's dropout layers (pruning keeps them; the history does not
+            depend on it). MONAI Label's epistemic scoring sets ``network_def["dropout"]`` on the bundle it samples.
 
     Returns:
         The pruned network, in train mode, with the base network's (pruned) initial weights.
@@ -134,7 +137,7 @@ def build_pruned_network(
         steps = document["history"]
     else:
         steps = [list(step) for step in history]
-    net = get_network(variant, in_channels=in_channels, out_channels=out_channels)
+    net = get_network(variant, in_channels=in_channels, out_channels=out_channels, dropout=dropout)
     graph = build_dependency_graph(net)
     try:
         graph.load_pruning_history(steps)

@@ -14,6 +14,8 @@
 - :mod:`.charts`: the PNG charts (those two, per-region Dice, training curves);
 - :mod:`.evaluation_figures`: each family's best model (chosen on validation) beside the baseline on a test subject,
   and the per-subject distributions of their scores;
+- :mod:`.failure`: whether the per-study uncertainty of the baseline and of each family's best model predicts
+  failure (Spearman, AUROC, calibration), from the study's evaluations with an uncertainty;
 - :mod:`.markdown`: ``report.md``, and :func:`~.markdown.write_report`, which writes it with the tables, charts and
   figures from a finished study's :class:`~.markdown.ReportInputs`.
 
@@ -32,6 +34,16 @@ from .evaluation_figures import (
     representative_case,
     write_evaluation_figures,
 )
+from .failure import (
+    FAILURE_STEP,
+    FailurePrediction,
+    failure_lines,
+    failure_model,
+    failure_models,
+    failure_records,
+    spearman_threshold,
+    write_failure_prediction,
+)
 from .deployment import DEPLOYMENT_GOAL, DeploymentGoal, deployment_checks, deployment_lines
 from .markdown import ReportInputs, quality_cell, render_markdown, write_report
 from .paired import (
@@ -48,7 +60,9 @@ from .rows import (
     TABLE2_COLUMNS,
     TABLE3_COLUMNS,
     collect_rows,
+    read_summary,
     record_mlflow_runs,
+    region_mean_dice,
     step_name,
     validation_score,
 )
@@ -79,6 +93,14 @@ from .tradeoff import (
 )
 
 __all__ = [
+    "FAILURE_STEP",
+    "FailurePrediction",
+    "failure_lines",
+    "failure_model",
+    "failure_models",
+    "failure_records",
+    "spearman_threshold",
+    "write_failure_prediction",
     "DEPLOYMENT_GOAL",
     "DeploymentGoal",
     "deployment_checks",
@@ -94,6 +116,8 @@ __all__ = [
     "TABLE3_COLUMNS",
     "LESIONWISE_TABLE_COLUMNS",
     "collect_rows",
+    "read_summary",
+    "region_mean_dice",
     "record_mlflow_runs",
     "step_name",
     "validation_score",

@@ -1,7 +1,8 @@
 """``report.md``: the study's three tables with the thesis's published figures beside ours (marked †; Table 1 with the
 95 % confidence interval of every mean, each model's paired difference to the baseline with its interval, and rows
 that score identically on every subject marked ‡ and explained), the lesion-wise scores, the training table, each
-family's best model on a test subject and per subject, the sources of every row, the charts and the thesis's own tables
+family's best model on a test subject and per subject (and whether its uncertainty predicts failure: :mod:`.failure`),
+the sources of every row, the charts and the thesis's own tables
 with what is wrong with them; and :func:`write_report`, which writes it with the tables, charts and figures from a
 finished study's :class:`ReportInputs`."""
 
@@ -19,6 +20,7 @@ from raagr2_monai.utils import atomic_write_text
 from .charts import write_charts
 from .deployment import deployment_lines
 from .evaluation_figures import FAMILY_TITLES, EvaluationFigures, FamilyBest, best_per_family, write_evaluation_figures
+from .failure import FailurePrediction, failure_lines, write_failure_prediction
 from .paired import PAIRED_HEADER, paired_cell, paired_notes
 from .rows import LESIONWISE_TABLE_COLUMNS, TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS
 from .statistics import IDENTICAL_TOLERANCE
@@ -432,6 +434,7 @@ def render_markdown(
     tables: Mapping[str, Path],
     best: Sequence[FamilyBest],
     figures: EvaluationFigures,
+    failure: Optional[FailurePrediction] = None,
 ) -> str:
     """The text of ``report.md``, section by section.
 
@@ -442,6 +445,7 @@ def render_markdown(
         best: each family's best model (:func:`~raagr2_monai.report.evaluation_figures.best_per_family`).
         figures: the comparison and distribution figures of those models
             (:func:`~raagr2_monai.report.evaluation_figures.write_evaluation_figures`).
+        failure: the failure prediction of those models (:func:`~raagr2_monai.report.failure.failure_lines`).
 
     Returns:
         The Markdown text.
@@ -456,6 +460,7 @@ def render_markdown(
         *_reduction_section(rows, inputs.largest_batch),
         *_training_section(rows),
         *_best_models_section(inputs, best, figures),
+        *(failure_lines(failure, inputs.relative) if failure is not None else []),
         *_sources_section(rows),
         *_charts_section(inputs, charts),
         *_thesis_section(),
@@ -464,8 +469,8 @@ def render_markdown(
 
 
 def write_report(inputs: ReportInputs) -> Path:
-    """Write ``report.md``, ``tables/`` and ``charts/`` (with the figures of each family's best model) of a finished
-    study into its folder.
+    """Write ``report.md``, ``tables/`` and ``charts/`` (with the figures of each family's best model, and their
+    failure prediction where the study evaluated it) of a finished study into its folder.
 
     Args:
         inputs: the finished study (:class:`ReportInputs`).
@@ -483,6 +488,7 @@ def write_report(inputs: ReportInputs) -> Path:
                           inputs.benchmark["_meta"]["settings"]["device"])
     best = best_per_family(inputs.rows)
     figures = write_evaluation_figures(root, inputs.rows, best, inputs.test_entries, root / "charts")
+    failure = write_failure_prediction(root, inputs.state, root / "charts")
     path = root / "report.md"
-    atomic_write_text(path, render_markdown(inputs, charts, tables, best, figures))
+    atomic_write_text(path, render_markdown(inputs, charts, tables, best, figures, failure))
     return path

@@ -36,7 +36,9 @@ __all__ = [
     "LESIONWISE_TABLE_COLUMNS",
     "ModelLike",
     "collect_rows",
+    "read_summary",
     "record_mlflow_runs",
+    "region_mean_dice",
     "step_name",
     "validation_score",
 ]
@@ -162,6 +164,24 @@ def _float(value: Any) -> Optional[float]:
     return None if math.isnan(number) else number
 
 
+def read_summary(path: PathLike) -> Dict[str, Dict[str, str]]:
+    """An evaluation's ``metrics_summary.csv`` by statistic: ``{"mean": {column: text}, "count": {...}, ...}``."""
+    return {r["statistic"]: r for r in _read_csv(Path(path))}
+
+
+def region_mean_dice(mean: Mapping[str, Any]) -> Optional[float]:
+    """Table 1's mean Dice: the mean of a summary's mean Dice of TC, WT and ET (numbers or the CSV's text); ``None``
+    unless all three have a value.
+
+    Example::
+
+        >>> region_mean_dice({"dice_TC": "0.5", "dice_WT": 0.75, "dice_ET": 0.25}), region_mean_dice({"dice_TC": ""})
+        (0.5, None)
+    """
+    dices = [_float(mean.get(f"dice_{r}")) for r in REGIONS]
+    return sum(dices) / 3 if all(d is not None for d in dices) else None
+
+
 def _reduction(ratio: Optional[float]) -> Optional[float]:
     return None if ratio is None else 100.0 * (1.0 - ratio)
 
@@ -227,11 +247,10 @@ def collect_rows(
     for spec in models:
         made = _finished(steps, step_name(spec))
         evaluated = _finished(steps, f"evaluate/{spec.name}")
-        summary = {r["statistic"]: r for r in _read_csv(root / evaluated["summary_csv"])}
+        summary = read_summary(root / evaluated["summary_csv"])
         mean = summary["mean"]
         quality: Dict[str, Any] = {key: _float(mean.get(key)) for key, _ in TABLE1_COLUMNS if key != "dice_mean"}
-        dices = [quality[f"dice_{r}"] for r in REGIONS]
-        quality["dice_mean"] = sum(dices) / 3 if all(d is not None for d in dices) else None
+        quality["dice_mean"] = region_mean_dice(mean)
         quality["subjects"] = int(float(summary["count"]["dice_TC"]))
         subjects[spec.name] = read_subject_scores(root / evaluated["per_subject_csv"])
         quality.update(quality_spread(subjects[spec.name]))

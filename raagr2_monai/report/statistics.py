@@ -24,7 +24,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 from scipy import stats
 
 from raagr2_monai.constants import REGIONS, SCORED_REGIONS
-from raagr2_monai.metrics import METRIC_COLUMNS
+from raagr2_monai.metrics import METRIC_COLUMNS, subject_mean_dice
 from raagr2_monai.visualize import read_subject_rows
 
 __all__ = [
@@ -79,20 +79,6 @@ def spread(values: Sequence[float]) -> Tuple[Optional[float], Optional[float]]:
     mean = sum(finite) / n
     std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1))
     return std, float(stats.t.ppf(0.975, n - 1)) * std / math.sqrt(n)
-
-
-def subject_mean_dice(scores: Mapping[str, Any]) -> float:
-    """A subject's mean Dice over TC, WT and ET (numbers, or the CSV's text), its NaN, empty or missing regions left
-    out (NaN when all are).
-
-    Example::
-
-        >>> subject_mean_dice({"dice_TC": 0.5, "dice_WT": "0.7", "dice_ET": ""})
-        0.6
-    """
-    values = [float(scores[f"dice_{r}"]) for r in REGIONS if scores.get(f"dice_{r}") not in (None, "")]
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
 
 
 def _mean(values: Sequence[float]) -> Optional[float]:

@@ -27,6 +27,10 @@ worker's):
 - ``<study>/eval/<model>/``: ``metrics_per_subject.csv``, ``metrics_summary.csv``, ``run.json`` and the written
   label maps (``predictions/<case>_pred.nii.gz``) of the evaluation (no per-subject overlay pictures: the report draws
   the baseline and each family's best model on one test subject instead);
+- ``<study>/uncertainty/<model>/``: the baseline and each family's best model (chosen on validation) evaluated again
+  with test-time flips (4 predictions a slice, averaged), after the benchmark: each subject's ``uncertainty`` in
+  ``metrics_per_subject.csv``, ``failure_prediction.json`` (Spearman, AUROC, calibration) and ``reliability.png``,
+  for the report's failure prediction;
 - ``<study>/benchmark.json``, ``<study>/report.md``, ``<study>/tables/``, ``<study>/charts/``;
 - ``<study>/mlruns.db`` (MLflow tracking, ``mlflow ui --backend-store-uri sqlite:///<study>/mlruns.db``, live while
   the study runs) and ``<study>/mlartifacts/``;
@@ -40,6 +44,7 @@ worker's):
 from .estimate import UnitCosts, estimate_study, measure_unit_costs, plan_study
 from .profiles import PROFILES, ModelSpec, Profile, experiment_matrix, get_profile
 from .runner import Study, run_study, study_tasks
+from .tasks import failure_tasks
 from .state import StudyState
 from .mlflow_runs import StudyTracker
 
@@ -54,6 +59,7 @@ __all__ = [
     "get_profile",
     "run_study",
     "study_tasks",
+    "failure_tasks",
     "UnitCosts",
     "measure_unit_costs",
     "estimate_study",

@@ -35,7 +35,7 @@ from raagr2_monai.utils import atomic_write_text, autocast, resolve_device, usab
 
 from .profiles import Profile, cpu_lanes, decide_lanes, experiment_matrix, section_counts
 from .countdown import format_duration
-from .steps import finetune_val_interval
+from .steps import FAILURE_SAMPLES, finetune_val_interval
 from .tasks import study_tasks, synthetic_folder
 
 __all__ = ["UnitCosts", "measure_unit_costs", "estimate_study", "format_estimate", "plan_study", "ESTIMATE_FILE"]
@@ -323,8 +323,8 @@ def _step_costs(p: Profile, c: UnitCosts, n: Mapping[str, int], task: Any) -> Di
     n_val = min(n["validation"], p.val_cases or n["validation"])
     cached = c.cached_study_s
     row = {"step": task.step, "action": task.action, "epochs": 0, "train_steps": 0, "validations": 0}
-    if task.action == "evaluate":
-        device_s = n["testing"] * c.slices * c.forward_slice_s[v]
+    if task.action in ("evaluate", "evaluate_uncertainty"):  # the latter: FAILURE_SAMPLES predictions a slice
+        device_s = n["testing"] * c.slices * c.forward_slice_s[v] * (FAILURE_SAMPLES if "unc" in task.action else 1)
         seconds = n["testing"] * (cached + c.score_study_s) + device_s
     else:
         epochs = p.epochs if task.action == "train" else spec.finetune_epochs

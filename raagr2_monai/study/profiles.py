@@ -187,8 +187,9 @@ _FULL = Profile(
 #: test subjects): validation every 5 epochs (the thesis: every epoch) on whole slices (32 a call), 3 loader processes
 #: per step and as many steps at once as the CPUs (one per 4) and the device's memory allow (``workers="auto"``). By
 #: :func:`~.estimate.estimate_study` with an H200's figures (training step 0.084 s in fp32, validation 0.2 s a study)
-#: and this project's 2-core machine's for the host's work (loading, crops, scoring): 14 min 33 s on 16 CPUs, 4 steps
-#: at once, the set's generation not counted; not yet run on a GPU. ``tiny``: a smoke run for the tests.
+#: and this project's 2-core machine's for the host's work (loading, crops, scoring): 16 min 08 s on 16 CPUs, 4 steps
+#: at once (14 min 33 s before the six evaluations with test-time flips of the failure prediction), the set's
+#: generation not counted; not yet run on a GPU. ``tiny``: a smoke run for the tests.
 PROFILES: Dict[str, Profile] = {
     "quick": Profile(
         name="quick",

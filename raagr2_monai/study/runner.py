@@ -35,7 +35,7 @@ from .countdown import Progress, format_duration
 from .state import STATE_FILE, StudyState
 from .steps import StudySteps, TrainerHook, trainer_hooks
 from .tasks import Task as _Task
-from .tasks import study_tasks, synthetic_folder
+from .tasks import resolve_task, study_tasks, synthetic_folder
 from .mlflow_runs import StudyTracker
 
 __all__ = ["Study", "run_study", "study_tasks", "synthetic_folder"]  # the last two re-exported from .tasks
@@ -114,7 +114,10 @@ class Study:
     With ``profile.workers`` above 1 (or ``"auto"``), that many trainings, prunings and evaluations run at once
     (``lanes``; on CUDA no more than the device's memory holds: :func:`~.profiles.decide_lanes`), each in a worker
     process with its share of the CPU threads, as soon as the steps they need are done (a pruning needs its source's
-    training, an evaluation its model); the benchmark always runs alone, in this process, with every thread.
+    training, an evaluation its model); the benchmark always runs alone, in this process, with every thread. Last
+    among the steps, the baseline and each family's best model are evaluated again with an uncertainty, each once
+    its family's evaluations are done (:func:`~.tasks.failure_tasks`; the model is chosen when the step starts,
+    :func:`~.tasks.resolve_task`), for the report's failure prediction.
 
     Before the first step the study's cost is estimated and printed (``[estimate]`` lines, ``estimate.json``). The
     state records each step's start, end, lane and peak memory, and per run the schedule (``"runs"``) and the choice
@@ -143,7 +146,7 @@ class Study:
         self.state.save()  # from now on the folder is recognisably a study's
         self.tracker = StudyTracker(self.root, self.state)
         #: steps run (not skipped as done) by this object, by kind
-        self.counts = {"train": 0, "prune": 0, "evaluate": 0, "benchmark": 0}
+        self.counts = {"train": 0, "prune": 0, "evaluate": 0, "benchmark": 0, "uncertainty": 0}
         self.dataset_dir = ""
         self.steps: Optional[StudySteps] = None
         self._silenced = Silenced(())
@@ -327,6 +330,7 @@ class Study:
 
     def _run_here(self, task: _Task) -> None:
         """Run ``task`` in this process."""
+        task = resolve_task(task, self.root, self.state.data, self.models)
         start = self._begin(task.step)
         with ExitStack() as stack:
             outputs = _perform(self.steps, task, StepRun(self.tracking_uri, self._open_run(task, stack), 0,
@@ -352,6 +356,7 @@ class Study:
                     if task is None:
                         break
                     pending.remove(task)
+                    task = resolve_task(task, self.root, self.state.data, self.models)
                     stack = ExitStack()
                     start = self._begin(task.step)
                     run_id = self._open_run(task, stack)

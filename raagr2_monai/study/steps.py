@@ -24,19 +24,24 @@ from raagr2_monai.benchmark import BenchmarkSettings, add_backend_latencies, ben
 from raagr2_monai.bundle import load_bundle_network
 from raagr2_monai.generator.generate import write_bundle
 from raagr2_monai.data import fill_cache, load_split
-from raagr2_monai.handlers import EpochHistory
+from raagr2_monai.handlers import FAILURE_JSON, RELIABILITY_PNG, EpochHistory
 from raagr2_monai.networks import count_flops, load_weights
 from raagr2_monai.utils import atomic_write_text, resolve_device
 
 from .profiles import ModelSpec, Profile
 
-__all__ = ["StudySteps", "TrainerHook", "trainer_hooks", "finetune_val_interval"]
+__all__ = ["FAILURE_SAMPLES", "FAILURE_UNCERTAINTY", "StudySteps", "TrainerHook", "trainer_hooks",
+           "finetune_val_interval"]
 
 PathLike = Union[str, os.PathLike]
 
 #: What the study step under way attaches to its trainer (the live MLflow curves, a progress bar), each called with
 #: the trainer and its EpochHistory; set around a training or pruning step by the study (:func:`trainer_hooks`).
 TrainerHook = Callable[[Any, EpochHistory], None]
+#: How the study's failure-prediction evaluations sample each slice: test-time flips (every network has them;
+#: Monte-Carlo dropout needs dropout layers), the slice and its three in-plane flips.
+FAILURE_UNCERTAINTY = "tta"
+FAILURE_SAMPLES = 4
 _TRAINER_HOOKS: ContextVar[Tuple[TrainerHook, ...]] = ContextVar("raagr2_study_trainer_hooks", default=())
 
 
@@ -297,6 +302,40 @@ class StudySteps:
             "summary_csv": self._rel(out / "metrics_summary.csv"),
             "run_json": self._rel(out / "run.json"),
             "cases": cases,
+        }
+
+    def uncertainty_dir(self, spec: ModelSpec) -> Path:
+        """The folder of the row's evaluation with an uncertainty (:meth:`evaluate_uncertainty`)."""
+        return self.root / "uncertainty" / spec.name
+
+    def evaluate_uncertainty(self, spec: ModelSpec) -> Dict[str, Any]:
+        """Evaluate a row's bundle on the test subjects again, each slice predicted :data:`FAILURE_SAMPLES` times
+        (:data:`FAILURE_UNCERTAINTY`) and averaged, into :meth:`uncertainty_dir`: each subject's uncertainty and how
+        well it predicts failure (``failure_prediction.json``, ``reliability.png``; the report's failure
+        prediction). Without lesion-wise scores or overlays: the failure prediction needs neither."""
+        bundle = self.bundle_dir(spec)
+        out = self.uncertainty_dir(spec)
+        if "uncertainty" not in json.loads((bundle / "configs" / "train.json").read_text()):
+            raise RuntimeError(f"{bundle}'s configs were written before evaluation with an uncertainty: they would "
+                               "evaluate without it. Rerun the study with --fresh.")
+        wf = _workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
+                       bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
+                       write_overlays=False, lesionwise=None, uncertainty=FAILURE_UNCERTAINTY,
+                       uncertainty_samples=FAILURE_SAMPLES, **self._data_override())
+        try:
+            wf.run()
+        finally:
+            wf.finalize()
+        return {
+            "model": spec.name,
+            "mode": FAILURE_UNCERTAINTY,
+            "samples": FAILURE_SAMPLES,
+            "eval_dir": self._rel(out),
+            "failure_json": self._rel(out / FAILURE_JSON),
+            "reliability_png": self._rel(out / RELIABILITY_PNG),
+            "per_subject_csv": self._rel(out / "metrics_per_subject.csv"),
+            "summary_csv": self._rel(out / "metrics_summary.csv"),
+            "run_json": self._rel(out / "run.json"),
         }
 
     def test_entries(self) -> List[Dict[str, Any]]:

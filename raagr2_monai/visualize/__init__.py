@@ -7,7 +7,8 @@
 - :mod:`.figures`: colours, intensity window, panels, legend, atomic PNG writing (:func:`save_png`);
 - :mod:`.overlay`: one subject's slices with true and predicted outlines (:func:`overlay_figure`);
 - :mod:`.comparison`: several models side by side on one subject (:func:`comparison_figure`);
-- :mod:`.distributions`: per-subject Dice and HD95 of several models (:func:`distribution_figure`).
+- :mod:`.distributions`: per-subject Dice and HD95 of several models (:func:`distribution_figure`);
+- :mod:`.reliability`: voxel confidence against accuracy, the reliability diagram (:func:`reliability_figure`).
 
 The Ignite handler writing an overlay per evaluated subject is :class:`raagr2_monai.handlers.overlays.OverlayWriter`.
 """
@@ -18,6 +19,7 @@ from .figures import PRED_STYLE, REGION_COLOURS, TRUTH_STYLE, dice_text, intensi
 from .orientation import AxialView, axial_view
 from .overlay import overlay_figure
 from .regions import as_labelmap, region_dice, region_masks
+from .reliability import reliability_figure
 from .slices import SLICE_REGIONS, TumourSlice, tumour_slices
 from .volumes import file_channels, read_modalities
 
@@ -39,6 +41,7 @@ __all__ = [
     "as_labelmap",
     "region_dice",
     "region_masks",
+    "reliability_figure",
     "SLICE_REGIONS",
     "TumourSlice",
     "tumour_slices",

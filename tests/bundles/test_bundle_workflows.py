@@ -164,6 +164,25 @@ def test_evaluation_writes_per_subject_and_summary_csv(trained, tiny_dataset, tm
     assert pictures == sorted(f"{r['case']}.png" for r in rows)
 
 
+def test_evaluation_with_an_uncertainty_writes_how_well_it_predicts_failure(trained, tiny_dataset, tmp_path):
+    wf = workflow(
+        "depthwise", ["train", "evaluate"], None, dataset_dir=tiny_dataset, output_dir=str(tmp_path),
+        ckpt_dir=str(trained / "models"), uncertainty="tta", uncertainty_samples=2, failure_dice=0.9,
+        write_overlays=False, **TINY,
+    )
+    wf.run()
+    with open(tmp_path / "metrics_per_subject.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case"] for r in rows] == [e["case"] for e in load_split(tiny_dataset, "testing")]
+    assert list(rows[0])[-1] == "uncertainty" and all(float(r["uncertainty"]) >= 0.0 for r in rows)
+    figures = json.loads((tmp_path / "failure_prediction.json").read_text())
+    assert (figures["uncertainty"], figures["subjects"], figures["failure_dice"]) == ("tta", 2, 0.9)
+    assert figures["reliability"]["voxels"] == 3 * 2 * 48 * 48 * 16  # every voxel of both test studies, each region
+    assert (tmp_path / "reliability.png").is_file() and not (tmp_path / "overlays").exists()
+    settings = json.loads((tmp_path / "run.json").read_text())["settings"]
+    assert (settings["uncertainty"], settings["uncertainty_samples"], settings["failure_dice"]) == ("tta", 2, 0.9)
+
+
 def _labels_of(case_dir: Path):
     return nib.load(str(next(case_dir.glob("*_t1ce.nii.gz"))))
 
@@ -281,11 +300,14 @@ def test_two_processes_train_resume_and_evaluate_on_cpu(tiny_dataset, tmp_path):
     assert last["iteration"] == 2 * first["epoch_length"]  # two epochs, the first one not redone
 
     evaluate = configs[:-1] + ",'bundles/encdec/configs/evaluate.json']"
-    run("evaluating", evaluate, "--output_dir", str(tmp_path / "eval"))
+    run("evaluating", evaluate, "--output_dir", str(tmp_path / "eval"), "--uncertainty", "tta")
     with open(tmp_path / "eval" / "metrics_per_subject.csv") as f:
         cases = [row["case"] for row in csv.DictReader(f)]
     assert cases == [e["case"] for e in load_split(tiny_dataset, "testing")]  # every subject once, in order
     assert len(cases) == 2 and len(list((tmp_path / "eval" / "predictions").iterdir())) == 2
+    # with an uncertainty, the failure prediction of both ranks' subjects: their scores and reliability sums gathered
+    figures = json.loads((tmp_path / "eval" / "failure_prediction.json").read_text())
+    assert figures["subjects"] == 2 and figures["reliability"]["voxels"] == 3 * 2 * 48 * 48 * 16
 
     # three processes for the two test subjects: each rank refuses in one line at initialize, before writing anything
     result = _bundle_cli(

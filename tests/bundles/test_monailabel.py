@@ -16,12 +16,20 @@ like this:
   ``train#handlers`` (the config's list with a ``CheckpointLoader`` of ``models/model.pt`` put first) and
   ``validate#dataset#data``: the datastore's studies split 80/20, so one or two labelled studies leave the
   validation list empty. The weights must land in ``models/model.pt``, which the inference task reads.
+- epistemic scoring (``--conf epistemic_model <bundle>``, ``monailabel/tasks/scoring/epistemic_v2.py``): a
+  ``BundleInferTask(train_mode=True, skip_writer=True, dropout=<epistemic_dropout>, post_filter=[SaveImaged,
+  Invertd])``, so ``network_def`` gets a ``dropout`` argument and the network runs in training mode, and its output
+  is neither inverted nor written; ``EpistemicScoring`` runs it ``simulation_size`` times per unlabelled study (two
+  studies at a time in threads sharing one network), stacks the outputs, and stores the mean over the voxels of
+  ``sum over channels of -p ln p`` of their mean as ``epistemic_entropy``.
 
 The tests below do the same on a small synthetic 4D study (one NIfTI holding T1ce, T1, T2, FLAIR on a grid that is
 neither RAS nor 1 mm in z), once with plain MONAI and, where ``monailabel`` is installed (``make monailabel``), once
 with MONAI Label's own classes. The weights give a known answer: the network's last 1x1 convolution is zeroed and its
 bias set so that every voxel it sees is predicted as one BraTS label, so the label map must hold that label exactly on
-the brain's in-plane bounding box (all slices; roi 32 exceeds the brain) and 0 elsewhere, on the input's grid.
+the brain's in-plane bounding box (all slices; roi 32 exceeds the brain) and 0 elsewhere, on the input's grid. The
+scoring tests use weights whose output depends on dropout instead (and restore the known-answer weights to check
+``/infer`` after it).
 """
 
 import json
@@ -40,7 +48,7 @@ from monai.transforms import Compose, LoadImaged, Resize, SaveImaged
 from raagr2_monai.bundle.pruned import pruned_network_def
 from raagr2_monai.data import make_case
 from raagr2_monai.networks import get_network
-from raagr2_monai.pruning import prune, save_pruned
+from raagr2_monai.pruning import build_pruned_network, prune, save_pruned
 
 from .conftest import BUNDLES, VARIANT_NAMES
 
@@ -292,3 +300,150 @@ def test_monailabel_train_task(variant, bundle, studies):
     after = _weights(model_pt)
     assert set(after) == set(before)
     assert any(not torch.equal(after[k], before[k]) for k in before), "models/model.pt holds the trained weights"
+
+
+@pytest.fixture
+def unlabelled(studies, tmp_path) -> Path:
+    """A MONAI Label datastore holding the study without its label: what epistemic scoring ranks."""
+    root = tmp_path / "unlabelled"
+    root.mkdir()
+    shutil.copyfile(studies / "study.nii.gz", root / "study.nii.gz")
+    return root
+
+
+def _sampled_weights(variant: str, models: Path) -> dict:
+    """``models/model.pt`` whose output depends on dropout: the network as built (seeded), the head's bias at 0
+    (probabilities around 0.5, where an entropy is large), BatchNorm's running statistics away from their initial
+    values (so that an update by training-mode BatchNorm would show)."""
+    torch.manual_seed(0)
+    if variant == PRUNED:
+        network = build_pruned_network("baseline", str(models / "pruning_history.json"))
+    else:
+        network = get_network(variant)
+    heads = [m for m in network.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == 3]
+    with torch.no_grad():
+        heads[-1].bias.zero_()
+        for module in network.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.1, 0.1)
+                module.running_var.uniform_(0.5, 1.5)
+    state = {k: v.clone() for k, v in network.state_dict().items()}
+    torch.save(state, models / "model.pt")
+    return state
+
+
+def _scoring_task(bundle: Path):
+    """The scoring's inference task as ``init_scoring_methods`` builds it (``--conf epistemic_dropout`` 0.2), keeping
+    the networks it ran and the samples it returned."""
+    from monai.transforms import Invertd
+    from monailabel.tasks.infer.bundle import BundleInferTask
+
+    class Recording(BundleInferTask):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.networks, self.samples = [], []
+
+        def _get_network(self, device, data):
+            network = super()._get_network(device, data)
+            self.networks.append(network)
+            return network
+
+        def __call__(self, request, callbacks=None):
+            result = super().__call__(request, callbacks)
+            self.samples.append(torch.as_tensor(result[1][self.output_label_key]).clone())
+            return result
+
+    task = Recording(str(bundle), {}, train_mode=True, skip_writer=True, dropout=0.2,
+                     post_filter=[SaveImaged, Invertd])
+    assert task.is_valid()
+    return task
+
+
+@pytest.mark.parametrize("variant", SERVED)
+def test_monailabel_epistemic_scoring(variant, bundle, studies, unlabelled, tmp_path):
+    """The monaibundle app's ``--conf epistemic_model <bundle>``: ``init_scoring_methods`` wraps a
+    ``BundleInferTask(train_mode=True, skip_writer=True, dropout=..., post_filter=[SaveImaged, Invertd])`` in
+    ``EpistemicScoring``. Every sample is the trained network with dropout on (BatchNorm on its running statistics,
+    which stay as loaded), written as region probabilities and their complements, so the stored entropy is the mean
+    over the voxels of the three regions' binary entropies of the mean probability: finite, non-negative. The
+    ordinary ``/infer`` task of the same bundle still writes the label map."""
+    bundle_infer = pytest.importorskip("monailabel.tasks.infer.bundle")
+    from monailabel.datastore.local import LocalDatastore
+    from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
+
+    from raagr2_monai.metrics import entropy_map
+    from raagr2_monai.networks import dropout_layers
+
+    labelled_weights = tmp_path / "labelled.pt"
+    shutil.copyfile(bundle / "models" / "model.pt", labelled_weights)
+    state = _sampled_weights(variant, bundle / "models")
+    task = _scoring_task(bundle)
+    datastore = LocalDatastore(str(unlabelled), extensions=["*.nii.gz"], auto_reload=False)
+    assert datastore.get_unlabeled_images() == ["study"]
+
+    summary = EpistemicScoring(task, max_samples=0, simulation_size=2)({"device": DEVICE}, datastore)
+
+    assert summary["executed"] == 1
+    entropy = datastore.get_image_info("study")["epistemic_entropy"]
+    assert np.isfinite(entropy) and entropy >= 0
+    shape = nib.load(str(unlabelled / "study.nii.gz")).shape[:3]
+    assert len(task.samples) == 2
+    for sample in task.samples:  # the probabilities (TC, WT, ET) and their complements on the input's grid
+        assert sample.shape == (6, *shape) and sample.dtype == torch.float32
+        assert float(sample.min()) >= 0 and float(sample.max()) <= 1
+        torch.testing.assert_close(sample[3:], 1 - sample[:3])
+    assert not torch.equal(task.samples[0], task.samples[1]), "dropout is on: the samples differ"
+    mean = torch.stack(task.samples).mean(0)[:3]
+    assert entropy == pytest.approx(float(entropy_map(mean).mean()), rel=1e-3, abs=1e-3)
+    assert 0.01 < entropy <= 3 * np.log(2)  # heads at 0: the regions are uncertain somewhere
+
+    network = task.networks[-1]
+    assert network.training, "sampled in training mode"
+    assert dropout_layers(network) and {m.p for m in dropout_layers(network)} == {0.2}
+    after = network.state_dict()
+    assert all(torch.equal(after[k].cpu(), state[k]) for k in state), "BatchNorm's running statistics untouched"
+
+    # the ordinary /infer task of the same bundle: the label map, as before
+    shutil.copyfile(labelled_weights, bundle / "models" / "model.pt")
+    result_file, _ = bundle_infer.BundleInferTask(str(bundle), {})({"image": str(studies / "study.nii.gz"),
+                                                                    "device": DEVICE})
+    try:
+        written = nib.load(result_file)
+        assert written.get_data_dtype() == np.uint8
+        np.testing.assert_array_equal(np.asarray(written.dataobj), expected_labelmap(studies, HEAD_BIAS[variant][1]))
+    finally:
+        Path(result_file).unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("variant", ["baseline"])
+def test_monailabel_epistemic_scoring_two_studies_at_a_time(variant, bundle, unlabelled):
+    """With more than one unlabelled study the scoring samples two at a time (``max_workers`` 2, its default) in
+    threads sharing one network: BatchNorm stays on its running statistics all along.
+
+    Without ``displayable_configs`` here: with them, MONAI Label 0.8.5's ``BundleInferTask.pre_transforms``
+    re-parses the task's one ``ConfigParser`` on every request, and a second thread resolving a reference meanwhile
+    fails now and then (``ValueError: Unsupported option 'preprocessing::transforms::1'``), a race inside MONAI
+    Label, not in the bundle; the bundle docs have the scoring run with ``max_workers`` 1."""
+    pytest.importorskip("monailabel.tasks.infer.bundle")
+    from monailabel.datastore.local import LocalDatastore
+    from monailabel.tasks.scoring.epistemic_v2 import EpistemicScoring
+
+    path = bundle / "configs" / "inference.json"
+    config = json.loads(path.read_text())
+    options = config.pop("displayable_configs")
+    config.update(overlap=options["overlap"], threshold=options["threshold"])  # roi_size is set already
+    path.write_text(json.dumps(config, indent=4))
+    shutil.copyfile(unlabelled / "study.nii.gz", unlabelled / "second.nii.gz")
+    state = _sampled_weights(variant, bundle / "models")
+    task = _scoring_task(bundle)
+    datastore = LocalDatastore(str(unlabelled), extensions=["*.nii.gz"], auto_reload=False)
+
+    summary = EpistemicScoring(task, max_samples=0, simulation_size=2)({"device": DEVICE}, datastore)
+
+    assert summary["executed"] == 2 and len(task.samples) == 4
+    for image_id in ("study", "second"):
+        entropy = datastore.get_image_info(image_id)["epistemic_entropy"]
+        assert np.isfinite(entropy) and entropy > 0
+    for network in task.networks:
+        after = network.state_dict()
+        assert all(torch.equal(after[k].cpu(), state[k]) for k in state), "BatchNorm's running statistics untouched"

@@ -148,6 +148,24 @@ def test_label_dictionary_transforms_keep_metadata():
     assert torch.equal(back.as_tensor(), label.as_tensor().to(torch.uint8))
 
 
+def test_a_monte_carlo_sample_stays_probabilities_with_their_complements():
+    from monai.data import MetaTensor
+
+    from raagr2_monai.constants import MONTE_CARLO_SAMPLE
+    from raagr2_monai.metrics import entropy_map
+
+    probs = torch.tensor([[[0.1, 0.5]], [[0.9, 1.0]], [[0.0, 0.3]]])  # (TC, WT, ET) x 1 x 2
+    sample = MetaTensor(probs, meta={MONTE_CARLO_SAMPLE: True})
+    out = RegionsToLabelMapd("pred")({"pred": sample})["pred"]
+    assert isinstance(out, MetaTensor) and out.meta[MONTE_CARLO_SAMPLE] and out.shape == (6, 1, 2)
+    assert torch.equal(out[:3], probs) and torch.equal(out[3:], 1 - probs)
+    # MONAI Label's epistemic entropy, sum over channels of -p ln p (its floor for p <= 0), is the binary entropy
+    q = out.clamp_min(5e-5)
+    np.testing.assert_allclose((-(q * q.log())).sum(0).numpy(), entropy_map(probs), atol=2e-3)
+    # unmarked: the label map as always
+    assert RegionsToLabelMapd("pred")({"pred": MetaTensor(probs)})["pred"].tolist() == [[[2, 1]]]
+
+
 def test_label_conversions_reject_wrong_channels():
     with pytest.raises(ValueError, match=r"\(1, \*spatial\)"):
         labelmap_to_regions(torch.zeros(2, 4, 4))

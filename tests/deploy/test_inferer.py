@@ -117,3 +117,75 @@ def test_whole_slices_are_batched_by_sw_batch_size_and_keep_the_metadata(network
     with torch.no_grad():
         raw = BrainSliceInferer(whole_slice=True, sigmoid=False, **SETTINGS)(image, network)
     assert float(raw.min()) < 0 and float((torch.sigmoid(raw[0]) - alone).abs().max()) <= 1e-4
+
+
+
+def test_a_network_in_training_mode_is_sampled_with_batchnorm_on_its_running_statistics(network):
+    """MONAI Label's epistemic scoring puts the network in training mode: only dropout samples, BatchNorm runs on
+    (and keeps) its running statistics, and the output is marked as a Monte-Carlo sample."""
+    import copy
+
+    from monai.data import MetaTensor
+
+    from raagr2_monai.constants import MONTE_CARLO_SAMPLE
+    from raagr2_monai.networks import dropout_layers
+
+    image = MetaTensor(_volume())
+    for whole_slice in (True, False):
+        inferer = BrainSliceInferer(whole_slice=whole_slice, **SETTINGS)
+        sampled = copy.deepcopy(network).train()
+        before = {k: v.clone() for k, v in sampled.state_dict().items()}
+        with torch.no_grad():
+            first, second = inferer(image, sampled), inferer(image, sampled)
+            evaluated = inferer(image, copy.deepcopy(network).eval())
+        assert isinstance(first, MetaTensor) and first.meta[MONTE_CARLO_SAMPLE] is True
+        assert MONTE_CARLO_SAMPLE not in image.meta and MONTE_CARLO_SAMPLE not in evaluated.meta
+        assert not torch.equal(first, second), "dropout is on"
+        assert all(m.training for m in sampled.modules()), "the modes are restored"
+        after = sampled.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), "running statistics untouched"
+        # without dropout a sample is the evaluated network: BatchNorm on its running statistics
+        for layer in dropout_layers(sampled):
+            layer.p = 0.0
+        with torch.no_grad():
+            assert float((inferer(image, sampled) - evaluated).abs().max()) <= 1e-5
+
+
+def test_batchnorm_stays_on_its_running_statistics_while_any_caller_samples(network):
+    """MONAI Label's scoring samples two studies at a time on one cached network: one caller's end must not put
+    BatchNorm back in training mode under the other's pass."""
+    import copy
+    import threading
+
+    from raagr2_monai.networks import batchnorm_in_eval
+
+    sampled = copy.deepcopy(network).train()
+    norms = [m for m in sampled.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    first, second = batchnorm_in_eval(sampled), batchnorm_in_eval(sampled)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert not any(m.training for m in norms), "the second caller's pass still runs on the running statistics"
+    second.__exit__(None, None, None)
+    assert norms and all(m.training for m in norms)
+
+    before = {k: v.clone() for k, v in sampled.state_dict().items()}
+    inferer = BrainSliceInferer(whole_slice=True, **SETTINGS)
+    image, errors = _volume(), []
+
+    def sample():
+        try:
+            with torch.no_grad():
+                for _ in range(3):
+                    inferer(image, sampled)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=sample) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    after = sampled.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before) and all(m.training for m in norms)

@@ -36,6 +36,20 @@ def test_rebuilt_network_gives_the_same_outputs(tmp_path, variant):
     assert {k: v.shape for k, v in shell.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
 
 
+def test_rebuilt_network_takes_a_dropout(tmp_path):
+    # MONAI Label's epistemic scoring sets network_def["dropout"] on the bundle it samples
+    net = get_network("baseline")
+    result = prune(net, "depgraph", 0.2, example_inputs=torch.zeros(1, 4, 32, 32))
+    _, history = save_pruned(tmp_path, net, result.history)
+    for p in (0.2, 0.35):
+        shell = build_pruned_network("baseline", str(history), dropout=p)
+        drops = [m.p for m in shell.modules() if isinstance(m, torch.nn.Dropout)]
+        assert drops and set(drops) == {p}
+        assert {k: v.shape for k, v in shell.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match="dropout"):
+        build_pruned_network("baseline", str(history), dropout=1.5)
+
+
 def test_checkpoint_dict_and_mismatches(tmp_path):
     torch.manual_seed(0)
     net = get_network("depthwise")

@@ -17,4 +17,4 @@ class FailingSteps:
         time.sleep(self.seconds)
         return {"made": spec.name}
 
-    train = prune = evaluate = _done
+    train = prune = evaluate = evaluate_uncertainty = _done

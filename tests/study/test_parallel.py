@@ -37,7 +37,8 @@ def test_steps_run_two_at_a_time_each_after_the_steps_it_needs(parallel):
     assert lines[first].startswith("[study] cache: ") and lines[first + 1].startswith("[study] cache: train 5 studies")
     assert re.fullmatch(r"\[study\] 2 steps at a time, \d+ thread\(s\) each; the benchmark alone, after them",
                         lines[first + 2])
-    assert study.counts == {"train": 2, "prune": 2, "evaluate": 4, "benchmark": 1}
+    # and the evaluations with an uncertainty of the baseline and of the weight-sharing and DepGraph families' best
+    assert study.counts == {"train": 2, "prune": 2, "evaluate": 4, "benchmark": 1, "uncertainty": 3}
     steps = study.state.data["steps"]
     span = {step: (out["started_at"], out["finished_at"]) for step, out in steps.items()}
     assert all(start < end for start, end in span.values())
@@ -47,6 +48,10 @@ def test_steps_run_two_at_a_time_each_after_the_steps_it_needs(parallel):
         assert span[f"prune/{model}"][0] >= b1, "a pruning starts once its source is trained"
     for spec in study.models:
         assert span[f"evaluate/{spec.name}"][0] >= span[step_name(spec)][1], "an evaluation starts once its model is"
+    for key, models in (("baseline", ["baseline"]), ("architecture", ["depthwise"]),
+                        ("depgraph", ["depgraph-20", "depgraph-20-ft"])):
+        assert span[f"uncertainty/{key}"][0] >= max(span[f"evaluate/{m}"][1] for m in models), \
+            "a failure prediction starts once its family is evaluated"
     assert span["benchmark"][0] >= max(end for step, (_, end) in span.items() if step != "benchmark")
     assert (study.root / "report.md").is_file()
 
@@ -96,8 +101,9 @@ def test_workers_log_their_curves_to_the_child_runs_while_they_train(parallel):
 def test_workers_notices_are_counted_in_the_studys_summary_line(parallel):
     _, lines = parallel
     (summary,) = [line for line in lines if line.startswith("Silenced: ")]
-    # one workflow per training, pruning and evaluation, each run in a worker: 8 of them
-    assert "MONAI 'No workflow type ... specified' x8" in summary
+    # one workflow per training, pruning and evaluation, each run in a worker: 8 of them, and 3 evaluations with an
+    # uncertainty
+    assert "MONAI 'No workflow type ... specified' x11" in summary
 
 
 def test_a_failed_step_stops_new_steps_and_is_raised_after_the_running_ones(tmp_path):
@@ -113,7 +119,7 @@ def test_a_failed_step_stops_new_steps_and_is_raised_after_the_running_ones(tmp_
         with pytest.raises(RuntimeError, match="no luck with depthwise"):
             with study.tracker.study_run(profile.settings(), {}):
                 study._run_parallel(tasks)
-    failed = lines.index("[study 2/8] train/depthwise failed: no luck with depthwise")
+    failed = lines.index("[study 2/11] train/depthwise failed: no luck with depthwise")
     assert not [line for line in lines[failed:] if line.endswith(" ...")], "no step starts after a failure"
     # the training running beside it finished and was recorded
     assert study.state.done("train/baseline") and study.state.get("train/baseline")["made"] == "baseline"

@@ -15,7 +15,8 @@ import pytest
 import torch
 from scipy import stats
 
-from raagr2_monai.report import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS, validation_score
+from raagr2_monai.report import TABLE1_COLUMNS, TABLE2_COLUMNS, TABLE3_COLUMNS, collect_rows, failure_models
+from raagr2_monai.report import validation_score
 from raagr2_monai.study import run_study
 
 from .records import Records
@@ -30,6 +31,8 @@ MODELS = ["baseline", "depthwise", "magnitude-20", "magnitude-20-ft", "depgraph-
           "hybrid-50-kd"]
 PNG = b"\x89PNG\r\n\x1a\n"
 WORKFLOWS = "monai.bundle.workflows"
+# the failure predictions: the baseline and each family's best evaluated again with test-time flips
+FAILURES = ["baseline", "architecture", "magnitude", "depgraph", "hybrid"]
 
 
 
@@ -189,6 +192,39 @@ def test_report_shows_each_familys_best_model_chosen_on_validation(study):
         assert not (study.root / "eval" / model / "overlays").exists()
 
 
+def test_baseline_and_each_familys_best_are_evaluated_again_with_an_uncertainty(study):
+    """The failure prediction: the models the report shows (the baseline, each family's best, chosen on validation)
+    evaluated again with test-time flips, each subject's uncertainty in its CSV, the figures in its JSON and in the
+    report's section."""
+    steps = study.state.data["steps"]
+    benchmark = json.loads((study.root / "benchmark.json").read_text())
+    chosen = {key: model for key, model, _ in failure_models(collect_rows(study.root, study.state.data, study.models,
+                                                                          benchmark))}
+    assert list(chosen) == FAILURES
+    text = (study.root / "report.md").read_text()
+    assert "## Does the uncertainty predict failure?" in text and "![failure_reliability](charts/failure_reliability" \
+        ".png)" in text
+    assert (study.root / "charts" / "failure_reliability.png").read_bytes()[:8] == PNG
+    for key in FAILURES:
+        out = steps[f"uncertainty/{key}"]
+        assert (out["model"], out["mode"], out["samples"], out["eval_dir"]) == (
+            chosen[key], "tta", 4, f"uncertainty/{chosen[key]}")
+        per_subject = _csv(study.root / out["per_subject_csv"])
+        plain = _csv(study.root / "eval" / chosen[key] / "metrics_per_subject.csv")
+        assert [r["case"] for r in per_subject] == [r["case"] for r in plain]
+        assert list(per_subject[0])[-1] == "uncertainty" and "uncertainty" not in plain[0]
+        assert all(0.0 <= float(r["uncertainty"]) <= 3 * math.log(2) for r in per_subject)
+        assert "lesion_dice_TC" not in per_subject[0], "no lesion-wise scores: the failure prediction needs none"
+        figures = json.loads((study.root / out["failure_json"]).read_text())
+        assert figures["uncertainty"] == "tta" and figures["subjects"] == 2 and figures["failure_dice"] == 0.8
+        assert figures["spearman"] is None, "two subjects: no rank correlation"
+        # every voxel of the two 48 x 48 x 16 test volumes, in each of the three regions
+        assert figures["reliability"]["voxels"] == 3 * 2 * 48 * 48 * 16
+        assert 0 < figures["reliability_tumour"]["voxels"] < figures["reliability"]["voxels"]
+        assert (study.root / out["reliability_png"]).read_bytes()[:8] == PNG
+        assert f"| `{chosen[key]}` | " in text and f"`{out['eval_dir']}/` |" in text
+
+
 def test_training_curves_are_recorded(study):
     history = json.loads((study.root / "models" / "baseline" / "runs" / "train" / "history.json").read_text())
     assert [e["epoch"] for e in history["epochs"]] == [1, 2]
@@ -305,7 +341,7 @@ def test_the_estimate_comes_first_and_each_step_records_its_peak_memory(first_ru
     assert [cache[k]["studies"] for k in ("train", "validation", "testing")] == [5, 2, 2]
     assert len(list(Path(cache["dir"]).glob("*.pt"))) == 5 + 2 + 2  # compact, and float32 for the test studies
     estimate = json.loads((study.root / "estimate.json").read_text())
-    assert len(estimate["steps"]) == 2 * len(MODELS) and estimate["parallel"]["lanes"] == 1
+    assert len(estimate["steps"]) == 2 * len(MODELS) + len(FAILURES) and estimate["parallel"]["lanes"] == 1
     steps = study.state.data["steps"]
     assert all(out["peak_rss_mb"] > 100 and out["lane"] == 0 for out in steps.values())
     (run,) = study.state.data["runs"][:1]
@@ -321,9 +357,9 @@ def test_workflow_notices_are_silenced_and_counted_in_one_line(first_run):
     assert not [m for m in passed if m.startswith(("No workflow type", "Logging file is set to False"))]
     assert not [m for m in shown if re.match(r"'(min_delta|cumulative_delta)' is deprecated", m)]
     assert [line for line in lines if line.startswith("Silenced: ")] == [lines[-1]]
-    # a training or pruning and an evaluation workflow per model; each training or pruning workflow's early
-    # stopping passes Ignite two deprecated arguments
-    workflows = 2 * len(MODELS)
+    # a training or pruning and an evaluation workflow per model, and the evaluations with an uncertainty; each
+    # training or pruning workflow's early stopping passes Ignite two deprecated arguments
+    workflows = 2 * len(MODELS) + len(FAILURES)
     for counted in (f"MONAI 'No workflow type ... specified' x{workflows}",
                     f"MONAI 'Logging file is set to False' x{workflows}",
                     f"Ignite EarlyStopping deprecation warnings x{2 * len(MODELS)}"):
@@ -338,7 +374,7 @@ def test_rerun_resumes_without_redoing_finished_steps_or_duplicating_runs(study)
     before = json.loads(state_file.read_text())
     _, parent_before, children_before = _runs(study)
     again = _run(study.root.parent, [])
-    assert again.counts == {"train": 0, "prune": 0, "evaluate": 0, "benchmark": 0}
+    assert again.counts == {"train": 0, "prune": 0, "evaluate": 0, "benchmark": 0, "uncertainty": 0}
     after = json.loads(state_file.read_text())
     assert after["steps"] == before["steps"] and after["mlflow"] == before["mlflow"]
     _, parent, children = _runs(study)
@@ -355,12 +391,14 @@ def test_rerun_resumes_without_redoing_finished_steps_or_duplicating_runs(study)
     shutil.rmtree(study.root / "eval" / "hybrid-50-kd")
     lines = []
     resumed = _run(study.root.parent, lines)
-    assert resumed.counts == {"train": 0, "prune": 1, "evaluate": 1, "benchmark": 1}
-    steps = len(MODELS) + len(MODELS) + 1  # made (trained or pruned), evaluated, benchmark
+    assert resumed.counts == {"train": 0, "prune": 1, "evaluate": 1, "benchmark": 1, "uncertainty": 0}
+    evaluated = 2 * len(MODELS)  # made (trained or pruned), evaluated; then the failure predictions and the benchmark
+    steps = evaluated + len(FAILURES) + 1
     progress = [line for line in lines if line.startswith("[study ")]
     assert progress[0] == f"[study {len(MODELS)}/{steps}] prune/hybrid-50-kd ..."
-    assert progress[2] == f"[study {steps - 1}/{steps}] evaluate/hybrid-50-kd ..."
-    assert re.fullmatch(rf"\[study {steps - 1}/{steps}\] evaluate/hybrid-50-kd done in \d+ s; about .+ left", progress[3])
+    assert progress[2] == f"[study {evaluated}/{steps}] evaluate/hybrid-50-kd ..."
+    assert re.fullmatch(rf"\[study {evaluated}/{steps}\] evaluate/hybrid-50-kd done in \d+ s; about .+ left",
+                        progress[3])
     assert progress[-1].startswith(f"[study {steps}/{steps}] benchmark done in ")
     assert (study.root / "eval" / "hybrid-50-kd" / "metrics_summary.csv").is_file()
     final = json.loads(state_file.read_text())

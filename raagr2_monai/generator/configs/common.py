@@ -26,6 +26,7 @@ _CHECKS = [
     _check("raagr2_monai.bundle.check_overrides"),
     _check("raagr2_monai.data.check_roi_size", roi_size="@roi_size"),
     _check("raagr2_monai.data.check_data_source", dataset_dir="@dataset_dir", datalist="@datalist"),
+    _check("raagr2_monai.networks.check_uncertainty", mode="@uncertainty", samples="@uncertainty_samples"),
 ]
 
 # the precision of every engine, and of `raagr2 segment` (raagr2_monai.utils.autocast): on CUDA bfloat16 autocast

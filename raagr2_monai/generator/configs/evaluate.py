@@ -20,6 +20,11 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
     very label map against the case's seg file, in the input's voxel spacing (``BraTSMetricsWriter``). With
     ``write_overlays`` (the default) each subject's overlay picture goes to ``<output_dir>/overlays/``
     (``OverlayWriter``); ``write_overlays=False`` leaves the handler out, e.g. for a study that never shows them.
+
+    With ``uncertainty`` ``tta`` or ``mc_dropout`` (train.json's setting, ``uncertainty_samples`` predictions per
+    slice, averaged) each subject is scored from the mean prediction and also gets its uncertainty, and the
+    evaluation writes how well that score predicts failure (``failure_prediction.json``, ``reliability.png``): a
+    subject whose mean Dice over TC, WT and ET is below ``failure_dice`` counts as a failure.
     """
     return {
         "output_dir": "$@bundle_root + '/runs/evaluate'",
@@ -30,6 +35,8 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         "metric_convention": "brats",
         "lesionwise": "brats2023-gli",
         "write_overlays": True,
+        # with an uncertainty (tta, mc_dropout): a subject below this mean Dice (TC/WT/ET) is a failure to predict
+        "failure_dice": 0.8,
         # the label maps are written from float32 images, as `run inferring` and `raagr2 segment` write them: the test
         # studies are cached as preprocessed, in float32 (exact), for the evaluations of every model of a study
         "compact": False,
@@ -50,6 +57,8 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
                 "prob_key": "pred_prob",
                 "convention": "@metric_convention",
                 "lesionwise": "@lesionwise",
+                "uncertainty": "@uncertainty",
+                "failure_dice": "@failure_dice",
             },
             {
                 "_target_": "raagr2_monai.handlers.OverlayWriter",
@@ -65,6 +74,9 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         "run_settings#settings#metric_convention": "@metric_convention",
         "run_settings#settings#lesionwise": "@lesionwise",
         "run_settings#settings#write_overlays": "@write_overlays",
+        "run_settings#settings#uncertainty": "@uncertainty",
+        "run_settings#settings#uncertainty_samples": "@uncertainty_samples",
+        "run_settings#settings#failure_dice": "@failure_dice",
         # weights that are not there stop the run before any data is read, with one line naming the setting; none is
         # asked for with the loader replaced (stand-in networks)
         "checks": [

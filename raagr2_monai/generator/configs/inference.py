@@ -13,7 +13,9 @@ __all__ = ["inference_config"]
 
 
 def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """``configs/inference.json``: a BraTS label map per case, in the input's own geometry.
+    """``configs/inference.json``: a BraTS label map per case, in the input's own geometry; with ``uncertainty``
+    ``tta`` or ``mc_dropout`` also ``<case>_uncertainty.nii.gz`` (the entropy of the mean prediction, on the same
+    grid) and ``uncertainty.csv`` (one score per case) in ``output_dir``.
 
     ``network_def`` replaces the variant's network definition (see :func:`.common._common`).
     """
@@ -65,7 +67,10 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                 "num_workers": "@num_workers",
             },
             "inferer": _INFERER,
-            "postprocessing": writeback_spec("@preprocessing"),
+            # uncertainty none: nothing of it computed or written (the copy of the probabilities and the writer of
+            # the maps are disabled); else a map per study beside its label map, and the scores in uncertainty.csv
+            "without_uncertainty": {"_target_": "raagr2_monai.networks.without_uncertainty", "mode": "@uncertainty"},
+            "postprocessing": writeback_spec("@preprocessing", keep_probabilities="@without_uncertainty"),
             "handlers": [
                 {
                     "_target_": "raagr2_monai.handlers.WeightsLoader",
@@ -74,6 +79,13 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
                     "network": "@network",
                 },
                 {"_target_": "StatsHandler", "iteration_log": False},
+                {
+                    "_target_": "raagr2_monai.handlers.UncertaintyWriter",
+                    "_disabled_": "@without_uncertainty",
+                    "output_dir": "@output_dir",
+                    "mode": "@uncertainty",
+                    "samples": "@uncertainty_samples",
+                },
             ],
             "evaluator": {
                 "_target_": "SupervisedEvaluator",
@@ -88,6 +100,9 @@ def inference_config(variant: Variant, network_def: Optional[Dict[str, Any]] = N
             "initialize": [
                 *_CHECKS,
                 _check("raagr2_monai.deploy.check_backend", backend="@backend"),
+                # Monte-Carlo dropout behind an export, or on a network without dropout layers
+                _check("raagr2_monai.deploy.check_sampled_network", uncertainty="@uncertainty", network="@network_def",
+                       backend="@backend", model="@bundle_root"),
                 # the weights each WeightsLoader will load must exist, said before any study is read; none is asked
                 # for with an exported backend or with the handlers replaced (stand-in networks)
                 _weights_check("@handlers"),
