@@ -36,7 +36,7 @@ LAYERS = {
     "bundle": 6,
     "deploy": 7,
     "generator": 8,
-    "benchmark": 9, "study": 9, "report": 9,
+    "benchmark": 9, "study": 9, "report": 9, "federated": 9,
     "cli": 10,
 }
 

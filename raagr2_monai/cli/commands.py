@@ -309,6 +309,62 @@ def export(
     return export_command(bundle, formats, dynamo=dynamo, **given)
 
 
+def federated(
+    variant: str | None = None, bundle: str | None = None, clients: int = 3, rounds: int = 5, local_epochs: int = 1,
+    split: str = "iid", data_dir: str | None = None, datalists: str | tuple | None = None, output: str | None = None,
+    seed: int = 0, min_clients: int | None = None, resume: bool = True, device: str | None = None,
+    roi_size: int | str | tuple | None = None, batch_size: int | None = None,
+) -> str:
+    """Train a bundle with federated averaging (FedAvg) across clients in NVIDIA FLARE's simulator and write the
+    global model as a bundle.
+
+    Each client runs the bundle's own ``configs/train.json`` through MONAI's ``MonaiAlgo`` (``monai-nvflare``'s
+    ``ClientAlgoExecutor``) on its share of the studies, split by patient; the server averages the clients' updates
+    each round (NVFlare's ``ScatterAndGather``), writes the global model atomically after every round and goes on when
+    a client fails as long as ``--min_clients`` answered. Writes, under ``--output``: ``bundle/`` (the source's configs
+    and ``models/model.pt``), ``bytes.json`` (bytes each client received and sent, per round, from the state dicts),
+    ``job/`` (the NVFlare job), ``datalists/``, ``global/`` (the model between rounds) and ``workspace/`` (logs).
+
+    Args:
+        variant: a shipped variant's bundle (``baseline``, ``depthwise``, ``paired``, ``encdec``), or
+        bundle: any bundle folder (a DepGraph-pruned bundle federates with its pruned structure).
+        clients: number of simulated clients (``site-1`` ...); each needs at least two studies.
+        rounds: FedAvg rounds in all.
+        local_epochs: epochs each client trains per round.
+        split: how studies are dealt to clients: ``iid``, ``grade`` (non-IID: grades skewed across clients) or
+            ``scanner`` (IID, each client's images with its own intensity scale and offset after normalisation).
+        data_dir: a BraTS folder to split (default: the built-in synthetic set).
+        datalists: one datalist per client, ``a.json,b.json`` (training and validation sections), instead of
+            splitting ``--data_dir``.
+        output: the output folder (default ``results/federated/<bundle name>``).
+        seed: seed of the split, the scanner shifts and the initial weights.
+        min_clients: results the server needs each round (default: all clients).
+        resume: continue from the last finished round in ``--output`` (``--noresume`` starts over).
+        device: ``cpu`` or ``cuda`` for the clients (default: the bundle's, CUDA when available).
+        roi_size: in-plane training crop, ``96`` or ``96,96`` (default: the bundle's).
+        batch_size: training batch size (default: the bundle's).
+    """
+    from ..federated import run_federated
+
+    overrides = {}
+    if roi_size is not None:
+        from ..utils import parse_sequence
+
+        size = parse_sequence(roi_size, "roi_size", int)
+        overrides["roi_size"] = size * 2 if len(size) == 1 else size
+    if batch_size is not None:
+        overrides["batch_size"] = int(batch_size)
+    result = run_federated(variant=variant, bundle=bundle, clients=clients, rounds=rounds, local_epochs=local_epochs,
+                           split=split, data_dir=data_dir, datalists=datalists, output=output, seed=seed,
+                           min_clients=min_clients, resume=resume, device=device, overrides=overrides)
+    ran = f"{result.ran_rounds} round(s) run" if result.ran_rounds else "nothing left to run"
+    with open(result.bytes_report) as f:
+        total = json.load(f)["total"]
+    return (f"global bundle: {result.bundle} ({result.rounds_done} round(s) done, {ran}); "
+            f"bytes sent {total['server_to_client']} to clients, {total['client_to_server']} to the server "
+            f"({result.bytes_report})")
+
+
 COMMANDS: Dict[str, Callable[..., Any]] = {
     "summary": summary,
     "bundles": bundles,
@@ -320,4 +376,5 @@ COMMANDS: Dict[str, Callable[..., Any]] = {
     "study": study,
     "segment": segment,
     "export": export,
+    "federated": federated,
 }
