@@ -33,13 +33,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from monai.bundle import ConfigWorkflow
-
 from raagr2_monai.data import load_split, resolve_dataset_dir
 from raagr2_monai.federated import run_federated
 from raagr2_monai.federated.clients import split_studies
 from raagr2_monai.networks import count_parameters
-from raagr2_monai.bundle.load import load_bundle_network
+from raagr2_monai.bundle import bundle_workflow, load_bundle_network
 from raagr2_monai.report.statistics import paired_difference, read_subject_scores
 from raagr2_monai.metrics import subject_mean_dice
 from raagr2_monai.utils import atomic_write_json
@@ -49,9 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _workflow(configs: Sequence[Path], workflow: str, bundle: Path, **override: Any) -> float:
     """Run one of the bundle's workflows in this process; its seconds."""
-    wf = ConfigWorkflow(config_file=[str(c) for c in configs], meta_file=str(bundle / "configs" / "metadata.json"),
-                        logging_file=False, workflow_type=None, run_id=workflow, bundle_root=str(bundle), **override)
-    wf.initialize()
+    wf = bundle_workflow(configs, workflow, bundle, **override)
     start = time.perf_counter()
     try:
         wf.run()

@@ -18,6 +18,7 @@ import torch
 from ignite.engine import Events
 from monai.bundle import ConfigWorkflow
 
+from raagr2_monai.bundle import bundle_workflow
 from raagr2_monai.generator.generate import write_bundle
 from raagr2_monai.data.chains import check_roi_size
 from raagr2_monai.networks import load_weights
@@ -29,21 +30,9 @@ VALIDATION_MODES: Dict[str, bool] = {"windows": False, "whole_slices": True}
 
 
 def _workflow(bundle: Path, work: Path, **override: Any) -> ConfigWorkflow:
-    wf = ConfigWorkflow(
-        config_file=str(bundle / "configs" / "train.json"),
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type=None,
-        run_id="training",
-        bundle_root=str(bundle),
-        output_dir=str(work / "runs"),
-        ckpt_dir=str(work / "models"),
-        # no checkpoint, no early stopping, no LR schedule: the pass alone
-        **{"validate#handlers": []},
-        **override,
-    )
-    wf.initialize()
-    return wf
+    # no checkpoint, no early stopping, no LR schedule: the pass alone
+    return bundle_workflow(bundle / "configs" / "train.json", "training", bundle, output_dir=str(work / "runs"),
+                           ckpt_dir=str(work / "models"), **{"validate#handlers": []}, **override)
 
 
 def _run_pass(evaluator: Any) -> Dict[str, Any]:

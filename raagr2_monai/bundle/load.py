@@ -1,17 +1,21 @@
-"""A bundle folder as a network: its name, and its ``network_def`` built with its weights loaded."""
+"""A bundle folder as a network (its name, and its ``network_def`` built with its weights loaded) and as a workflow
+run in this process."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, Sequence, Tuple, Union
 
-from monai.bundle import ConfigParser
+from monai.bundle import ConfigParser, ConfigWorkflow
 from torch import nn
 
 from raagr2_monai.networks import load_weights, missing_weights
 
-__all__ = ["build_bundle_network", "bundle_name", "check_bundle", "is_bundle", "load_bundle_network", "load_teacher"]
+__all__ = [
+    "build_bundle_network", "bundle_name", "bundle_workflow", "check_bundle", "is_bundle", "load_bundle_network",
+    "load_teacher",
+]
 
 PathLike = Union[str, os.PathLike]
 
@@ -33,6 +37,32 @@ def check_bundle(bundle_dir: PathLike) -> Path:
     if not is_bundle(root):
         raise FileNotFoundError(f"{root} is not a bundle: {root / 'configs' / 'inference.json'} is missing.")
     return root
+
+
+def bundle_workflow(
+    config_files: Union[PathLike, Sequence[PathLike]], run_id: str, bundle_root: PathLike, **override: Any
+) -> ConfigWorkflow:
+    """One of a bundle's workflows, initialised in this process, as ``python -m monai.bundle run`` would run it
+    (without its logging set-up): the caller runs and finalises it.
+
+    Args:
+        config_files: the config file, or the files merged in order (e.g. ``train.json`` then ``evaluate.json``).
+        run_id: the workflow (``training``, ``evaluating``, ``pruning``, ...).
+        bundle_root: the bundle folder (its ``configs/metadata.json`` is the metadata).
+        override: config ids to set (``output_dir``, ``epochs``, ``validate#handlers``, ...).
+    """
+    files = [config_files] if isinstance(config_files, (str, os.PathLike)) else list(config_files)
+    wf = ConfigWorkflow(
+        config_file=[str(f) for f in files],
+        meta_file=str(Path(bundle_root) / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type=None,
+        run_id=run_id,
+        bundle_root=str(bundle_root),
+        **override,
+    )
+    wf.initialize()
+    return wf
 
 
 def bundle_name(bundle_dir: PathLike) -> str:

@@ -18,10 +18,10 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
-from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.bundle import ConfigParser
 
 from raagr2_monai.benchmark import BenchmarkSettings, add_backend_latencies, benchmark_models
-from raagr2_monai.bundle import load_bundle_network
+from raagr2_monai.bundle import bundle_workflow, load_bundle_network
 from raagr2_monai.generator.generate import write_bundle
 from raagr2_monai.data import fill_cache, load_split
 from raagr2_monai.handlers import FAILURE_JSON, RELIABILITY_PNG, EpochHistory
@@ -53,20 +53,6 @@ def trainer_hooks(*hooks: TrainerHook) -> Iterator[None]:
         yield
     finally:
         _TRAINER_HOOKS.reset(token)
-
-
-def _workflow(config_files: Sequence[PathLike], run_id: str, bundle_root: PathLike, **override: Any):
-    wf = ConfigWorkflow(
-        config_file=[str(f) for f in config_files],
-        meta_file=str(Path(bundle_root) / "configs" / "metadata.json"),
-        logging_file=False,
-        workflow_type=None,
-        run_id=run_id,
-        bundle_root=str(bundle_root),
-        **override,
-    )
-    wf.initialize()
-    return wf
 
 
 def _write_bundle(root: Path, variant: str) -> None:
@@ -193,7 +179,7 @@ class StudySteps:
         _write_bundle(bundle, spec.variant)
         run_dir = self.run_dir(spec)
         p = self.profile
-        wf = _workflow(
+        wf = bundle_workflow(
             [bundle / "configs" / "train.json"], "training", bundle, output_dir=str(run_dir),
             epochs=p.epochs, val_interval=p.val_interval, val_cases=p.val_cases, learning_rate=p.learning_rate, lr_schedule=p.lr_schedule,
             resume=True,
@@ -230,7 +216,7 @@ class StudySteps:
         _write_bundle(out, variant)
         run_dir = out / "runs" / "train"
         p = self.profile
-        wf = _workflow(
+        wf = bundle_workflow(
             [out / "configs" / "train.json"], "training", out, output_dir=str(run_dir), epochs=epochs,
             val_interval=finetune_val_interval(p.val_interval, epochs), val_cases=p.val_cases,
             learning_rate=learning_rate, lr_schedule=p.lr_schedule, group_sparsity=weight, **self._data_override(),
@@ -270,7 +256,7 @@ class StudySteps:
         if spec.distill_weight:
             override["teacher_bundle"] = str(self.bundle_dir(ModelSpec("baseline", "architecture", "baseline")))
             override["distill_weight"] = spec.distill_weight
-        wf = _workflow([source / "configs" / "train.json", source / "configs" / "prune.json"], "pruning", source,
+        wf = bundle_workflow([source / "configs" / "train.json", source / "configs" / "prune.json"], "pruning", source,
                        **override)
         seconds = _run_with_history(wf, run_dir)
         (run_dir / "last.pt").unlink(missing_ok=True)
@@ -289,7 +275,7 @@ class StudySteps:
         pictures: the report draws its own figures from the written predictions."""
         bundle = self.bundle_dir(spec)
         out = self.eval_dir(spec)
-        wf = _workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
+        wf = bundle_workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
                        bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
                        write_overlays=False, **self._data_override())
         try:
@@ -318,7 +304,7 @@ class StudySteps:
         if "uncertainty" not in json.loads((bundle / "configs" / "train.json").read_text()):
             raise RuntimeError(f"{bundle}'s configs were written before evaluation with an uncertainty: they would "
                                "evaluate without it. Rerun the study with --fresh.")
-        wf = _workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
+        wf = bundle_workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
                        bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
                        write_overlays=False, lesionwise=None, uncertainty=FAILURE_UNCERTAINTY,
                        uncertainty_samples=FAILURE_SAMPLES, **self._data_override())
