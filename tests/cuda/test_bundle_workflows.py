@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import nibabel as nib
+import pytest
 import numpy as np
 import torch
 
@@ -72,6 +73,47 @@ def test_bundle_inference_and_segment_write_the_same_label_maps(trained, device,
         np.testing.assert_array_equal(np.asarray(by_segment.dataobj), labels)
         assert by_segment.get_data_dtype() == by_bundle.get_data_dtype()
         assert set(np.unique(labels)) <= {0, 1, 2, 4}
+
+
+@pytest.mark.parametrize("mode", ["tta", "mc_dropout"])
+def test_segment_with_an_uncertainty_writes_the_map_on_each_input_grid(trained, device, tiny_dataset, tmp_path,
+                                                                        workdir, mode):
+    """Sampling on the device (flips, or dropout with BatchNorm on its running statistics), the mean and the entropy
+    taken to the CPU: each study's map is float32 on its input's grid, within [0, 3 ln 2], and its score is in
+    ``uncertainty.csv``."""
+    studies = tmp_path / "studies"
+    cases = sorted(p for p in tiny_dataset.iterdir() if p.is_dir())[:2]
+    for case in cases:
+        shutil.copytree(case, studies / case.name)
+    out = tmp_path / mode
+    raagr2("segment", trained, "--dataset_dir", studies, "--output_dir", out, "--roi_size", "32", "--device", device,
+           "--uncertainty", mode, "--uncertainty_samples", "2", cwd=workdir)
+    for case in cases:
+        source = nib.load(str(case / f"{case.name}_t1ce.nii.gz"))
+        written = nib.load(str(out / f"{case.name}_uncertainty.nii.gz"))
+        assert written.shape == source.shape and written.get_data_dtype() == np.float32
+        np.testing.assert_allclose(written.affine, source.affine, atol=1e-5)
+        entropy = np.asarray(written.dataobj)
+        assert np.isfinite(entropy).all() and entropy.min() >= 0 and entropy.max() <= 3 * math.log(2) + 1e-5
+    with open(out / "uncertainty.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["case"] for r in rows] == [c.name for c in cases]
+    assert all(r["mode"] == mode and r["samples"] == "2" and float(r["score"]) >= 0 for r in rows)
+
+
+def test_evaluation_with_test_time_flips_writes_the_failure_prediction(trained, device, tiny_dataset, tmp_path,
+                                                                        workdir):
+    out = tmp_path / "eval"
+    bundle_run("evaluating", trained, ["train", "evaluate"], "--dataset_dir", tiny_dataset, "--output_dir", out,
+               "--roi_size", "[32,32]", "--device", device, "--uncertainty", "tta", "--write_overlays", "false",
+               cwd=workdir)
+    with open(out / "metrics_per_subject.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(float(r["uncertainty"]) >= 0 for r in rows)
+    failure = json.loads((out / "failure_prediction.json").read_text())
+    assert failure["subjects"] == len(rows)
+    assert (out / "reliability.png").stat().st_size > 0
+    assert_ran_on(run_record(out), device)
 
 
 def test_export_of_the_trained_bundle_on_a_machine_without_cuda(trained, tmp_path, workdir):
