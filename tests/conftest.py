@@ -36,3 +36,13 @@ def backend_flags():
         matmul.fp32_precision, cudnn.conv.fp32_precision = tf32
     else:
         matmul.allow_tf32, cudnn.allow_tf32 = tf32
+
+
+@pytest.fixture
+def isolated_workdir(monkeypatch, tmp_path):
+    """A workflow test's surroundings: the built-in synthetic set (a fallback) in the test's folder, never the user's
+    cache; MLflow's artifact progress bar off; the test's folder as the working directory."""
+    monkeypatch.setenv("RAAGR2_SYNTHETIC_DIR", str(tmp_path / "default-synthetic"))
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

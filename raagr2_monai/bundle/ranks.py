@@ -89,7 +89,10 @@ def end_distributed() -> None:
     Without the barrier, a rank that finishes first (it has no files to write) exits straight after its last
     collective. On CPU, a gloo worker thread may then still hold that collective's tensors and free them while the
     interpreter shuts down; the rank aborts ("terminate called without an active exception") and torchrun reports the
-    whole run as failed although every file was written. Does nothing outside a process group.
+    whole run as failed although every file was written. Destroying the group joins gloo's worker threads while the
+    interpreter is whole, unless a DistributedDataParallel wrapper still holds the group (training: its threads then
+    live until exit); hence evaluation under torchrun scores with the plain network. Does nothing outside a process
+    group.
     """
     import torch.distributed as dist
 

@@ -187,7 +187,11 @@ def _server_config(spec: JobSpec) -> Dict[str, Any]:
              "args": {"source_bundle": spec.source_bundle, "state_dir": spec.state_dir, "seed": int(spec.seed),
                       "job": job}},
             {"id": "shareable_generator", "path": _GENERATOR, "args": {}},
-            {"id": "aggregator", "path": _AGGREGATOR, "args": {"expected_data_kind": "WEIGHT_DIFF"}},
+            # FedAvg's weighting: each client's difference by the local iterations it ran this round (NVFlare's
+            # weigh_by_local_iter), every client otherwise alike; named, so that none is weighted by a default
+            {"id": "aggregator", "path": _AGGREGATOR,
+             "args": {"expected_data_kind": "WEIGHT_DIFF", "weigh_by_local_iter": True,
+                      "aggregation_weights": {c.name: 1.0 for c in spec.clients}}},
         ],
     }
 

@@ -1,6 +1,7 @@
 """The study in MLflow, live: a parent run with the settings, open while the study runs; one child run per model,
 open while the model trains (or is pruned and fine-tuned) with its curves logged epoch by epoch; the evaluation and
-benchmark figures logged to that child later; the report's files on the parent; and the best model of each family
+benchmark figures logged to that child later, and for the baseline and each family's best model how well its
+uncertainty predicts failure; the report's files on the parent; and the best model of each family
 registered as its bundle folder (configs and a plain state_dict, never a pickle).
 
 Tracking goes to an SQLite store in the study folder (``mlruns.db``; MLflow 3 refuses a file store) and artifacts to
@@ -221,6 +222,13 @@ class StudyTracker:
         record["results"] = [m for m in record["results"] if m not in set(models)]
         self.state.set("mlflow", record)
 
+    def outdated_failure(self, key: str) -> None:
+        """The failure-prediction evaluation ``uncertainty/<key>`` was redone: :meth:`log_failure_prediction` logs it
+        again."""
+        record = self._record()
+        record["failure"] = {k: v for k, v in (record.get("failure") or {}).items() if k != key}
+        self.state.set("mlflow", record)
+
     def log_results(self, rows: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
         """Log each model's evaluation and benchmark figures (``quality.*``, ``cost.*``, ``reduction.*``), its sources
         and the evaluation's files to its child run, by run id: the run keeps the start and end of its training.
@@ -270,6 +278,46 @@ class StudyTracker:
             record["results"].append(name)
             self.state.set("mlflow", record)
         return dict(record["children"])
+
+    def log_failure_prediction(self, records: Sequence[Mapping[str, Any]]) -> Dict[str, str]:
+        """Log each failure-prediction evaluation (:func:`raagr2_monai.report.failure_records`: a model evaluated
+        again with an uncertainty) to its model's child run: the figures as ``failure.*`` metrics (``spearman``,
+        ``auroc``, ``ece``, ``ece_tumour``, ``failures``, ``subjects``; a figure that is NaN, e.g. the AUROC without
+        a failure, is left out), the setting as ``failure.*`` parameters (``mode``, ``samples``, ``failure_dice``)
+        and the evaluation's ``failure_prediction.json``, ``reliability.png`` and per-subject CSV as artifacts under
+        ``failure_prediction/``. Each record is logged once (by its step key), also across a resumed study.
+
+        Args:
+            records: the study's failure-prediction records.
+
+        Returns:
+            Step key (``baseline``, a family) -> the child run it was logged to.
+        """
+        from mlflow.entities import Metric
+
+        client, _ = self._client()
+        record = self._record()
+        logged = dict(record.get("failure") or {})
+        for item in records:
+            run_id = record["children"].get(item["model"])
+            if item["key"] in logged or run_id is None:
+                continue
+            self._log_params(run_id, {"failure.mode": item["mode"], "failure.samples": item["samples"],
+                                      "failure.failure_dice": item["failure_dice"]})
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[
+                Metric(f"failure.{key}", float(item[key]), now, 0)
+                for key in ("spearman", "auroc", "ece", "ece_tumour", "failures", "subjects")
+                if math.isfinite(float(item[key]))
+            ])
+            for name in ("failure_prediction.json", "reliability.png", "metrics_per_subject.csv"):
+                path = self.root / item["eval_dir"] / name
+                if path.is_file():
+                    client.log_artifact(run_id, str(path), artifact_path="failure_prediction")
+            logged[item["key"]] = run_id
+            record["failure"] = logged
+            self.state.set("mlflow", record)
+        return logged
 
     def finish(self, rows: Sequence[Mapping[str, Any]], report: PathLike, benchmark_json: PathLike) -> Dict[str, Any]:
         """Attach the report, tables, charts, benchmark and state to the parent run, register the best model of each

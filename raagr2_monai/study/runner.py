@@ -25,7 +25,7 @@ import torch
 from raagr2_monai.benchmark.memory import peak_rss_mb, reset_peak_rss
 from raagr2_monai.data.synthetic import ensure_synthetic
 from raagr2_monai.handlers import MLflowEpochLogger, attach_progress_bar
-from raagr2_monai.report import ReportInputs, collect_rows, record_mlflow_runs, write_report
+from raagr2_monai.report import ReportInputs, collect_rows, failure_records, record_mlflow_runs, write_report
 from raagr2_monai.utils import is_cuda, is_terminal, resolve_device, usable_cpus
 
 from .estimate import plan_study
@@ -266,6 +266,7 @@ class Study:
         benchmark = json.loads(benchmark_json.read_text())
         rows = collect_rows(self.root, self.state.data, self.models, benchmark)
         record_mlflow_runs(rows, self.tracker.log_results(rows))
+        self.tracker.log_failure_prediction(failure_records(self.root, self.state.data))
         report = write_report(ReportInputs(self.root, rows, self.state.data, benchmark, self.dataset_dir,
                                            self.tracking_uri, self.steps.test_entries()))
         self.tracker.finish(rows, report, benchmark_json)
@@ -313,6 +314,8 @@ class Study:
             self.tracker.outdated([spec.name for spec in self.models])
         elif kind == "evaluate":
             self.tracker.outdated([step.split("/", 1)[1]])
+        elif kind == "uncertainty":
+            self.tracker.outdated_failure(step.split("/", 1)[1])
         self.progress.finished(step, outputs["step_seconds"])
         left = self.progress.seconds_left()
         estimate = f"; about {format_duration(left)} left" if left > 0 else ""

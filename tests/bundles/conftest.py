@@ -22,8 +22,5 @@ def tiny_dataset(tmp_path_factory) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _no_default_synthetic(monkeypatch, tmp_path):
-    # a test that falls back on the built-in set must not write into the user's cache
-    monkeypatch.setenv("RAAGR2_SYNTHETIC_DIR", str(tmp_path / "default-synthetic"))
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    monkeypatch.chdir(tmp_path)
+def _isolated(isolated_workdir):
+    """Every bundle test in its own folder, away from the user's synthetic set."""

@@ -138,6 +138,26 @@ def test_write_overlays_switches_the_overlay_writer_off(tmp_path):
     assert str(raised.value.__cause__) == "write_overlays must be true or false; got 'maybe'."
 
 
+def test_evaluation_under_torchrun_scores_with_the_plain_network():
+    """Merged after multi_gpu_train.json (as ``torchrun ... run evaluating`` merges it), evaluate.json builds the
+    network without the DistributedDataParallel wrapper: scoring syncs no gradients, and DDP would keep the process
+    group (and gloo's worker threads) alive past ``end_distributed``. Training under torchrun keeps the wrapper."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    def network(*configs):
+        parser = ConfigParser(load("depthwise", "train"))
+        for config in configs:
+            parser.update(load("depthwise", config))
+        parser.update({"device": "cpu"})  # not the rank's device: no process group here
+        return parser.get_parsed_content("network", lazy=False)
+
+    assert load("depthwise", "multi_gpu_train")["network"]["_target_"] == "torch.nn.parallel.DistributedDataParallel"
+    scored = network("multi_gpu_train", "evaluate")
+    assert not isinstance(scored, DistributedDataParallel)
+    assert type(scored) is type(get_network("depthwise"))
+    assert load("depthwise", "evaluate")["network"] == load("depthwise", "train")["network"]
+
+
 def _strings(node):
     """Every string of a parsed JSON config."""
     if isinstance(node, dict):

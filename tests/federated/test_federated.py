@@ -29,10 +29,8 @@ def studies(tmp_path_factory) -> str:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("RAAGR2_SYNTHETIC_DIR", str(tmp_path / "default-synthetic"))
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    monkeypatch.chdir(tmp_path)
+def _isolated(isolated_workdir):
+    """Every federated test in its own folder, away from the user's synthetic set."""
 
 
 def _no_simulator(monkeypatch):
@@ -88,6 +86,9 @@ def test_two_clients_one_round_writes_a_global_bundle(studies, tmp_path, monkeyp
     server = json.loads((out / "job" / "app_server" / "config" / "config_fed_server.json").read_text())
     workflow = server["workflows"][0]
     assert workflow["path"].endswith("ScatterAndGather") and workflow["args"]["min_clients"] == 2
+    (aggregator,) = [c for c in server["components"] if c["id"] == "aggregator"]
+    assert aggregator["args"]["aggregation_weights"] == {"site-1": 1.0, "site-2": 1.0}
+    assert aggregator["args"]["weigh_by_local_iter"] is True
     overlays = [json.loads((out / "job" / f"app_site-{i}" / "bundle" / "configs" / "federated.json").read_text())
                 for i in (1, 2)]
     assert [o["datalist"] for o in overlays] == [str(out / "datalists" / f"site-{i}.json") for i in (1, 2)]

@@ -276,6 +276,32 @@ def test_mlflow_parent_child_runs_and_registered_models(study):
     assert (source / "models" / "pruning_history.json").is_file() and (source / "configs" / "inference.json").is_file()
 
 
+def test_failure_prediction_is_logged_to_each_models_child_run(study):
+    """Each failure-prediction evaluation's figures, setting and files go to its model's child run, once; a figure
+    the evaluation could not compute (Spearman of two subjects) is left out rather than logged as NaN."""
+    client, _, children = _runs(study)
+    steps = study.state.data["steps"]
+    logged = study.state.data["mlflow"]["failure"]
+    assert sorted(logged) == sorted(FAILURES)
+    for key in FAILURES:
+        out = steps[f"uncertainty/{key}"]
+        run = children[out["model"]]
+        assert logged[key] == run.info.run_id
+        figures = json.loads((study.root / out["failure_json"]).read_text())
+        metrics = run.data.metrics
+        assert metrics["failure.ece"] == pytest.approx(figures["reliability"]["ece"])
+        assert metrics["failure.ece_tumour"] == pytest.approx(figures["reliability_tumour"]["ece"])
+        assert (metrics["failure.subjects"], metrics["failure.failures"]) == (2, figures["failures"])
+        assert "failure.spearman" not in metrics
+        assert ("failure.auroc" in metrics) == (figures["auroc"] is not None)
+        assert (run.data.params["failure.mode"], run.data.params["failure.samples"],
+                run.data.params["failure.failure_dice"]) == ("tta", "4", "0.8")
+        files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, "failure_prediction")}
+        assert files == {"failure_prediction.json", "reliability.png", "metrics_per_subject.csv"}
+    others = set(children) - {steps[f"uncertainty/{key}"]["model"] for key in FAILURES}
+    assert others and not any(k.startswith("failure.") for m in others for k in children[m].data.metrics)
+
+
 def test_hybrid_rows_prune_the_depthwise_model_and_one_distils_from_the_baseline(study):
     pruned = study.root / "models" / "depthwise" / "pruned"
     plain = json.loads((pruned / "hybrid-50" / "runs" / "prune" / "run.json").read_text())["settings"]

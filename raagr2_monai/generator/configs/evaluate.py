@@ -6,7 +6,7 @@ from typing import Any, Dict
 
 from raagr2_monai.data.chains import writeback_spec
 
-from .common import _CHECKS, _split, _weights_check
+from .common import _CHECKS, _NETWORK, _split, _weights_check
 from raagr2_monai.networks import Variant
 
 __all__ = ["evaluate_config"]
@@ -42,6 +42,10 @@ def evaluate_config(variant: Variant) -> Dict[str, Any]:
         "compact": False,
         # the label maps of an evaluation computed with the kernels every run of it picks
         "deterministic": True,
+        # the plain network, also under torchrun (merged after multi_gpu_train.json): scoring needs no gradient sync,
+        # and a DistributedDataParallel wrapper would hold the process group past `end_distributed`, leaving gloo's
+        # worker threads alive into interpreter shutdown, where one still releasing a gathered tensor aborts the rank
+        "network": dict(_NETWORK),
         "validate#datalist": _split("@eval_section"),
         "validate#postprocessing": writeback_spec(
             "@validate#preprocessing", keep_probabilities=True, output_dir="@prediction_dir", output_labels=False
