@@ -11,6 +11,9 @@ and the bundle's defaults otherwise):
   ``--local_epochs`` epochs each (NVFlare's simulator, MONAI's ``MonaiAlgo``); the global model after the last round;
 - **central**: the bundle's ``training`` workflow on every client's training studies, validated on every client's
   validation studies, ``rounds x local_epochs`` epochs; the model it keeps (best on validation);
+- **central, a client's steps**: the same, for as many epochs as give it the optimizer steps each client took
+  (``rounds x local_epochs`` times a client's share of the training studies): FedAvg's clients step in parallel, so
+  at the same epochs the federated model took a third of central training's sequential steps (3 clients);
 - **site-N alone**: the same on one client's studies.
 
 Each model is evaluated by the bundle's ``evaluating`` workflow on the test subjects; the table gives the mean Dice over
@@ -111,6 +114,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bytes_bundles", nargs="*", default=[], help="bundles to measure one round's bytes of")
     parser.add_argument("--work", type=Path, default=Path("/tmp/raagr2_federated_comparison"))
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse the federated job finished in --work (same settings) instead of running it again")
     args = parser.parse_args()
 
     data_dir = resolve_dataset_dir(args.data_dir)
@@ -131,12 +136,17 @@ def main() -> None:
     start = time.perf_counter()
     result = run_federated(bundle=str(source), clients=args.clients, rounds=args.rounds,
                            local_epochs=args.local_epochs, split=args.split, datalists=lists,
-                           output=str(work / "federated"), seed=args.seed, resume=False, overrides=dict(settings))
+                           output=str(work / "federated"), seed=args.seed, resume=args.resume,
+                           overrides=dict(settings))
     print(f"[compare] federated: {args.clients} clients x {args.rounds} rounds x {args.local_epochs} epochs in "
           f"{time.perf_counter() - start:.0f} s", flush=True)
     models = {"federated (FedAvg)": result.bundle}
     everything = [e for c in clients for e in c.training], [e for c in clients for e in c.validation]
     models["central (all clients' data)"] = train_alone(source, "central", *everything, test, work, epochs, settings)
+    per_client = sum(len(c.training) for c in clients) / len(clients)
+    matched = max(1, round(epochs * per_client / len(everything[0])))
+    stepped = f"central, a client's optimizer steps ({matched} epochs)"
+    models[stepped] = train_alone(source, "central-steps", *everything, test, work, matched, settings)
     for client in clients:
         models[f"{client.name} alone"] = train_alone(source, client.name, list(client.training),
                                                       list(client.validation), test, work, epochs, settings)
@@ -148,7 +158,8 @@ def main() -> None:
     reference = scores["federated (FedAvg)"]
     lines = ["| model | training studies | mean Dice (TC/WT/ET) | paired difference to federated (95 % CI) |",
              "|---|---|---|---|"]
-    counts = {"federated (FedAvg)": len(everything[0]), "central (all clients' data)": len(everything[0])}
+    counts = {"federated (FedAvg)": len(everything[0]), "central (all clients' data)": len(everything[0]),
+              stepped: len(everything[0])}
     counts.update({f"{c.name} alone": len(c.training) for c in clients})
     for name, subject in scores.items():
         dice = [subject_mean_dice(s) for s in subject.values()]
