@@ -179,7 +179,7 @@ _FULL = Profile(
 #: 3e-4, the hybrid row (160 fine-tuning epochs at lr 1e-3: 20 left it 0.105 mean Dice below the baseline, 160 brought
 #: it to +0.017 [-0.029, +0.063]; distillation did not help, see tools/hybrid_recovery.py and the README), two steps at
 #: a time (``workers``), and the benchmark at 192 x 192 (batch 1 and 8, eager PyTorch; batch 1 behind OpenVINO in fp32
-#: and bf16): about 15 minutes on two cores. ``full``: the thesis's schedule (35 epochs, 20 fine-tuning epochs,
+#: and bf16): about 17 minutes on two cores. ``full``: the thesis's schedule (35 epochs, 20 fine-tuning epochs,
 #: 192 x 192 slices, batch 16, ratios 10/20/30 %, benchmark with 10 repeats, plus the "SNIP at initialisation +
 #: training" rows and both hybrid rows) on a GPU with real BraTS data. ``gpu``: the thesis's rows and crops (192 x 192,
 #: batch 16, 35 epochs, 20 fine-tuning epochs, ratios 10/20/30 %, SNIP at initialisation, both hybrid rows) on one GPU

@@ -1,7 +1,9 @@
 """``torchrun`` (``python -m torch.distributed.run``) with ``multi_gpu_train.json`` on the test device: one process,
 DistributedDataParallel over NCCL on CUDA (gloo on the CPU), one epoch, then ``--resume true`` to a second epoch from
-``last.pt``. ``--device cuda`` is given as a user gives it: the process's GPU is still the one of its ``LOCAL_RANK``."""
+``last.pt``, then the evaluation of that model in the same process group (the plain network, its rows gathered over
+NCCL). ``--device cuda`` is given as a user gives it: the process's GPU is still the one of its ``LOCAL_RANK``."""
 
+import csv
 import sys
 
 import torch
@@ -14,13 +16,14 @@ from .conftest import TINY, VARIANT, assert_ran_on, copy_bundle, is_cuda, run, r
 def test_torchrun_trains_and_resumes_at_the_next_epoch(device, tiny_dataset, tmp_path, workdir):
     bundle = copy_bundle(tmp_path / VARIANT)
     out = tmp_path / "ddp"
-    configs = str([str(bundle / "configs" / "train.json"), str(bundle / "configs" / "multi_gpu_train.json")])
+    files = [str(bundle / "configs" / "train.json"), str(bundle / "configs" / "multi_gpu_train.json")]
+    configs = str(files)
 
-    def torchrun(*args):
+    def torchrun(*args, run_id="training", config_file=configs, output_dir=out):
         # NCCL_DEBUG=VERSION: NCCL prints its version once it sets up a communicator, which gloo never does
         return run(
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1", "-m", "monai.bundle",
-            "run", "training", "--config_file", configs, "--dataset_dir", tiny_dataset, "--output_dir", out,
+            "run", run_id, "--config_file", config_file, "--dataset_dir", tiny_dataset, "--output_dir", output_dir,
             "--ckpt_dir", out / "models", "--device", device, *TINY, *args, cwd=workdir, env={"NCCL_DEBUG": "VERSION"},
         )
 
@@ -36,3 +39,10 @@ def test_torchrun_trains_and_resumes_at_the_next_epoch(device, tiny_dataset, tmp
     assert log.count("Resumed from") == 1 and f"Resumed from {out / 'last.pt'} at epoch 1" in log
     last = torch.load(out / "last.pt", map_location="cpu", weights_only=True)["trainer"]
     assert last["iteration"] == 2 * first["epoch_length"], "the resumed run trained the second epoch only"
+
+    evaluate = str([*files, str(bundle / "configs" / "evaluate.json")])
+    torchrun("--write_overlays", "false", run_id="evaluating", config_file=evaluate, output_dir=out / "eval")
+    with open(out / "eval" / "metrics_per_subject.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and all(0.0 <= float(r["dice_WT"]) <= 1.0 for r in rows)  # the 2 test subjects of 9
+    assert_ran_on(run_record(out / "eval"), device)
