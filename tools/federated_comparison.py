@@ -40,7 +40,7 @@ from raagr2_monai.data import load_split, resolve_dataset_dir
 from raagr2_monai.federated import run_federated
 from raagr2_monai.federated.clients import split_studies
 from raagr2_monai.networks import count_parameters
-from raagr2_monai.bundle import bundle_workflow, load_bundle_network
+from raagr2_monai.bundle import bundle_workflow, load_bundle_network, run_bundle_workflow
 from raagr2_monai.report.statistics import paired_difference, read_subject_scores
 from raagr2_monai.metrics import subject_mean_dice
 from raagr2_monai.utils import atomic_write_json
@@ -50,13 +50,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _workflow(configs: Sequence[Path], workflow: str, bundle: Path, **override: Any) -> float:
     """Run one of the bundle's workflows in this process; its seconds."""
-    wf = bundle_workflow(configs, workflow, bundle, **override)
-    start = time.perf_counter()
-    try:
-        wf.run()
-    finally:
-        wf.finalize()
-    return time.perf_counter() - start
+    return run_bundle_workflow(bundle_workflow(configs, workflow, bundle, **override))
 
 
 def _copy_bundle(source: Path, target: Path) -> Path:

@@ -17,7 +17,14 @@ from .checks import (
     config_files_from_argv,
     find_bundle_root,
 )
-from .load import build_bundle_network, bundle_name, bundle_workflow, load_bundle_network, load_teacher
+from .load import (
+    build_bundle_network,
+    bundle_name,
+    bundle_workflow,
+    load_bundle_network,
+    load_teacher,
+    run_bundle_workflow,
+)
 from .pruned import (
     check_prune_settings,
     prepare_output_dir,
@@ -58,6 +65,7 @@ __all__ = [
     "write_pruned_bundle",
     "bundle_name",
     "bundle_workflow",
+    "run_bundle_workflow",
     "build_bundle_network",
     "load_bundle_network",
     "load_teacher",

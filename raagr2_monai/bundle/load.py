@@ -4,6 +4,7 @@ run in this process."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple, Union
 
@@ -13,8 +14,8 @@ from torch import nn
 from raagr2_monai.networks import load_weights, missing_weights
 
 __all__ = [
-    "build_bundle_network", "bundle_name", "bundle_workflow", "check_bundle", "is_bundle", "load_bundle_network",
-    "load_teacher",
+    "build_bundle_network", "bundle_name", "bundle_workflow", "run_bundle_workflow", "check_bundle", "is_bundle",
+    "load_bundle_network", "load_teacher",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -63,6 +64,21 @@ def bundle_workflow(
     )
     wf.initialize()
     return wf
+
+
+def run_bundle_workflow(wf: ConfigWorkflow) -> float:
+    """Run a workflow from :func:`bundle_workflow` and finalise it, also when the run raises (as ``monai.bundle run``
+    would, so that ``finalize`` still closes what ``initialize`` opened).
+
+    Returns:
+        The seconds of the run and its finalisation (``time.perf_counter``).
+    """
+    start = time.perf_counter()
+    try:
+        wf.run()
+    finally:
+        wf.finalize()
+    return time.perf_counter() - start
 
 
 def bundle_name(bundle_dir: PathLike) -> str:

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 from monai.bundle import ConfigParser
 
 from raagr2_monai.benchmark import BenchmarkSettings, add_backend_latencies, benchmark_models
-from raagr2_monai.bundle import bundle_workflow, load_bundle_network
+from raagr2_monai.bundle import bundle_workflow, load_bundle_network, run_bundle_workflow
 from raagr2_monai.generator.generate import write_bundle
 from raagr2_monai.data import fill_cache, load_split
 from raagr2_monai.handlers import FAILURE_JSON, RELIABILITY_PNG, EpochHistory
@@ -70,12 +69,7 @@ def _run_with_history(wf: Any, run_dir: Path) -> float:
     history.attach(trainer)
     for hook in _TRAINER_HOOKS.get():
         hook(trainer, history)
-    start = time.perf_counter()
-    try:
-        wf.run()
-    finally:
-        wf.finalize()
-    return time.perf_counter() - start
+    return run_bundle_workflow(wf)
 
 
 def finetune_val_interval(val_interval: int, finetune_epochs: int) -> int:
@@ -257,7 +251,7 @@ class StudySteps:
             override["teacher_bundle"] = str(self.bundle_dir(ModelSpec("baseline", "architecture", "baseline")))
             override["distill_weight"] = spec.distill_weight
         wf = bundle_workflow([source / "configs" / "train.json", source / "configs" / "prune.json"], "pruning", source,
-                       **override)
+                             **override)
         seconds = _run_with_history(wf, run_dir)
         (run_dir / "last.pt").unlink(missing_ok=True)
         return {
@@ -276,12 +270,9 @@ class StudySteps:
         bundle = self.bundle_dir(spec)
         out = self.eval_dir(spec)
         wf = bundle_workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
-                       bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
-                       write_overlays=False, **self._data_override())
-        try:
-            wf.run()
-        finally:
-            wf.finalize()
+                             bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
+                             write_overlays=False, **self._data_override())
+        run_bundle_workflow(wf)
         cases = [e["case"] for e in self.test_entries()]
         return {
             "per_subject_csv": self._rel(out / "metrics_per_subject.csv"),
@@ -305,13 +296,10 @@ class StudySteps:
             raise RuntimeError(f"{bundle}'s configs were written before evaluation with an uncertainty: they would "
                                "evaluate without it. Rerun the study with --fresh.")
         wf = bundle_workflow([bundle / "configs" / "train.json", bundle / "configs" / "evaluate.json"], "evaluating",
-                       bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
-                       write_overlays=False, lesionwise=None, uncertainty=FAILURE_UNCERTAINTY,
-                       uncertainty_samples=FAILURE_SAMPLES, **self._data_override())
-        try:
-            wf.run()
-        finally:
-            wf.finalize()
+                             bundle, output_dir=str(out), ckpt_path=str(bundle / "models" / "model.pt"),
+                             write_overlays=False, lesionwise=None, uncertainty=FAILURE_UNCERTAINTY,
+                             uncertainty_samples=FAILURE_SAMPLES, **self._data_override())
+        run_bundle_workflow(wf)
         return {
             "model": spec.name,
             "mode": FAILURE_UNCERTAINTY,
