@@ -348,10 +348,9 @@ def federated(
 
     overrides = {}
     if roi_size is not None:
-        from ..utils import parse_sequence
+        from ..data import parse_roi_size
 
-        size = parse_sequence(roi_size, "roi_size", int)
-        overrides["roi_size"] = size * 2 if len(size) == 1 else size
+        overrides["roi_size"] = parse_roi_size(roi_size)
     if batch_size is not None:
         overrides["batch_size"] = int(batch_size)
     result = run_federated(variant=variant, bundle=bundle, clients=clients, rounds=rounds, local_epochs=local_epochs,

@@ -17,7 +17,7 @@ from .cache import (
     fill_cache,
     study_key,
 )
-from .chains import check_roi_size
+from .chains import check_roi_size, parse_roi_size
 from .labels import labelmap_to_regions, labelmap_to_subregions, regions_to_labelmap, regions_to_subregions
 from .layouts import find_cases
 from .sources import check_data_source, inference_cases, load_split, resolve_dataset_dir
@@ -28,6 +28,7 @@ from .validation import BraTSDataError, Problem, case_problems, check_case, chec
 __all__ = [
     "transforms",
     "check_roi_size",
+    "parse_roi_size",
     "CACHE_ENV_VAR",
     "CACHE_FORMAT",
     "CacheSummary",

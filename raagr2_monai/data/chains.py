@@ -29,6 +29,8 @@ from typing import Any, Dict, List, Sequence, Union
 from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
+from raagr2_monai.utils import parse_sequence
+
 from .transforms import CASE_KEY, IMAGE_KEY, LABEL_KEY, PRED_KEY
 
 __all__ = [
@@ -77,6 +79,22 @@ def check_roi_size(roi_size: Sequence[int]) -> List[int]:
             f"got {roi_size}."
         )
     return size
+
+
+def parse_roi_size(value: Any) -> List[int]:
+    """``roi_size`` as a command line gives it (``96``, ``"96,96"``, ``(96, 96)``): one size for both in-plane axes,
+    or two, checked by :func:`check_roi_size`.
+
+    Raises:
+        ValueError: naming the setting and what it must be.
+
+    Example::
+
+        >>> parse_roi_size("96"), parse_roi_size("128,96")
+        ([96, 96], [128, 96])
+    """
+    sizes = parse_sequence(value, "roi_size", int)
+    return check_roi_size(sizes * 2 if len(sizes) == 1 else sizes)
 
 
 def _compose(transforms: List[Dict[str, Any]]) -> Dict[str, Any]:

@@ -20,10 +20,10 @@ from monai.bundle import ConfigParser
 from monai.transforms import Compose
 
 from raagr2_monai.data import check_data_source, inference_cases
-from raagr2_monai.data.chains import check_roi_size
+from raagr2_monai.data.chains import parse_roi_size
 from raagr2_monai.handlers import UncertaintyWriter
 from raagr2_monai.networks import check_uncertainty, load_weights
-from raagr2_monai.utils import as_flag, autocast, check_precision, parse_sequence, progress_bar, resolve_device
+from raagr2_monai.utils import as_flag, autocast, check_precision, progress_bar, resolve_device
 
 from .backends import check_backend, cpu_name, exported_precision
 from .inferer import check_sampled_network
@@ -327,8 +327,7 @@ class SegmentSettings:
             raise ValueError(f"repeat must be a whole number >= 1; got {self.repeat!r}.")
         overrides: Dict[str, Any] = {}
         if self.roi_size is not None:
-            sizes = parse_sequence(self.roi_size, "roi_size", int)
-            overrides["roi_size"] = check_roi_size(sizes * 2 if len(sizes) == 1 else sizes)
+            overrides["roi_size"] = parse_roi_size(self.roi_size)
         if self.device is not None:
             resolve_device(self.device)  # a device this machine lacks is refused before the network is built on it
         precision = None if self.precision is None else check_precision(self.precision)

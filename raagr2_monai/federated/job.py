@@ -22,7 +22,7 @@ from raagr2_monai.utils import atomic_write_json
 
 from .clients import ClientData
 
-__all__ = ["JobSpec", "OVERLAY", "write_job", "client_overlay", "job_name"]
+__all__ = ["JobSpec", "OVERLAY", "write_job", "client_overlay", "job_name", "copy_bundle_structure"]
 
 #: The overlay config each client's bundle copy gets.
 OVERLAY = "configs/federated.json"
@@ -143,7 +143,7 @@ def client_overlay(train_config: Mapping[str, Any], client: ClientData, datalist
     return overlay
 
 
-def _copy_bundle(source: Path, target: Path) -> None:
+def copy_bundle_structure(source: Path, target: Path) -> None:
     """The source bundle's configs and the structure files of its ``models/`` (not its weights: the server sends
     those every round)."""
     shutil.copytree(source / "configs", target / "configs")
@@ -253,7 +253,7 @@ def write_job(spec: JobSpec, job_dir: str) -> str:
     for client in spec.clients:
         app = root / f"app_{client.name}"
         deploy_map[app.name] = [client.name]
-        _copy_bundle(source, app / "bundle")
+        copy_bundle_structure(source, app / "bundle")
         overlay = client_overlay(train_config, client, spec.datalists[client.name], spec)
         atomic_write_json(app / "bundle" / OVERLAY, overlay)
         atomic_write_json(app / "config" / "config_fed_client.json", _client_config(spec))

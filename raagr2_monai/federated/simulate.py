@@ -28,7 +28,7 @@ from raagr2_monai.networks import VARIANTS
 from raagr2_monai.utils import atomic_write_json, parse_sequence
 
 from .bytes import summarise_bytes
-from .job import JobSpec, write_job
+from .job import JobSpec, copy_bundle_structure, write_job
 from .persistor import GLOBAL_MODEL, read_state
 from .clients import (
     ClientData,
@@ -40,10 +40,6 @@ from .clients import (
 )
 
 __all__ = ["FederatedResult", "resolve_source_bundle", "prepare_clients", "run_federated", "write_global_bundle"]
-
-#: Files of a pruned bundle's ``models/`` that describe its structure; copied into the global bundle.
-_STRUCTURE_FILES = ("pruning_history.json",)
-
 
 @dataclass(frozen=True)
 class FederatedResult:
@@ -158,17 +154,14 @@ def write_global_bundle(source_bundle: Path, weights: Path, target: Path) -> Pat
     tmp = target.with_name(f".{target.name}.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)
-    shutil.copytree(source_bundle / "configs", tmp / "configs")
+    copy_bundle_structure(source_bundle, tmp)
     for extra in ("docs", "LICENSE"):
         path = source_bundle / extra
         if path.is_dir():
             shutil.copytree(path, tmp / extra)
         elif path.is_file():
             shutil.copy2(path, tmp / extra)
-    (tmp / "models").mkdir()
-    for name in _STRUCTURE_FILES:
-        if (source_bundle / "models" / name).is_file():
-            shutil.copy2(source_bundle / "models" / name, tmp / "models" / name)
+    (tmp / "models").mkdir(exist_ok=True)
     shutil.copy2(weights, tmp / "models" / "model.pt")
     load_bundle_network(tmp, require_weights=True)  # strict: exact keys and shapes
     old = target.with_name(f".{target.name}.old")
